@@ -1,0 +1,83 @@
+"""The manifest: the contract between training (which writes it) and serving (which reads it)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+MANIFEST_FILE = "manifest.json"
+
+
+class ModelEntry(BaseModel):
+    name: str = Field(description="Triton-style model name; the file is <name>/<version>/model.onnx")
+    kind: Literal["segmentation", "classification"]
+    structure: str | None = Field(None, description="Segmented structure (segmentation models)")
+    view: Literal["AP", "LAT"] | None = None
+    version: str = "1"
+    file: str = Field(description="Path of the ONNX file relative to the models directory")
+    sha256: str
+    input_name: str
+    output_name: str
+    input_shape: list[int | None] = Field(description="NHWC; None marks the dynamic batch dimension")
+    output_shape: list[int | None]
+    preprocessing: dict[str, Any]
+    threshold: float | None = Field(None, description="Probability threshold for a mask pixel")
+    classes: list[str] | None = None
+    architecture: str
+    parameters: int
+    opset: int
+    training_data: str
+    split: str
+    epochs: int
+    training_time_s: float | None = None
+    trained_on: str | None = Field(None, description="Hardware the weights were trained on")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    parity_max_abs_diff: float | None = Field(None, description="Max |Keras - ONNX| on real inputs at export")
+    validated: bool = Field(description="False for demonstration models trained on too little data")
+    notes: str = ""
+
+
+class Manifest(BaseModel):
+    schema_version: int = 1
+    created: str
+    models: list[ModelEntry]
+
+    def by_name(self) -> dict[str, ModelEntry]:
+        return {m.name: m for m in self.models}
+
+    def segmentation_models(self) -> list[ModelEntry]:
+        return [m for m in self.models if m.kind == "segmentation"]
+
+    def classifier(self) -> ModelEntry | None:
+        return next((m for m in self.models if m.kind == "classification"), None)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(models_dir: Path) -> Manifest:
+    return Manifest.model_validate_json((Path(models_dir) / MANIFEST_FILE).read_text())
+
+
+def save_manifest(manifest: Manifest, models_dir: Path) -> Path:
+    path = Path(models_dir) / MANIFEST_FILE
+    path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def upsert_model(models_dir: Path, entry: ModelEntry, created: str) -> Manifest:
+    """Add or replace one model's entry in the manifest (created if absent)."""
+    path = Path(models_dir) / MANIFEST_FILE
+    manifest = load_manifest(models_dir) if path.exists() else Manifest(created=created, models=[])
+    models = [m for m in manifest.models if m.name != entry.name] + [entry]
+    manifest = Manifest(created=created, models=sorted(models, key=lambda m: m.name))
+    save_manifest(manifest, models_dir)
+    return manifest

@@ -1,0 +1,27 @@
+"""The anatomical structures the product segments and the radiographic view each belongs to."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+View = Literal["AP", "LAT"]
+VIEWS: tuple[View, ...] = ("AP", "LAT")
+
+# One U-Net per structure, named exactly as the course dataset names its mask files.
+STRUCTURES: dict[str, View] = {
+    "Ap_Pedicle": "AP",
+    "Ap_Spinous_Process": "AP",
+    "Ap_Vertebra": "AP",
+    "Lat_Anterior_Vertebral_Line": "LAT",
+    "Lat_Disk_Height": "LAT",
+    "Lat_Posterior_Vertebral_Line": "LAT",
+    "Lat_Spinous_Process": "LAT",
+    "Lat_Vertebra": "LAT",
+}
+
+CLASSES: tuple[str, str] = ("Normal", "Damaged")
+CLASSIFIER_MODEL_NAME = "Mask_Classifier"
+
+
+def structures_for_view(view: View) -> list[str]:
+    return [name for name, v in STRUCTURES.items() if v == view]
