@@ -126,9 +126,9 @@ def probabilities_to_source_mask(probabilities: np.ndarray, box: Letterbox, thre
     return resize(content, (box.src_h, box.src_w)) >= threshold
 
 
-def mask_to_classifier_input(mask: np.ndarray) -> np.ndarray:
+def mask_to_classifier_input(mask: np.ndarray, out_hw: tuple[int, int] = CLASSIFIER_INPUT_HW) -> np.ndarray:
     """Binary mask in the U-Net's letterboxed frame -> the classifier's HxW float32 input (box-averaged)."""
-    return resize(np.asarray(mask, dtype=np.float32), CLASSIFIER_INPUT_HW, Image.Resampling.BOX)
+    return resize(np.asarray(mask, dtype=np.float32), out_hw, Image.Resampling.BOX)
 
 
 def preprocessing_spec() -> dict[str, object]:

@@ -1,0 +1,34 @@
+# One virtual environment per checkout; stamps record which extras are installed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[serve]'
+	touch $@
+
+$(VENV)/.all: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[serve,train,dev]'
+	touch $@ $(VENV)/.serve
+
+## Set up (serving extras only) and serve the committed models on 0.0.0.0:8000
+run: $(VENV)/.serve
+	$(BIN)/spine-serve
+
+## Set up everything (serve, train, dev) and run lint + the whole test suite
+test: $(VENV)/.all
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.all
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
