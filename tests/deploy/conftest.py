@@ -164,9 +164,13 @@ def check_config_against_onnx(config_path: Path, entry: ModelEntry, models_dir: 
             if batched:
                 assert onnx_dims and onnx_dims[0] is None, f"{entry.name}.{tensor.name}: batching needs a dynamic first ONNX dim"
                 onnx_dims = onnx_dims[1:]
-            assert list(tensor.dims) == [-1 if d is None else d for d in onnx_dims], (
-                f"{entry.name}.{tensor.name}: dims {list(tensor.dims)} vs ONNX {onnx_dims}"
+            # As Triton's ONNX Runtime backend compares them: a fixed ONNX dim must be equal, a dynamic
+            # one (symbolic or unknown) accepts -1 or any size the config fixes.
+            dims = list(tensor.dims)
+            assert len(dims) == len(onnx_dims) and all(d is None or c == d for c, d in zip(dims, onnx_dims, strict=True)), (
+                f"{entry.name}.{tensor.name}: dims {dims} vs ONNX {onnx_dims}"
             )
+            assert all(c == -1 or c > 0 for c in dims)
     assert config.input[0].name == entry.input_name and config.output[0].name == entry.output_name
 
     assert len(config.instance_group) >= 1

@@ -68,3 +68,24 @@ def test_committed_repository_is_a_valid_triton_repository(check_triton_config):
     # a config.pbtxt fails the server's start: the repository must hold the manifest's models only.
     subdirs = {p.name for p in EXPORTED.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
     assert subdirs == {m.name for m in manifest.models}
+
+
+def test_check_catches_a_config_that_disagrees_with_its_graph(tiny_repository, check_triton_config):
+    """The config-vs-graph check has teeth: wrong dims, names and types are each reported."""
+    models_dir, manifest = tiny_repository
+    write_triton_configs(models_dir)
+    entry = manifest.by_name()["Ap_Vertebra"]
+    path = models_dir / entry.name / CONFIG_FILE
+    good = path.read_text()
+    for bad in (
+        good.replace("dims: [ 16, 8, 1 ]", "dims: [ 8, 16, 1 ]", 1),
+        good.replace('name: "input_image"', 'name: "image"', 1),
+        good.replace("data_type: TYPE_FP32", "data_type: TYPE_FP16", 1),
+        good.replace("max_batch_size: 8", "max_batch_size: 0", 1),
+    ):
+        assert bad != good
+        path.write_text(bad)
+        with pytest.raises(AssertionError):
+            check_triton_config(path, entry, models_dir)
+    path.write_text(good)
+    check_triton_config(path, entry, models_dir)
