@@ -1,0 +1,48 @@
+"""Typed dependencies (fastapi full-stack-template style): routes declare what they need, nothing global."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+
+from service.core.config import Settings
+from service.core.errors import ApiError
+from service.core.metrics import Metrics
+from service.core.state import ModelState
+from service.inference import ModelRegistry
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_model_state(request: Request) -> ModelState:
+    return request.app.state.models
+
+
+def get_registry(state: Annotated[ModelState, Depends(get_model_state)]) -> ModelRegistry:
+    if state.registry is None:
+        if state.error:
+            raise ApiError(503, "not_ready", state.error)
+        raise ApiError(503, "loading", "the models are still loading; retry when GET /health/ready says ready")
+    return state.registry
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_limiter(request: Request) -> anyio.CapacityLimiter:
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is None:  # app used without its lifespan (e.g. TestClient outside `with`)
+        limiter = request.app.state.limiter = anyio.CapacityLimiter(request.app.state.settings.inference_concurrency)
+    return limiter
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelStateDep = Annotated[ModelState, Depends(get_model_state)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]

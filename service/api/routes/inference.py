@@ -1,0 +1,102 @@
+"""POST /segment and POST /classify: parse the form, run the pipeline in a worker thread, count."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.api.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
+from service.core.errors import ApiError
+from service.pipeline import Upload, classify_uploads, parse_structures, segment_upload
+from service.schemas import AggregationName, ClassifyResponse, MaskFormat, SegmentResponse, error_responses
+
+router = APIRouter(tags=["inference"])
+
+ERRORS = error_responses(413, 415, 422, 503)
+FORMATS = "PNG (8/16-bit), JPEG, TIFF or DICOM"
+VIEW_HELP = "AP or LAT (case-insensitive); optional for a DICOM whose ViewPosition says it"
+STRUCTURES_HELP = "Comma-separated subset of the view's structures (case-insensitive); default all"
+
+
+async def _read(upload: UploadFile) -> Upload:
+    # The body limit middleware has already bounded what Starlette spooled; this reads the spooled file.
+    return Upload(data=await upload.read(), filename=upload.filename)
+
+
+@router.post(
+    "/segment",
+    operation_id="segment",
+    response_model=SegmentResponse,
+    summary="Segment one radiograph with the U-Nets of its view",
+    description="Masks come back at the original image size, as base64 1-bit PNG or COCO uncompressed RLE.",
+    responses=ERRORS,
+)
+async def segment(
+    registry: RegistryDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    metrics: MetricsDep,
+    file: Annotated[UploadFile, File(description=f"The radiograph: {FORMATS}")],
+    view: Annotated[str | None, Form(description=VIEW_HELP, examples=["AP"])] = None,
+    structures: Annotated[str | None, Form(description=STRUCTURES_HELP, examples=["Ap_Vertebra,Ap_Pedicle"])] = None,
+    mask_format: Annotated[MaskFormat, Form(description="png (base64 1-bit PNG) or rle (COCO uncompressed RLE)")] = "png",
+    overlay: Annotated[bool, Form(description="Also return the radiograph with coloured masks as base64 PNG")] = False,
+) -> SegmentResponse:
+    upload = await _read(file)
+    job = partial(
+        segment_upload,
+        registry,
+        upload,
+        view,
+        parse_structures(structures),
+        mask_format,
+        overlay,
+        settings.max_image_pixels,
+        settings.overlay_max_side,
+    )
+    result = await anyio.to_thread.run_sync(job, limiter=limiter)
+    metrics.images.labels("segment", result.view).inc()
+    return result
+
+
+@router.post(
+    "/classify",
+    operation_id="classify",
+    response_model=ClassifyResponse,
+    summary="Segment the AP and/or LAT radiograph and score every mask Normal/Damaged",
+    description=(
+        "Each view is segmented with its U-Nets; every mask (in the model frame) is scored by the classifier in one "
+        "batch; `aggregation` turns the per-mask scores into one label."
+    ),
+    responses=ERRORS,
+)
+async def classify(
+    registry: RegistryDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    metrics: MetricsDep,
+    ap: Annotated[UploadFile | None, File(description=f"AP radiograph: {FORMATS}")] = None,
+    lat: Annotated[UploadFile | None, File(description=f"Lateral radiograph: {FORMATS}")] = None,
+    include_masks: Annotated[bool, Form(description="Return the masks as /segment does")] = True,
+    mask_format: Annotated[MaskFormat, Form()] = "png",
+    aggregation: Annotated[AggregationName | None, Form(description="Override SPINE_AGGREGATION for this request")] = None,
+) -> ClassifyResponse:
+    uploads = {view: await _read(f) for view, f in (("AP", ap), ("LAT", lat)) if f is not None}
+    if not uploads:
+        raise ApiError(422, "validation_error", "send at least one of the files `ap` and `lat`")
+    job = partial(
+        classify_uploads,
+        registry,
+        uploads,
+        include_masks,
+        mask_format,
+        aggregation or settings.aggregation,
+        settings.max_image_pixels,
+    )
+    result = await anyio.to_thread.run_sync(job, limiter=limiter)
+    for view in uploads:
+        metrics.images.labels("classify", view).inc()
+    return result

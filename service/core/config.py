@@ -1,0 +1,82 @@
+"""Service settings, read from the environment (prefix `SPINE_`) or a `.env` file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The package sits at <repo>/service/core/config.py in a checkout (editable install), so the committed
+# models are two levels up. Installed elsewhere (a wheel in a container) this path will not exist and
+# SPINE_MODELS_DIR must be set; readiness then says the manifest is missing.
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "exported_models"
+DEFAULT_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _default_threads() -> int:
+    # onnxruntime sizes its pool to every core of the host, which oversubscribes a container limited by
+    # cpuset; the affinity mask is what this process may actually use. Cap it: the sessions are small.
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Folder with manifest.json and <model>/<version>/model.onnx")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_PROVIDERS),
+        description="onnxruntime execution providers in order of preference (comma-separated in the environment)",
+    )
+    require_gpu: bool = Field(False, description="Not ready unless every session runs on CUDA")
+    intra_op_threads: int = Field(default_factory=_default_threads, ge=1, description="onnxruntime intra-op threads per session")
+    inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session (graphs run sequentially)")
+    inference_concurrency: int = Field(
+        2, ge=1, description="Requests computing at once (decode + inference); more wait, so threads are not oversubscribed"
+    )
+    verify_sha256: bool = Field(True, description="Check every model file against its manifest sha256 at start-up")
+    warmup: bool = Field(True, description="Run every session once before reporting ready")
+
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest request body (all files together)")
+    max_image_pixels: int = Field(100_000_000, ge=1, description="Largest decoded image (width x height); larger is a 413")
+    overlay_max_side: int = Field(2048, ge=64, description="Longest side of the overlay PNG (downscaled beyond)")
+    max_batch_size: int = Field(32, ge=1, description="Largest batch accepted by the KServe v2 infer endpoint")
+
+    aggregation: Literal["max_score", "mean"] = Field(
+        "max_score", description="Default rule turning per-mask scores into a label"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_json: bool = Field(True, description="One JSON object per log line (False: plain text for a terminal)")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        # Accept `CUDAExecutionProvider,CPUExecutionProvider` as well as a JSON list from the environment.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,67 @@
+"""The model registry behind the app, loaded in a thread so the process is live while models load."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from service.core.config import Settings
+from service.inference import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class ModelState:
+    def __init__(self, settings: Settings, registry: ModelRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.error: str | None = None
+        self.loaded = threading.Event()
+        self._thread: threading.Thread | None = None
+        if registry is not None:
+            self.loaded.set()
+
+    def start(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
+        if self.registry is not None:
+            on_loaded(self.registry)
+            return
+        self._thread = threading.Thread(target=self._load, args=(on_loaded,), name="model-loader", daemon=True)
+        self._thread.start()
+
+    def _load(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        try:
+            registry = ModelRegistry.load(
+                s.models_dir,
+                providers=s.providers,
+                intra_op_threads=s.intra_op_threads,
+                warmup=s.warmup,
+                inter_op_threads=s.inter_op_threads,
+                require_gpu=s.require_gpu,
+                verify_sha256=s.verify_sha256,
+            )
+            on_loaded(registry)
+            self.registry = registry
+            log.info(
+                "models loaded",
+                extra={
+                    "fields": {
+                        "ready": registry.ready,
+                        "execution_provider": registry.execution_provider,
+                        "models": len(registry.models),
+                        "problems": registry.problems,
+                        "seconds": round(time.perf_counter() - started, 3),
+                    }
+                },
+            )
+        except Exception as exc:  # a bug, not a bad model: keep the process up and say so in readiness
+            log.exception("loading the models failed")
+            self.error = f"loading the models failed: {exc}"
+        finally:
+            self.loaded.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.loaded.wait(timeout)

@@ -1,0 +1,53 @@
+"""Rules that turn per-mask (p_normal, p_damaged) scores into one Normal/Damaged label.
+
+Each rule returns `(label, score)` where `score` is the aggregated probability of `label`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from spine_core.structures import CLASSES
+
+PerMask = Mapping[str, tuple[float, float]] | Iterable[tuple[float, float]]
+Aggregation = Callable[[PerMask], tuple[str, float]]
+
+
+def _pairs(per_mask: PerMask) -> list[tuple[float, float]]:
+    pairs = list(per_mask.values()) if isinstance(per_mask, Mapping) else list(per_mask)
+    if not pairs:
+        raise ValueError("no per-mask scores to aggregate")
+    return [(float(p_normal), float(p_damaged)) for p_normal, p_damaged in pairs]
+
+
+def aggregate_max_score(per_mask: PerMask) -> tuple[str, float]:
+    """The course report's rule: the class holding the single highest per-mask class score wins.
+
+    Ties go to Damaged: for a screening tool a false alarm costs less than a missed finding.
+    """
+    pairs = _pairs(per_mask)
+    best_normal = max(p[0] for p in pairs)
+    best_damaged = max(p[1] for p in pairs)
+    if best_damaged >= best_normal:
+        return CLASSES[1], best_damaged
+    return CLASSES[0], best_normal
+
+
+def aggregate_mean(per_mask: PerMask) -> tuple[str, float]:
+    """Damaged when the mean p_damaged over all masks is at least 0.5."""
+    pairs = _pairs(per_mask)
+    mean_damaged = sum(p[1] for p in pairs) / len(pairs)
+    if mean_damaged >= 0.5:
+        return CLASSES[1], mean_damaged
+    return CLASSES[0], 1.0 - mean_damaged
+
+
+AGGREGATIONS: dict[str, Aggregation] = {"max_score": aggregate_max_score, "mean": aggregate_mean}
+
+
+def aggregate(per_mask: PerMask, rule: str = "max_score") -> tuple[str, float]:
+    try:
+        fn = AGGREGATIONS[rule]
+    except KeyError:
+        raise ValueError(f"unknown aggregation {rule!r}; choose one of {', '.join(AGGREGATIONS)}") from None
+    return fn(per_mask)

@@ -1,0 +1,446 @@
+"""Every model of the manifest in one onnxruntime session each, and the inference built on them.
+
+No web framework here: the HTTP layer and the evaluation CLI both call this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from spine_core.manifest import MANIFEST_FILE, Manifest, ModelEntry, load_manifest, sha256_file
+from spine_core.preprocessing import (
+    MASK_THRESHOLD,
+    Letterbox,
+    mask_to_classifier_input,
+    preprocess_image,
+    probabilities_to_source_mask,
+    to_unet_batch,
+)
+from spine_core.structures import CLASSES, STRUCTURES, VIEWS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+MANIFEST_KEY = "manifest"  # key in `problems` for a manifest that cannot be read
+
+# ONNX tensor element types -> numpy, for checking what a caller hands to `run`.
+_ORT_TYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+}
+
+
+class InferenceError(Exception):
+    """Base class of the errors a caller can act on (the HTTP layer maps them to 4xx/503)."""
+
+
+class UnknownViewError(InferenceError, ValueError):
+    pass
+
+
+class UnknownStructureError(InferenceError, ValueError):
+    pass
+
+
+class UnknownModelError(InferenceError, KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0]) if self.args else "unknown model"
+
+
+class InvalidInputError(InferenceError, ValueError):
+    pass
+
+
+class ModelUnavailableError(InferenceError):
+    """A model the request needs is listed but not servable (missing, corrupt, sha mismatch, no GPU...)."""
+
+    def __init__(self, problems: Mapping[str, str]):
+        self.problems = dict(problems)
+        super().__init__("; ".join(f"{name}: {why}" for name, why in self.problems.items()))
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    datatype: str  # onnxruntime type string, e.g. tensor(float)
+    shape: list[int | None]  # None for a dynamic dimension
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _ORT_TYPES.get(self.datatype, np.dtype(np.float32))
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    path: Path
+    session: ort.InferenceSession | None = None
+    provider: str | None = None
+    problem: str | None = None
+    warm: bool = False
+    load_ms: float = 0.0
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def servable(self) -> bool:
+        return self.session is not None and self.problem is None
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        shape = self.entry.input_shape
+        return int(shape[1]), int(shape[2])  # type: ignore[arg-type]  # validated at load
+
+    @property
+    def threshold(self) -> float:
+        return MASK_THRESHOLD if self.entry.threshold is None else float(self.entry.threshold)
+
+
+@dataclass
+class SegmentationResult:
+    view: str
+    masks: dict[str, np.ndarray]  # structure -> bool mask at the ORIGINAL image size
+    model_frame_masks: dict[str, np.ndarray]  # structure -> bool mask in the letterboxed model frame
+    letterbox: Letterbox  # of the first model; see `letterboxes` if a view mixes input sizes
+    letterboxes: dict[str, Letterbox]
+    timings_ms: dict[str, float]  # preprocess, inference, postprocess
+    models_used: list[str]  # model names, in the order of `masks`
+
+
+def _validate_entry(entry: ModelEntry) -> str | None:
+    shape = entry.input_shape
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[3] != 1:
+        return f"manifest input_shape {shape} is not [None, H, W, 1]"
+    if entry.kind == "segmentation" and (entry.structure is None or entry.view is None):
+        return "manifest entry of a segmentation model lacks structure or view"
+    if entry.kind == "classification" and entry.classes and sorted(entry.classes) != sorted(CLASSES):
+        return f"manifest classes {entry.classes} are not {list(CLASSES)}"
+    return None
+
+
+def _specs(args: Iterable[ort.NodeArg]) -> list[TensorSpec]:
+    return [TensorSpec(a.name, a.type, [d if isinstance(d, int) else None for d in a.shape]) for a in args]
+
+
+def _check_session_matches(model: LoadedModel) -> str | None:
+    """The manifest and the ONNX graph must agree, or we would feed the wrong tensor."""
+    entry = model.entry
+    by_name = {s.name: s for s in model.inputs}
+    if entry.input_name not in by_name:
+        return f"ONNX graph has no input {entry.input_name!r} (has {sorted(by_name)})"
+    if entry.output_name not in {s.name for s in model.outputs}:
+        return f"ONNX graph has no output {entry.output_name!r}"
+    graph_shape = by_name[entry.input_name].shape
+    if len(graph_shape) != 4:
+        return f"ONNX input {entry.input_name!r} has rank {len(graph_shape)}, expected 4 (NHWC)"
+    for want, have in zip(entry.input_shape[1:], graph_shape[1:], strict=True):
+        if have is not None and have != want:
+            return f"ONNX input shape {graph_shape} does not match the manifest's {entry.input_shape}"
+    return None
+
+
+class ModelRegistry:
+    """The served models. Build with `ModelRegistry.load`; immutable afterwards, safe to share between threads."""
+
+    def __init__(
+        self,
+        models_dir: Path,
+        manifest: Manifest | None,
+        models: dict[str, LoadedModel],
+        problems: dict[str, str],
+        requested_providers: list[str],
+    ) -> None:
+        self.models_dir = models_dir
+        self.manifest = manifest
+        self.models = models
+        self.problems = problems
+        self.requested_providers = requested_providers
+        # Set by the service to feed its metrics: (model name, seconds, batch size).
+        self.on_inference: Callable[[str, float, int], None] | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls,
+        models_dir: Path,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        warmup: bool = True,
+        *,
+        inter_op_threads: int | None = 1,
+        require_gpu: bool = False,
+        verify_sha256: bool = True,
+    ) -> ModelRegistry:
+        """Load every manifest model. Never raises for a bad model: the problem is recorded under its name."""
+        models_dir = Path(models_dir)
+        providers = list(providers or DEFAULT_PROVIDERS)
+        problems: dict[str, str] = {}
+        try:
+            manifest = load_manifest(models_dir)
+        except FileNotFoundError:
+            problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} not found (set SPINE_MODELS_DIR?)"
+            return cls(models_dir, None, {}, problems, providers)
+        except Exception as exc:  # invalid JSON or schema: report, do not crash the service
+            problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} is invalid: {exc}"
+            return cls(models_dir, None, {}, problems, providers)
+        if not manifest.models:
+            problems[MANIFEST_KEY] = "the manifest lists no models"
+
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        if inter_op_threads:
+            options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+        models: dict[str, LoadedModel] = {}
+        for entry in manifest.models:
+            model = cls._load_one(models_dir, entry, providers, options, warmup, verify_sha256)
+            if model.servable and require_gpu and model.provider not in GPU_PROVIDERS:
+                model.problem = f"require_gpu is set but the session runs on {model.provider} (CUDA is not usable here)"
+            if model.problem:
+                problems[entry.name] = model.problem
+                log.error("model %s not servable: %s", entry.name, model.problem)
+            elif model.provider != providers[0]:
+                # Not an error (the service still works), but never silent.
+                log.warning("model %s runs on %s although %s was requested first", entry.name, model.provider, providers[0])
+            models[entry.name] = model
+        return cls(models_dir, manifest, models, problems, providers)
+
+    @staticmethod
+    def _load_one(
+        models_dir: Path,
+        entry: ModelEntry,
+        providers: list[str],
+        options: ort.SessionOptions,
+        warmup: bool,
+        verify_sha256: bool,
+    ) -> LoadedModel:
+        path = models_dir / entry.file
+        model = LoadedModel(entry=entry, path=path)
+        started = time.perf_counter()
+        if problem := _validate_entry(entry):
+            model.problem = problem
+            return model
+        if not path.is_file():
+            model.problem = f"model file {entry.file} is missing"
+            return model
+        if verify_sha256:
+            digest = sha256_file(path)
+            if digest != entry.sha256:
+                model.problem = f"model file {entry.file} has sha256 {digest[:12]}…, the manifest says {entry.sha256[:12]}…"
+                return model
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # corrupt or unsupported graph
+            model.problem = f"model file {entry.file} cannot be loaded by onnxruntime: {str(exc).strip()[:300]}"
+            return model
+        model.session = session
+        # The truth is what the session runs on, not what the build says is available.
+        model.provider = session.get_providers()[0]
+        model.inputs = _specs(session.get_inputs())
+        model.outputs = _specs(session.get_outputs())
+        if problem := _check_session_matches(model):
+            model.problem = problem
+            return model
+        if warmup:
+            try:
+                h, w = model.input_hw
+                out = session.run([entry.output_name], {entry.input_name: np.zeros((1, h, w, 1), np.float32)})[0]
+                expected = (1, h, w, 1) if entry.kind == "segmentation" else (1, 2)
+                if tuple(out.shape) != expected:
+                    model.problem = f"output shape {list(out.shape)} for one image, expected {list(expected)}"
+                    return model
+                model.warm = True
+            except Exception as exc:
+                model.problem = f"warm-up inference failed: {str(exc).strip()[:300]}"
+                return model
+        model.load_ms = (time.perf_counter() - started) * 1000
+        return model
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def ready(self) -> bool:
+        return self.manifest is not None and not self.problems and all(m.servable for m in self.models.values())
+
+    @property
+    def execution_provider(self) -> str:
+        """The provider the sessions actually run on ("none" before any loaded, comma-joined if they differ)."""
+        used = sorted({m.provider for m in self.models.values() if m.provider})
+        return ", ".join(used) if used else "none"
+
+    def structures_for(self, view: str) -> list[str]:
+        """Structures of one view that the manifest has a model for, in the canonical order."""
+        if self.manifest is None:
+            return []
+        available = {m.structure for m in self.manifest.segmentation_models() if m.view == view}
+        ordered = [s for s in STRUCTURES if s in available]
+        return ordered + sorted(s for s in available if s not in STRUCTURES and s is not None)
+
+    def segmentation_model(self, structure: str) -> LoadedModel | None:
+        return next((m for m in self.models.values() if m.entry.kind == "segmentation" and m.entry.structure == structure), None)
+
+    def classifier(self) -> LoadedModel | None:
+        return next((m for m in self.models.values() if m.entry.kind == "classification"), None)
+
+    def get(self, name: str) -> LoadedModel:
+        """A model by name, servable; raises UnknownModelError or ModelUnavailableError."""
+        if name not in self.models:
+            raise UnknownModelError(f"no model named {name!r}")
+        model = self.models[name]
+        self._require([model])
+        return model
+
+    def _require(self, models: Iterable[LoadedModel]) -> None:
+        if self.manifest is None:
+            raise ModelUnavailableError(self.problems)
+        bad = {m.name: m.problem or "not loaded" for m in models if not m.servable}
+        if bad:
+            raise ModelUnavailableError(bad)
+
+    # ------------------------------------------------------------------ inference
+
+    def _run(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        out = model.session.run([model.entry.output_name], {model.entry.input_name: batch})[0]  # type: ignore[union-attr]
+        if self.on_inference is not None:
+            self.on_inference(model.name, time.perf_counter() - started, int(batch.shape[0]))
+        return out
+
+    def run(self, name: str, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Raw inference on one model (the KServe v2 endpoint): checked names, dtypes and shapes."""
+        model = self.get(name)
+        specs = {s.name: s for s in model.inputs}
+        unknown = set(inputs) - set(specs)
+        missing = set(specs) - set(inputs)
+        if unknown or missing:
+            raise InvalidInputError(f"model {name} takes inputs {sorted(specs)}; got {sorted(inputs)}")
+        feed = {}
+        for key, array in inputs.items():
+            spec = specs[key]
+            if array.dtype != spec.dtype:
+                raise InvalidInputError(f"input {key!r} must be {spec.dtype}, got {array.dtype}")
+            same_rank = array.ndim == len(spec.shape)
+            fits = same_rank and all(d is None or d == a for d, a in zip(spec.shape, array.shape, strict=False))
+            if not fits:
+                raise InvalidInputError(f"input {key!r} must have shape {spec.shape} (None = any), got {list(array.shape)}")
+            feed[key] = array
+        output_names = [s.name for s in model.outputs]
+        wanted = outputs or output_names
+        if unknown_out := set(wanted) - set(output_names):
+            raise InvalidInputError(f"model {name} has no output(s) {sorted(unknown_out)}; it has {output_names}")
+        started = time.perf_counter()
+        try:
+            results = model.session.run(wanted, feed)  # type: ignore[union-attr]
+        except Exception as exc:  # e.g. a spatial size the graph cannot take
+            raise InvalidInputError(f"onnxruntime rejected the input: {str(exc).strip()[:300]}") from exc
+        if self.on_inference is not None:
+            batch = next(iter(feed.values())).shape[0] if feed else 1
+            self.on_inference(name, time.perf_counter() - started, int(batch))
+        return dict(zip(wanted, results, strict=True))
+
+    def _segmentation_models(self, view: str, structures: list[str] | None) -> list[LoadedModel]:
+        if view not in VIEWS:
+            raise UnknownViewError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+        if self.manifest is None:
+            raise ModelUnavailableError(self.problems)
+        available = self.structures_for(view)
+        if structures is None:
+            if not available:
+                raise UnknownStructureError(f"the manifest has no segmentation models for view {view}")
+            structures = available
+        if not structures:
+            raise UnknownStructureError("no structures requested")
+        chosen: list[LoadedModel] = []
+        for structure in dict.fromkeys(structures):  # de-duplicated, order kept
+            if structure not in available:
+                other = STRUCTURES.get(structure)
+                if other is not None and other != view:
+                    why = f"structure {structure!r} belongs to view {other}, not {view}"
+                elif other is not None:
+                    why = f"the manifest has no model for structure {structure!r}"
+                else:
+                    why = f"unknown structure {structure!r}"
+                raise UnknownStructureError(f"{why}; {view} structures: {', '.join(available) or 'none'}")
+            chosen.append(self.segmentation_model(structure))  # type: ignore[arg-type]
+        self._require(chosen)
+        return chosen
+
+    def resolve_structures(self, view: str, structures: list[str] | None = None) -> list[str]:
+        """Check a request before the expensive work: the structures `segment` would run, or the error it would raise."""
+        return [m.entry.structure for m in self._segmentation_models(view, structures)]  # type: ignore[misc]
+
+    def segment(self, image: np.ndarray, view: str, structures: list[str] | None = None) -> SegmentationResult:
+        """Segment one decoded radiograph (any dtype, gray or colour) with the U-Nets of its view."""
+        models = self._segmentation_models(view, structures)
+
+        t0 = time.perf_counter()
+        # Preprocess once per distinct input size (normally one for the whole view).
+        prepared: dict[tuple[int, int], tuple[np.ndarray, Letterbox]] = {}
+        for model in models:
+            if model.input_hw not in prepared:
+                x, box = preprocess_image(image, model.input_hw)
+                prepared[model.input_hw] = (to_unet_batch([x]), box)
+        t1 = time.perf_counter()
+        probabilities = {model.name: self._run(model, prepared[model.input_hw][0])[0, :, :, 0] for model in models}
+        t2 = time.perf_counter()
+        masks: dict[str, np.ndarray] = {}
+        frame_masks: dict[str, np.ndarray] = {}
+        boxes: dict[str, Letterbox] = {}
+        for model in models:
+            structure = model.entry.structure
+            assert structure is not None
+            prob, box = probabilities[model.name], prepared[model.input_hw][1]
+            frame_masks[structure] = prob >= model.threshold
+            masks[structure] = probabilities_to_source_mask(prob, box, model.threshold)
+            boxes[structure] = box
+        t3 = time.perf_counter()
+        return SegmentationResult(
+            view=view,
+            masks=masks,
+            model_frame_masks=frame_masks,
+            letterbox=next(iter(boxes.values())),
+            letterboxes=boxes,
+            timings_ms={"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000},
+            models_used=[m.name for m in models],
+        )
+
+    def classify_masks(self, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+        """Score masks (in the U-Net's letterboxed frame) Normal/Damaged in one batched call."""
+        model = self.classifier()
+        if model is None:
+            raise ModelUnavailableError({"classifier": "the manifest has no classification model"})
+        self._require([model])
+        names = list(model_frame_masks)
+        if not names:
+            return {}
+        batch = np.stack([mask_to_classifier_input(model_frame_masks[n], model.input_hw) for n in names])
+        out = self._run(model, batch[..., np.newaxis].astype(np.float32, copy=False))
+        classes = model.entry.classes or list(CLASSES)
+        i_normal, i_damaged = classes.index(CLASSES[0]), classes.index(CLASSES[1])
+        return {n: (float(out[i, i_normal]), float(out[i, i_damaged])) for i, n in enumerate(names)}

@@ -1,0 +1,178 @@
+"""KServe v2 / Open Inference Protocol: JSON tensors and Triton's binary tensor data extension.
+
+Only the codec lives here (bytes <-> numpy); the routes are in `service.api.routes.v2`.
+Spec: https://github.com/kserve/open-inference-protocol (REST) and Triton's binary_data extension.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data"]
+
+V2_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_NUMPY_TO_V2 = {dtype: name for name, dtype in V2_DTYPES.items()}
+_ORT_TO_V2 = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+class ProtocolError(ValueError):
+    """The request does not follow the protocol (HTTP 400 with {"error": message})."""
+
+
+def ort_to_v2(ort_type: str) -> str:
+    return _ORT_TO_V2.get(ort_type, ort_type)
+
+
+def numpy_to_v2(dtype: np.dtype) -> str:
+    try:
+        return _NUMPY_TO_V2[np.dtype(dtype)]
+    except KeyError:
+        raise ProtocolError(f"numpy dtype {dtype} has no v2 datatype") from None
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, bool] = field(default_factory=dict)  # requested output -> binary?; empty = all
+    binary_default: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_int_shape(shape: object, name: str) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers")
+    return tuple(shape)
+
+
+def parse_infer_request(body: bytes, header_length: str | None, max_batch: int | None = None) -> InferRequest:
+    """Decode a v2 infer request body, JSON only or JSON header + binary tensors."""
+    if header_length is not None:
+        try:
+            json_len = int(header_length)
+        except ValueError:
+            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        if not 0 < json_len <= len(body):
+            raise ProtocolError(f"{HEADER_LENGTH} {json_len} does not fit a body of {len(body)} bytes")
+        head, binary = body[:json_len], memoryview(body)[json_len:]
+    else:
+        head, binary = body, memoryview(b"")
+    try:
+        request = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"the request header is not valid JSON: {exc}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
+        raise ProtocolError("the request must be a JSON object with a non-empty 'inputs' list")
+
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in request["inputs"]:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise ProtocolError("every input needs a 'name'")
+        name = tensor["name"]
+        datatype = tensor.get("datatype")
+        if datatype not in V2_DTYPES:
+            raise ProtocolError(f"input {name!r}: datatype {datatype!r} is not supported (use one of {', '.join(V2_DTYPES)})")
+        dtype = V2_DTYPES[datatype]
+        shape = _as_int_shape(tensor.get("shape"), name)
+        if max_batch is not None and shape and shape[0] > max_batch:
+            raise ProtocolError(f"input {name!r}: batch {shape[0]} is over the limit of {max_batch} (SPINE_MAX_BATCH_SIZE)")
+        count = int(np.prod(shape, dtype=np.int64))
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            expected = count * dtype.itemsize
+            if not isinstance(size, int) or size != expected:
+                raise ProtocolError(f"input {name!r}: binary_data_size {size} != {expected} bytes for {datatype}{list(shape)}")
+            if offset + size > len(binary):
+                raise ProtocolError(f"input {name!r}: the body holds fewer binary bytes than declared")
+            array = np.frombuffer(binary[offset : offset + size], dtype=dtype.newbyteorder("<")).astype(dtype, copy=True)
+            offset += size
+        else:
+            if "data" not in tensor:
+                raise ProtocolError(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+            try:
+                array = np.asarray(tensor["data"], dtype=dtype)
+            except (ValueError, TypeError) as exc:
+                raise ProtocolError(f"input {name!r}: data is not {datatype}: {exc}") from None
+            if array.size != count:
+                raise ProtocolError(f"input {name!r}: {array.size} values for shape {list(shape)} ({count} values)")
+        inputs[name] = array.reshape(shape)
+    if offset != len(binary):
+        raise ProtocolError(f"the body holds {len(binary) - offset} binary bytes that no input declares")
+
+    outputs: dict[str, bool] = {}
+    for tensor in request.get("outputs") or []:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise ProtocolError("every requested output needs a 'name'")
+        params = tensor.get("parameters") or {}
+        outputs[tensor["name"]] = bool(params.get("binary_data", False)) if isinstance(params, dict) else False
+    parameters = request.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError("'parameters' must be an object")
+    request_id = request.get("id")
+    return InferRequest(
+        id=str(request_id) if request_id is not None else None,
+        inputs=inputs,
+        outputs=outputs,
+        binary_default=bool(parameters.get("binary_data_output", False)),
+        parameters=parameters,
+    )
+
+
+def encode_infer_response(
+    model_name: str, model_version: str, request: InferRequest, results: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length or None when the whole body is JSON)."""
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array in results.items():
+        binary = request.outputs.get(name, request.binary_default)
+        array = np.ascontiguousarray(array)
+        out: dict[str, Any] = {"name": name, "datatype": numpy_to_v2(array.dtype), "shape": list(array.shape)}
+        if binary:
+            blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            out["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            out["data"] = array.ravel().tolist()
+        outputs.append(out)
+    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
+    if request.id is not None:
+        response["id"] = request.id
+    head = json.dumps(response, separators=(",", ":")).encode()
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)

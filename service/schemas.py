@@ -1,0 +1,234 @@
+"""Response bodies of the HTTP API (the contract of issue 3), with the examples shown in /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MaskFormat = Literal["png", "rle"]
+AggregationName = Literal["max_score", "mean"]
+
+_TIMINGS = {"decode": 41.2, "preprocess": 9.8, "inference": 35.5, "postprocess": 48.1, "encode": 12.0, "total": 147.3}
+_MODEL_REF = {"name": "Ap_Vertebra", "version": "1", "sha256": "3f5a…", "validated": True}
+
+
+class RleMask(BaseModel):
+    """COCO uncompressed RLE: column-major run lengths starting with background; `pycocotools.mask.frPyObjects` reads it."""
+
+    size: list[int] = Field(description="[height, width]")
+    counts: list[int]
+
+
+class MaskOut(BaseModel):
+    structure: str
+    encoding: MaskFormat
+    data: str | RleMask = Field(description="base64 PNG (1-bit, original size) or COCO uncompressed RLE")
+    area_px: int = Field(description="Mask pixels at the original size")
+    bbox: list[int] | None = Field(description="[x, y, width, height] of the mask, null when empty")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    validated: bool
+
+
+class SegmentResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "view": "AP",
+                    "width": 1024,
+                    "height": 2600,
+                    "format": "JPEG",
+                    "masks": [
+                        {
+                            "structure": "Ap_Vertebra",
+                            "encoding": "rle",
+                            "data": {"size": [2600, 1024], "counts": [812, 40, 2559, 41]},
+                            "area_px": 301544,
+                            "bbox": [380, 212, 268, 2110],
+                        }
+                    ],
+                    "overlay_png": None,
+                    "models": [_MODEL_REF],
+                    "execution_provider": "CUDAExecutionProvider",
+                    "timings_ms": _TIMINGS,
+                    "warnings": [],
+                }
+            ]
+        }
+    )
+
+    view: Literal["AP", "LAT"]
+    width: int
+    height: int
+    format: str = Field(description="Decoded file format (PNG, JPEG, TIFF, DICOM)")
+    masks: list[MaskOut]
+    overlay_png: str | None = Field(None, description="base64 PNG of the radiograph with coloured masks (overlay=true)")
+    models: list[ModelRef]
+    execution_provider: str = Field(description="onnxruntime provider the sessions actually run on")
+    timings_ms: dict[str, float] = Field(description="decode, preprocess, inference, postprocess, encode, total")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class PerMaskScore(BaseModel):
+    structure: str
+    view: Literal["AP", "LAT"]
+    p_normal: float
+    p_damaged: float
+
+
+class ViewMasks(BaseModel):
+    view: Literal["AP", "LAT"]
+    width: int
+    height: int
+    format: str
+    masks: list[MaskOut] = Field(description="Empty when include_masks=false")
+
+
+class ClassifyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "label": "Damaged",
+                    "score": 0.91,
+                    "aggregation": "max_score",
+                    "per_mask": [
+                        {"structure": "Ap_Vertebra", "view": "AP", "p_normal": 0.09, "p_damaged": 0.91},
+                        {"structure": "Ap_Pedicle", "view": "AP", "p_normal": 0.62, "p_damaged": 0.38},
+                    ],
+                    "views": [{"view": "AP", "width": 1024, "height": 2600, "format": "JPEG", "masks": []}],
+                    "models": [_MODEL_REF, {**_MODEL_REF, "name": "Mask_Classifier"}],
+                    "execution_provider": "CUDAExecutionProvider",
+                    "timings_ms": {**_TIMINGS, "classification": 6.1},
+                    "warnings": [],
+                }
+            ]
+        }
+    )
+
+    label: Literal["Normal", "Damaged"]
+    score: float = Field(description="Aggregated probability of `label`")
+    aggregation: AggregationName
+    per_mask: list[PerMaskScore]
+    views: list[ViewMasks]
+    models: list[ModelRef]
+    execution_provider: str
+    timings_ms: dict[str, float]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class LiveResponse(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "ready": True,
+                    "execution_provider": "CUDAExecutionProvider",
+                    "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                    "require_gpu": False,
+                    "models_ready": 9,
+                    "models_total": 9,
+                    "reasons": {},
+                },
+                {
+                    "status": "not_ready",
+                    "ready": False,
+                    "execution_provider": "CPUExecutionProvider",
+                    "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                    "require_gpu": True,
+                    "models_ready": 0,
+                    "models_total": 9,
+                    "reasons": {"Ap_Vertebra": "require_gpu is set but the session runs on CPUExecutionProvider"},
+                },
+            ]
+        }
+    )
+
+    status: Literal["ready", "not_ready", "loading"]
+    ready: bool
+    execution_provider: str
+    requested_providers: list[str]
+    require_gpu: bool
+    models_ready: int
+    models_total: int
+    reasons: dict[str, str] = Field(default_factory=dict, description="Why not ready, by model name (or 'manifest')")
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")  # new manifest fields pass through
+
+    name: str
+    kind: str
+    structure: str | None
+    view: str | None
+    version: str
+    file: str
+    sha256: str
+    input_name: str
+    output_name: str
+    input_shape: list[int | None]
+    output_shape: list[int | None]
+    threshold: float | None
+    classes: list[str] | None
+    architecture: str
+    parameters: int
+    opset: int
+    preprocessing: dict[str, Any]
+    training_data: str
+    split: str
+    epochs: int
+    training_time_s: float | None
+    trained_on: str | None
+    metrics: dict[str, Any]
+    parity_max_abs_diff: float | None
+    validated: bool
+    notes: str
+    ready: bool = Field(description="Loaded, matching its sha256, warmed up")
+    provider: str | None = Field(description="onnxruntime provider of this model's session")
+    problem: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    ready: bool
+    execution_provider: str
+    manifest_created: str | None
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"code": "unknown_structure", "detail": "unknown structure 'Ap_Rib'; AP structures: …", "request_id": "9f1c…"}
+            ]
+        },
+    )
+
+    code: str = Field(description="Stable machine-readable error kind")
+    detail: str = Field(description="What was wrong, for a person")
+    request_id: str | None = None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the error statuses a route can answer."""
+    descriptions = {
+        400: "Malformed request",
+        404: "Unknown model",
+        413: "Upload over the byte limit, or image over the pixel limit",
+        415: "Not an image format the service reads (or a DICOM transfer syntax without a decoder)",
+        422: "Missing or invalid field, unknown view or structure, empty/corrupt/truncated image",
+        503: "Not ready: a needed model is missing, corrupt, mismatched, or still loading",
+    }
+    return {status: {"model": ErrorBody, "description": descriptions[status]} for status in statuses}
