@@ -1,0 +1,218 @@
+"""ModelRegistry: loading (and every way a model can be unservable), segmentation, mask scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from spine_service_testlib import CLF_HW, CPU, SEG_HW, copy_models_dir, spine_image, write_models_dir
+
+import service.inference.registry as registry_module
+from service.inference import ModelRegistry, ModelUnavailableError, UnknownStructureError, UnknownViewError
+from spine_core.preprocessing import mask_to_classifier_input, preprocess_image, probabilities_to_source_mask, to_unet_batch
+from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
+
+
+def test_loads_every_model_ready(registry: ModelRegistry) -> None:
+    assert registry.ready
+    assert registry.problems == {}
+    assert registry.execution_provider == "CPUExecutionProvider"
+    assert registry.manifest is not None and len(registry.models) == 9
+    assert all(m.warm and m.provider == "CPUExecutionProvider" for m in registry.models.values())
+
+
+def test_default_providers_report_what_the_session_runs_on(models_dir: Path) -> None:
+    # onnxruntime-gpu lists CUDA as available even where it cannot start; the registry must report the truth.
+    reg = ModelRegistry.load(models_dir, intra_op_threads=1)
+    assert reg.requested_providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    truth = {m.session.get_providers()[0] for m in reg.models.values()}
+    assert reg.execution_provider == ", ".join(sorted(truth))
+    assert reg.ready
+
+
+def test_thread_counts_are_set_explicitly(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ort.SessionOptions] = []
+    real = ort.InferenceSession
+
+    def spy(path: str, sess_options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+        seen.append(sess_options)
+        return real(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(registry_module.ort, "InferenceSession", spy)
+    ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=3, inter_op_threads=2)
+    assert len(seen) == 9
+    assert all(o.intra_op_num_threads == 3 and o.inter_op_num_threads == 2 for o in seen)
+
+
+@pytest.mark.parametrize("shape", [(300, 120), (90, 400), (64, 32), (7, 5)])
+def test_masks_at_original_size_and_model_frame(registry: ModelRegistry, shape: tuple[int, int]) -> None:
+    image = spine_image(*shape) if min(shape) > 20 else np.arange(shape[0] * shape[1], dtype=np.uint8).reshape(shape)
+    result = registry.segment(image, "AP")
+    assert list(result.masks) == structures_for_view("AP")
+    for structure in result.masks:
+        assert result.masks[structure].shape == shape and result.masks[structure].dtype == bool
+        assert result.model_frame_masks[structure].shape == SEG_HW and result.model_frame_masks[structure].dtype == bool
+    assert (result.letterbox.src_h, result.letterbox.src_w) == shape
+    assert set(result.timings_ms) == {"preprocess", "inference", "postprocess"}
+    assert result.models_used == structures_for_view("AP")
+
+
+def test_segment_equals_the_shared_preprocessing_and_onnxruntime(registry: ModelRegistry, models_dir: Path) -> None:
+    image = spine_image(250, 90, seed=3)
+    result = registry.segment(image, "LAT", ["Lat_Vertebra"])
+    x, box = preprocess_image(image, SEG_HW)
+    session = ort.InferenceSession(str(models_dir / "Lat_Vertebra/1/model.onnx"), providers=CPU)
+    prob = session.run(None, {"input_image": to_unet_batch([x])})[0][0, :, :, 0]
+    np.testing.assert_array_equal(result.masks["Lat_Vertebra"], probabilities_to_source_mask(prob, box, 0.5))
+    np.testing.assert_array_equal(result.model_frame_masks["Lat_Vertebra"], prob >= 0.5)
+    assert 0 < result.masks["Lat_Vertebra"].sum() < image.size
+
+
+def test_preprocesses_once_per_image(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = registry_module.preprocess_image
+    monkeypatch.setattr(registry_module, "preprocess_image", lambda img, hw: calls.append(hw) or real(img, hw))
+    registry.segment(spine_image(), "LAT")
+    assert calls == [SEG_HW]
+
+
+def test_colour_and_16bit_arrays(registry: ModelRegistry) -> None:
+    gray = spine_image()
+    rgb = registry.segment(np.repeat(gray[..., None], 3, axis=2), "AP").masks
+    wide = registry.segment(gray.astype(np.uint16) * 257, "AP").masks
+    base = registry.segment(gray, "AP").masks
+    for s in base:
+        np.testing.assert_array_equal(rgb[s], base[s])
+        np.testing.assert_array_equal(wide[s], base[s])
+
+
+def test_structure_subset_and_errors(registry: ModelRegistry) -> None:
+    assert list(registry.segment(spine_image(), "AP", ["Ap_Vertebra"]).masks) == ["Ap_Vertebra"]
+    with pytest.raises(UnknownViewError, match="unknown view"):
+        registry.segment(spine_image(), "PA")
+    with pytest.raises(UnknownStructureError, match="unknown structure 'Ap_Rib'"):
+        registry.segment(spine_image(), "AP", ["Ap_Rib"])
+    with pytest.raises(UnknownStructureError, match="belongs to view LAT"):
+        registry.segment(spine_image(), "AP", ["Lat_Vertebra"])
+    with pytest.raises(UnknownStructureError):
+        registry.segment(spine_image(), "AP", [])
+
+
+def test_classify_masks_one_batched_call(registry: ModelRegistry) -> None:
+    calls: list[tuple[str, int]] = []
+    registry.on_inference = lambda name, seconds, batch: calls.append((name, batch))
+    try:
+        frames = registry.segment(spine_image(), "AP").model_frame_masks
+        calls.clear()
+        scores = registry.classify_masks(frames)
+    finally:
+        registry.on_inference = None
+    assert calls == [(CLASSIFIER_MODEL_NAME, 3)]
+    assert list(scores) == list(frames)
+    for structure, (p_normal, p_damaged) in scores.items():
+        assert p_normal + p_damaged == pytest.approx(1.0, abs=1e-5)
+        # The tiny classifier: p_damaged = softmax over 8*coverage - 2 of the box-downsampled mask.
+        coverage = mask_to_classifier_input(frames[structure], CLF_HW).mean()
+        assert p_damaged == pytest.approx(1 / (1 + np.exp(-(16 * coverage - 4))), abs=1e-5)
+    assert registry.classify_masks({}) == {}
+
+
+# --------------------------------------------------------------------------- not servable
+
+
+def _broken(tmp_path: Path, models_dir: Path, how: str) -> ModelRegistry:
+    d = copy_models_dir(models_dir, tmp_path / "models")
+    target = d / "Ap_Vertebra/1/model.onnx"
+    manifest_path = d / "manifest.json"
+    if how == "missing":
+        target.unlink()
+    elif how == "corrupt":  # the manifest's sha256 matches the broken bytes: onnxruntime must refuse them
+        target.write_bytes(b"not an onnx graph")
+        data = json.loads(manifest_path.read_text())
+        from spine_core.manifest import sha256_file
+
+        for m in data["models"]:
+            if m["name"] == "Ap_Vertebra":
+                m["sha256"] = sha256_file(target)
+        manifest_path.write_text(json.dumps(data))
+    elif how == "sha":
+        data = json.loads(manifest_path.read_text())
+        for m in data["models"]:
+            if m["name"] == "Ap_Vertebra":
+                m["sha256"] = "0" * 64
+        manifest_path.write_text(json.dumps(data))
+    elif how == "input_name":
+        data = json.loads(manifest_path.read_text())
+        for m in data["models"]:
+            if m["name"] == "Ap_Vertebra":
+                m["input_name"] = "images"
+        manifest_path.write_text(json.dumps(data))
+    return ModelRegistry.load(d, providers=CPU, intra_op_threads=1)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("missing", "is missing"),
+        ("corrupt", "cannot be loaded by onnxruntime"),
+        ("sha", "sha256"),
+        ("input_name", "no input 'images'"),
+    ],
+)
+def test_a_bad_model_is_reported_by_name_and_never_served(tmp_path: Path, models_dir: Path, how: str, reason: str) -> None:
+    reg = _broken(tmp_path, models_dir, how)
+    assert not reg.ready
+    assert list(reg.problems) == ["Ap_Vertebra"] and reason in reg.problems["Ap_Vertebra"]
+    with pytest.raises(ModelUnavailableError) as err:
+        reg.segment(spine_image(), "AP")
+    assert "Ap_Vertebra" in err.value.problems
+    # Models that are fine keep working: the other structures of AP, and LAT.
+    assert list(reg.segment(spine_image(), "AP", ["Ap_Pedicle"]).masks) == ["Ap_Pedicle"]
+    assert len(reg.segment(spine_image(), "LAT").masks) == 5
+
+
+def test_missing_and_invalid_manifest(tmp_path: Path) -> None:
+    reg = ModelRegistry.load(tmp_path, providers=CPU)
+    assert not reg.ready and "not found" in reg.problems["manifest"] and reg.execution_provider == "none"
+    with pytest.raises(ModelUnavailableError):
+        reg.segment(spine_image(), "AP")
+    (tmp_path / "manifest.json").write_text("{not json")
+    reg = ModelRegistry.load(tmp_path, providers=CPU)
+    assert not reg.ready and "invalid" in reg.problems["manifest"]
+
+
+def test_require_gpu_without_cuda_is_not_ready(models_dir: Path) -> None:
+    reg = ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=1, require_gpu=True)
+    assert not reg.ready
+    assert len(reg.problems) == 9
+    assert all("require_gpu" in why and "CPUExecutionProvider" in why for why in reg.problems.values())
+    with pytest.raises(ModelUnavailableError):
+        reg.segment(spine_image(), "AP")
+
+
+def test_manifest_input_shape_drives_the_sizes(tmp_path: Path) -> None:
+    d = write_models_dir(tmp_path / "m", seg_hw=(48, 40), clf_hw=(8, 8))
+    reg = ModelRegistry.load(d, providers=CPU, intra_op_threads=1, warmup=False)
+    assert reg.ready
+    result = reg.segment(spine_image(120, 60), "AP")
+    assert next(iter(result.model_frame_masks.values())).shape == (48, 40)
+    assert len(reg.classify_masks(result.model_frame_masks)) == 3
+
+
+def test_run_checks_inputs(registry: ModelRegistry) -> None:
+    from service.inference import InvalidInputError, UnknownModelError
+
+    x = np.zeros((2, *SEG_HW, 1), np.float32)
+    out = registry.run("Ap_Vertebra", {"input_image": x})
+    assert out["mask_prob"].shape == (2, *SEG_HW, 1)
+    with pytest.raises(UnknownModelError):
+        registry.run("nope", {"input_image": x})
+    with pytest.raises(InvalidInputError, match="float32"):
+        registry.run("Ap_Vertebra", {"input_image": x.astype(np.float64)})
+    with pytest.raises(InvalidInputError, match="shape"):
+        registry.run("Ap_Vertebra", {"input_image": np.zeros((1, 10, 10, 1), np.float32)})
+    with pytest.raises(InvalidInputError, match="takes inputs"):
+        registry.run("Ap_Vertebra", {"x": x})

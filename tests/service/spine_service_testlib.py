@@ -1,0 +1,220 @@
+"""Helpers of the service tests: tiny ONNX models built with onnx.helper, a manifest written with
+spine_core.manifest, test images, a TestClient over the app, and a live uvicorn on 127.0.0.1.
+
+A uniquely named module (not `conftest`) so tests in sub-folders can import it unambiguously."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import uvicorn
+from fastapi.testclient import TestClient
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from service.core.config import Settings
+from service.main import create_app
+from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
+from spine_core.preprocessing import preprocessing_spec
+from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES
+
+SEG_HW = (64, 32)
+CLF_HW = (16, 8)
+CPU = ["CPUExecutionProvider"]
+# Each structure's tiny "U-Net" thresholds the preprocessed intensity at its own level, so masks differ.
+LEVELS = {name: 0.35 + 0.05 * i for i, name in enumerate(STRUCTURES)}
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    model.ir_version = 8  # readable by any onnxruntime >= 1.14
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def build_segmenter(path: Path, level: float, hw: tuple[int, int] = SEG_HW) -> None:
+    """NHWC [N,H,W,1] -> sigmoid(40 * (x - level)): a 'mask' of the pixels brighter than `level`."""
+    h, w = hw
+    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, ["N", h, w, 1])
+    y = helper.make_tensor_value_info("mask_prob", TensorProto.FLOAT, ["N", h, w, 1])
+    scale = numpy_helper.from_array(np.array(40.0, np.float32), "scale")
+    shift = numpy_helper.from_array(np.array(-40.0 * level, np.float32), "shift")
+    nodes = [
+        helper.make_node("Mul", ["input_image", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "shift"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["mask_prob"]),
+    ]
+    graph = helper.make_graph(nodes, "tiny_unet", [x], [y], initializer=[scale, shift])
+    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def build_classifier(path: Path, hw: tuple[int, int] = CLF_HW) -> None:
+    """[N,h,w,1] mask -> softmax([-k*coverage + b, k*coverage - b]): more mask = more 'Damaged'."""
+    h, w = hw
+    n = h * w
+    x = helper.make_tensor_value_info("mask_input", TensorProto.FLOAT, ["N", h, w, 1])
+    y = helper.make_tensor_value_info("class_prob", TensorProto.FLOAT, ["N", 2])
+    weights = np.zeros((n, 2), np.float32)
+    weights[:, 0], weights[:, 1] = -8.0 / n, 8.0 / n
+    bias = np.array([2.0, -2.0], np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["mask_input"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "W"], ["mm"]),
+        helper.make_node("Add", ["mm", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["class_prob"], axis=1),
+    ]
+    initializers = [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")]
+    graph = helper.make_graph(nodes, "tiny_classifier", [x], [y], initializer=initializers)
+    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _entry(models_dir: Path, name: str, kind: str, file: str, **kw: object) -> ModelEntry:
+    h, w = kw.pop("hw")  # type: ignore[misc]
+    base = {
+        "name": name,
+        "kind": kind,
+        "version": "1",
+        "file": file,
+        "sha256": sha256_file(models_dir / file),
+        "input_shape": [None, h, w, 1],
+        "preprocessing": preprocessing_spec(),
+        "parameters": 2,
+        "opset": 17,
+        "training_data": "synthetic test fixture",
+        "split": "none",
+        "epochs": 0,
+        "metrics": {"val_dice": 0.0},
+        "validated": True,
+    }
+    base.update(kw)
+    return ModelEntry.model_validate(base)
+
+
+def write_models_dir(models_dir: Path, seg_hw: tuple[int, int] = SEG_HW, clf_hw: tuple[int, int] = CLF_HW) -> Path:
+    """Eight tiny U-Nets and the tiny classifier in the Triton layout, plus manifest.json."""
+    entries = []
+    for structure, view in STRUCTURES.items():
+        file = f"{structure}/1/model.onnx"
+        build_segmenter(models_dir / file, LEVELS[structure], seg_hw)
+        entries.append(
+            _entry(
+                models_dir,
+                structure,
+                "segmentation",
+                file,
+                hw=seg_hw,
+                structure=structure,
+                view=view,
+                input_name="input_image",
+                output_name="mask_prob",
+                output_shape=[None, *seg_hw, 1],
+                threshold=0.5,
+                architecture="tiny-threshold",
+            )
+        )
+    file = f"{CLASSIFIER_MODEL_NAME}/1/model.onnx"
+    build_classifier(models_dir / file, clf_hw)
+    entries.append(
+        _entry(
+            models_dir,
+            CLASSIFIER_MODEL_NAME,
+            "classification",
+            file,
+            hw=clf_hw,
+            input_name="mask_input",
+            output_name="class_prob",
+            output_shape=[None, 2],
+            classes=["Normal", "Damaged"],
+            architecture="tiny-linear",
+        )
+    )
+    save_manifest(Manifest(created="2026-01-01T00:00:00Z", models=entries), models_dir)
+    return models_dir
+
+
+def copy_models_dir(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def make_settings(models_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "models_dir": models_dir,
+        "providers": CPU,
+        "intra_op_threads": 1,
+        "log_json": True,
+        "log_level": "warning",
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def start_client(settings: Settings) -> TestClient:
+    """A TestClient whose lifespan ran and whose models finished loading (the caller must close it)."""
+    app = create_app(settings)
+    client = TestClient(app, raise_server_exceptions=False)
+    client.__enter__()
+    assert app.state.models.wait(30), "models did not load"
+    return client
+
+
+# --------------------------------------------------------------------------- images
+
+
+def spine_image(height: int = 300, width: int = 120, seed: int = 0) -> np.ndarray:
+    """A uint8 'radiograph': noise with a column of bright blocks (and a gradient, so masks differ by level)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 10, size=(height, width))
+    img += np.linspace(0, 60, height)[:, None]
+    cx = width // 2
+    for i in range(6):
+        top = int(height * 0.1 + i * height * 0.13)
+        img[top : top + int(height * 0.08), cx - width // 6 : cx + width // 6] += 110
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save: object) -> bytes:
+    buf = io.BytesIO()
+    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    image.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def png_bytes(array: np.ndarray | None = None) -> bytes:
+    return encode(spine_image() if array is None else array, "PNG")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_live(settings: Settings) -> Iterator[str]:
+    """uvicorn serving the app on 127.0.0.1:<free port> in a thread; yields "127.0.0.1:<port>"."""
+    port = _free_port()
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (server.started and app.state.models.loaded.is_set()):
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
