@@ -14,7 +14,9 @@ from PIL import Image, UnidentifiedImageError
 
 DICOM_MAGIC_OFFSET = 128
 SUPPORTED = "PNG (8/16-bit), JPEG, TIFF or DICOM"
-PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "BMP")
+Image.init()
+# Allow-list (no EPS/Ghostscript or other exotic parsers); MPO is how some Pillow versions name camera JPEGs.
+PILLOW_FORMATS = tuple(f for f in ("PNG", "JPEG", "MPO", "TIFF", "BMP") if f in Image.OPEN)
 
 # DICOM ViewPosition (0018,5101) defined terms -> our views.
 _DICOM_VIEWS = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT", "LLD": "LAT", "RLD": "LAT"}
@@ -97,7 +99,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
         # Lazy: reads the header only. Formats are allow-listed (no EPS/Ghostscript, no exotic parsers).
         img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
+        raise ImageTooLargeError(f"image over the limit of {max_pixels:,} pixels (SPINE_MAX_IMAGE_PIXELS): {exc}") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedImageError(f"the file is not an image this service reads; send {SUPPORTED}") from exc
     except Exception as exc:  # header present but broken
@@ -112,7 +114,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
             mode = img.mode
             pixels = _to_array(img)
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
+            raise ImageTooLargeError(f"image over the limit of {max_pixels:,} pixels (SPINE_MAX_IMAGE_PIXELS): {exc}") from exc
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             # e.g. "image file is truncated", broken zlib stream, bad TIFF tags
             raise CorruptImageError(f"the {fmt} image cannot be decoded (truncated or corrupt): {exc}") from exc

@@ -218,3 +218,102 @@ def serve_live(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+# --------------------------------------------------------------------------- DICOM and hostile files
+
+
+def make_dicom(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    view: str | None = None,
+    transfer_syntax: str | None = None,
+    rows_cols: tuple[int, int] | None = None,
+    preamble: bool = True,
+) -> bytes:
+    """A DX DICOM file around `pixels` (uint8/uint16 gray), written with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    syntax = UID(transfer_syntax or ExplicitVRLittleEndian)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = rows_cols or pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    if slope is not None or intercept is not None:
+        ds.RescaleSlope = slope if slope is not None else 1
+        ds.RescaleIntercept = intercept if intercept is not None else 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if view is not None:
+        ds.ViewPosition = view
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if syntax == RLELossless:
+        ds.compress(RLELossless, np.ascontiguousarray(pixels))
+    elif syntax != ExplicitVRLittleEndian:  # a compressed syntax we cannot encode: valid framing, opaque bytes
+        meta.TransferSyntaxUID = syntax
+        ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(64)])
+        ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    return data if preamble else data[132:]  # without the 128-byte preamble and "DICM"
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height (the classic decompression bomb shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def truncated_jpeg() -> bytes:
+    data = encode(spine_image(), "JPEG", quality=90)
+    return data[: len(data) // 2]
+
+
+def tall_film() -> np.ndarray:
+    """A full-spine film's size (6500 x 2500), cheap to encode: mostly flat with a bright column."""
+    img = np.full((6500, 2500), 40, np.uint8)
+    img[500:6000, 1000:1500] = 200
+    return img
+
+
+# --------------------------------------------------------------------------- mask decoding (as a client would)
+
+
+def decode_png_mask(b64: str) -> np.ndarray:
+    import base64
+
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+        assert img.format == "PNG"
+        return np.asarray(img.convert("L")) > 0
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO uncompressed RLE -> bool mask, with pycocotools (the reference decoder)."""
+    from pycocotools import mask as mask_utils
+
+    h, w = rle["size"]
+    encoded = mask_utils.frPyObjects({"size": [h, w], "counts": list(rle["counts"])}, h, w)
+    return mask_utils.decode(encoded).astype(bool)
