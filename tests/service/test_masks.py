@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from spine_service_testlib import decode_png_mask, decode_rle, spine_image
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
-
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle, overlay_png
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 
 
 def _masks() -> list[np.ndarray]:
