@@ -317,3 +317,8 @@ def decode_rle(rle: dict) -> np.ndarray:
     h, w = rle["size"]
     encoded = mask_utils.frPyObjects({"size": [h, w], "counts": list(rle["counts"])}, h, w)
     return mask_utils.decode(encoded).astype(bool)
+
+
+def post_segment(client: TestClient, data: bytes, filename: str = "xray.png", **form: object):
+    fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()}
+    return client.post("/segment", files={"file": (filename, data, "application/octet-stream")}, data=fields)

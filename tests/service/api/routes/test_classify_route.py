@@ -1,0 +1,59 @@
+"""POST /classify: per-mask scores, the aggregation rule, masks on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from spine_service_testlib import decode_png_mask, encode, spine_image
+
+from service.inference import ModelRegistry, aggregate_max_score, aggregate_mean
+from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
+
+
+def _files(**views: bytes) -> dict:
+    return {name: (f"{name}.png", data, "image/png") for name, data in views.items()}
+
+
+def test_ap_and_lat(client: TestClient, registry: ModelRegistry) -> None:
+    ap, lat = spine_image(300, 120, seed=1), spine_image(280, 140, seed=2)
+    r = client.post("/classify", files=_files(ap=encode(ap), lat=encode(lat)))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    structures = structures_for_view("AP") + structures_for_view("LAT")
+    assert [p["structure"] for p in body["per_mask"]] == structures
+    assert {p["view"] for p in body["per_mask"]} == {"AP", "LAT"}
+    per_mask = {p["structure"]: (p["p_normal"], p["p_damaged"]) for p in body["per_mask"]}
+    # The same numbers as the inference layer: segment each view, score every model-frame mask at once.
+    frames = {**registry.segment(ap, "AP").model_frame_masks, **registry.segment(lat, "LAT").model_frame_masks}
+    expected = registry.classify_masks(frames)
+    for s in structures:
+        assert per_mask[s] == pytest.approx(expected[s], abs=1e-5)
+    label, score = aggregate_max_score(per_mask)
+    assert (body["label"], body["aggregation"]) == (label, "max_score") and body["score"] == pytest.approx(score, abs=1e-5)
+    assert [v["view"] for v in body["views"]] == ["AP", "LAT"]
+    ap_view = body["views"][0]
+    assert (ap_view["width"], ap_view["height"]) == (120, 300)
+    assert decode_png_mask(ap_view["masks"][0]["data"]).shape == (300, 120)
+    names = [m["name"] for m in body["models"]]
+    assert names[-1] == CLASSIFIER_MODEL_NAME and set(names[:-1]) == set(structures)
+    assert body["execution_provider"] == "CPUExecutionProvider"
+    assert {"decode", "preprocess", "inference", "postprocess", "classification"} <= set(body["timings_ms"])
+
+
+def test_one_view_mean_rule_and_no_masks(client: TestClient) -> None:
+    r = client.post("/classify", files=_files(lat=encode(spine_image())), data={"include_masks": "false", "aggregation": "mean"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["aggregation"] == "mean"
+    assert [p["view"] for p in body["per_mask"]] == ["LAT"] * 5
+    label, score = aggregate_mean({p["structure"]: (p["p_normal"], p["p_damaged"]) for p in body["per_mask"]})
+    assert body["label"] == label and body["score"] == pytest.approx(score, abs=1e-5)
+    assert body["views"] == [{"view": "LAT", "width": 120, "height": 300, "format": "PNG", "masks": []}]
+
+
+def test_rle_masks(client: TestClient) -> None:
+    body = client.post("/classify", files=_files(ap=encode(spine_image())), data={"mask_format": "rle"}).json()
+    masks = body["views"][0]["masks"]
+    assert all(m["encoding"] == "rle" and m["data"]["size"] == [300, 120] for m in masks)
+    assert sum(np.sum(m["data"]["counts"]) for m in masks) == 3 * 300 * 120
