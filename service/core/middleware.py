@@ -91,6 +91,7 @@ class RequestContextMiddleware:
             access_log.info(
                 "request",
                 extra={
+                    "request_id": request_id,
                     "fields": {
                         "method": method,
                         "path": scope.get("path", ""),
@@ -100,7 +101,7 @@ class RequestContextMiddleware:
                         "bytes_in": bytes_in,
                         "client": f"{client[0]}:{client[1]}" if client else None,
                         "user_agent": Headers(scope=scope).get("user-agent"),
-                    }
+                    },
                 },
             )
             request_id_var.reset(token)

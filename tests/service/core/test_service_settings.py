@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import service.main
+from service.core.config import DEFAULT_MODELS_DIR, Settings
+
+
+def test_defaults() -> None:
+    s = Settings(_env_file=None)
+    assert Path(service.main.__file__).resolve().parents[1] / "exported_models" == DEFAULT_MODELS_DIR
+    assert s.models_dir == DEFAULT_MODELS_DIR
+    assert s.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert s.max_upload_bytes >= 100 * 1024 * 1024 and s.max_image_pixels >= 50_000_000
+    assert s.intra_op_threads >= 1 and s.inter_op_threads == 1
+    assert (s.host, s.port, s.require_gpu, s.aggregation) == ("0.0.0.0", 8000, False, "max_score")
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SPINE_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("SPINE_PROVIDERS", "CPUExecutionProvider")
+    monkeypatch.setenv("SPINE_REQUIRE_GPU", "true")
+    monkeypatch.setenv("SPINE_MAX_UPLOAD_BYTES", "1000")
+    monkeypatch.setenv("SPINE_INTRA_OP_THREADS", "3")
+    monkeypatch.setenv("SPINE_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("SPINE_AGGREGATION", "mean")
+    s = Settings(_env_file=None)
+    assert s.models_dir == tmp_path and s.providers == ["CPUExecutionProvider"] and s.require_gpu
+    assert (s.max_upload_bytes, s.intra_op_threads, s.log_level, s.aggregation) == (1000, 3, "debug", "mean")
+    monkeypatch.setenv("SPINE_PROVIDERS", '["CUDAExecutionProvider", "CPUExecutionProvider"]')
+    assert Settings(_env_file=None).providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setenv("SPINE_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
+    assert Settings(_env_file=None).providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINE_AGGREGATION", "vote")
+    with pytest.raises(ValueError, match="aggregation"):
+        Settings(_env_file=None)
