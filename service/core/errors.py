@@ -6,7 +6,6 @@ Our API answers `{"code": ..., "detail": ..., "request_id": ...}`; the KServe v2
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,8 +25,6 @@ from service.inference import (
     UnknownViewError,
 )
 from service.kserve import ProtocolError
-
-log = logging.getLogger(__name__)
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -64,7 +61,8 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.errors.labels(code).inc()
-    log.info("request rejected", extra={"fields": {"status": status_code, "code": code, "detail": detail}})
+    # No log line of its own: the access log line of this request carries the code (one line per request).
+    request.state.error_code = code
     return JSONResponse(
         jsonable_encoder(error_body(request.url.path, status_code, code, detail, **extra)), status_code=status_code
     )

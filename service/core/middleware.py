@@ -72,7 +72,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive_counting, send_with_id)
         except Exception:
             log.exception("unhandled error")
-            self.metrics.errors.labels("internal").inc()
+            self.metrics.errors.labels("internal_error").inc()
+            scope["state"]["error_code"] = "internal_error"
             if response_started:
                 raise
             status = 500
@@ -101,6 +102,7 @@ class RequestContextMiddleware:
                         "bytes_in": bytes_in,
                         "client": f"{client[0]}:{client[1]}" if client else None,
                         "user_agent": Headers(scope=scope).get("user-agent"),
+                        "error": scope.get("state", {}).get("error_code"),
                     },
                 },
             )
@@ -124,6 +126,7 @@ class BodyLimitMiddleware:
             # Answer before reading a byte of the body.
             detail = f"request body of {int(declared):,} bytes is over the limit of {self.max_bytes:,} (SPINE_MAX_UPLOAD_BYTES)"
             self.metrics.errors.labels("body_too_large").inc()
+            scope.setdefault("state", {})["error_code"] = "body_too_large"
             await _send_json(send, 413, error_body(scope.get("path", ""), 413, "body_too_large", detail), {"connection": "close"})
             return
         received = 0

@@ -218,17 +218,24 @@ class ModelRegistry:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
         models: dict[str, LoadedModel] = {}
+        usable = list(providers)
         for entry in manifest.models:
-            model = cls._load_one(models_dir, entry, providers, options, warmup, verify_sha256)
+            model = cls._load_one(models_dir, entry, usable, options, warmup, verify_sha256)
+            if model.session is not None:
+                # A provider that failed to start for one session fails for all (missing CUDA libraries, no
+                # device): stop asking, so the failure is logged once rather than once per model.
+                registered = model.session.get_providers()
+                usable = [p for p in usable if p in registered] or registered
             if model.servable and require_gpu and model.provider not in GPU_PROVIDERS:
                 model.problem = f"require_gpu is set but the session runs on {model.provider} (CUDA is not usable here)"
             if model.problem:
                 problems[entry.name] = model.problem
                 log.error("model %s not servable: %s", entry.name, model.problem)
-            elif model.provider != providers[0]:
-                # Not an error (the service still works), but never silent.
-                log.warning("model %s runs on %s although %s was requested first", entry.name, model.provider, providers[0])
             models[entry.name] = model
+        used = sorted({m.provider for m in models.values() if m.provider})
+        if used and used != [providers[0]]:
+            # Not an error (the service still works), but never silent.
+            log.warning("sessions run on %s although %s was requested first", ", ".join(used), providers[0])
         return cls(models_dir, manifest, models, problems, providers)
 
     @staticmethod

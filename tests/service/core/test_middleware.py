@@ -54,3 +54,13 @@ def test_an_internal_error_is_a_json_500_with_the_request_id(models_dir: Path, c
         assert r.json()["code"] == "internal_error" and r.json()["request_id"] == r.headers["x-request-id"]
         assert client.get("/health/live").status_code == 200
     assert any(rec.exc_info and rec.levelno == logging.ERROR for rec in caplog.records)
+
+
+def test_a_rejected_request_is_still_one_line_naming_the_error(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    r = post_segment(client, b"", view="AP")
+    lines = [rec for rec in caplog.records if getattr(rec, "request_id", None) == r.headers["x-request-id"]]
+    assert len(lines) == 1
+    entry = json.loads(JsonFormatter().format(lines[0]))
+    assert (entry["status"], entry["error"]) == (422, "empty_file")
