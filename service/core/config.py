@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,21 +9,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.inference.registry import DEFAULT_PROVIDERS, default_threads
+
 # The package sits at <repo>/service/core/config.py in a checkout (editable install), so the committed
 # models are two levels up. Installed elsewhere (a wheel in a container) this path will not exist and
 # SPINE_MODELS_DIR must be set; readiness then says the manifest is missing.
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "exported_models"
-DEFAULT_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
-def _default_threads() -> int:
-    # onnxruntime sizes its pool to every core of the host, which oversubscribes a container limited by
-    # cpuset; the affinity mask is what this process may actually use. Cap it: the sessions are small.
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
 
 
 class Settings(BaseSettings):
@@ -39,7 +29,7 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers in order of preference (comma-separated in the environment)",
     )
     require_gpu: bool = Field(False, description="Not ready unless every session runs on CUDA")
-    intra_op_threads: int = Field(default_factory=_default_threads, ge=1, description="onnxruntime intra-op threads per session")
+    intra_op_threads: int = Field(default_factory=default_threads, ge=1, description="onnxruntime intra-op threads per session")
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session (graphs run sequentially)")
     inference_concurrency: int = Field(
         2, ge=1, description="Requests computing at once (decode + inference); more wait, so threads are not oversubscribed"

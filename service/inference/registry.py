@@ -6,6 +6,7 @@ No web framework here: the HTTP layer and the evaluation CLI both call this modu
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,19 @@ _ORT_TYPES: dict[str, np.dtype] = {
     "tensor(uint64)": np.dtype(np.uint64),
     "tensor(bool)": np.dtype(np.bool_),
 }
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are given: the CPUs this process may use (capped).
+
+    onnxruntime sizes its pool to every core of the host, which oversubscribes a container limited by
+    cpuset; the affinity mask is what this process may actually use.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 class InferenceError(Exception):
@@ -210,10 +224,8 @@ class ModelRegistry:
             problems[MANIFEST_KEY] = "the manifest lists no models"
 
         options = ort.SessionOptions()
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        if inter_op_threads:
-            options.inter_op_num_threads = inter_op_threads
+        options.intra_op_num_threads = intra_op_threads or default_threads()
+        options.inter_op_num_threads = inter_op_threads or 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from service.core.config import Settings
+from service.inference import ModelRegistry
 from service.main import create_app
 from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
 from spine_core.preprocessing import preprocessing_spec
@@ -201,10 +202,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_live(settings: Settings) -> Iterator[str]:
+def serve_live(settings: Settings, registry: ModelRegistry | None = None) -> Iterator[str]:
     """uvicorn serving the app on 127.0.0.1:<free port> in a thread; yields "127.0.0.1:<port>"."""
     port = _free_port()
-    app = create_app(settings)
+    app = create_app(settings, registry)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
