@@ -346,7 +346,18 @@ class ModelRegistry:
 
     def _run(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
-        out = model.session.run([model.entry.output_name], {model.entry.input_name: batch})[0]  # type: ignore[union-attr]
+        session, name = model.session, model.entry.input_name
+        fixed = next((s.shape[0] for s in model.inputs if s.name == name), None)
+        if fixed is not None and fixed != batch.shape[0]:
+            # A graph exported with a fixed batch (despite the manifest's None): feed it in slices.
+            parts = []
+            for i in range(0, len(batch), fixed):
+                part = batch[i : i + fixed]
+                padded = np.concatenate([part, np.zeros((fixed - len(part), *part.shape[1:]), part.dtype)])
+                parts.append(session.run([model.entry.output_name], {name: padded})[0][: len(part)])  # type: ignore[union-attr]
+            out = np.concatenate(parts)
+        else:
+            out = session.run([model.entry.output_name], {name: batch})[0]  # type: ignore[union-attr]
         if self.on_inference is not None:
             self.on_inference(model.name, time.perf_counter() - started, int(batch.shape[0]))
         return out

@@ -216,3 +216,19 @@ def test_run_checks_inputs(registry: ModelRegistry) -> None:
         registry.run("Ap_Vertebra", {"input_image": np.zeros((1, 10, 10, 1), np.float32)})
     with pytest.raises(InvalidInputError, match="takes inputs"):
         registry.run("Ap_Vertebra", {"x": x})
+
+
+def test_a_graph_with_a_fixed_batch_is_fed_in_slices(tmp_path: Path) -> None:
+    import onnx
+
+    d = write_models_dir(tmp_path / "m")
+    path = d / "Mask_Classifier/1/model.onnx"
+    graph = onnx.load(str(path))
+    graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # as some exporters write it
+    graph.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(graph, str(path))
+    reg = ModelRegistry.load(d, providers=CPU, intra_op_threads=1, verify_sha256=False)
+    assert reg.ready
+    frames = reg.segment(spine_image(), "AP").model_frame_masks
+    scores = reg.classify_masks(frames)
+    assert len(scores) == 3 and all(abs(sum(p) - 1) < 1e-5 for p in scores.values())
