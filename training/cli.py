@@ -1,0 +1,216 @@
+"""`spine-train` and `spine-export` command lines.
+
+spine-train cache aasce DATA_DIR OUT.npz          preprocess a dataset once (CPU, no Keras needed)
+spine-train cache course DATA_DIR OUT.npz
+spine-train unet --cache aasce.npz --structure Ap_Vertebra --run-dir runs/Ap_Vertebra [...]
+spine-train unet --cache course.npz --structure Lat_Vertebra --holdout Damaged --run-dir runs/Lat_Vertebra-holdout
+spine-train classifier --cache aasce.npz --run-dir runs/classifier [...]
+spine-export unet|classifier --run-dir RUN --models exported_models [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from spine_core.preprocessing import UNET_INPUT_HW
+from spine_core.structures import STRUCTURES
+
+log = logging.getLogger("spine-train")
+
+COBB_THRESHOLD_DEG = 40.0
+VAL_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+def _fit_config(args: argparse.Namespace):
+    from training.train import FitConfig
+
+    return FitConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        patience=args.patience,
+        time_budget_s=args.time_budget,
+        seed=args.seed,
+    )
+
+
+def aasce_split(cache: dict[str, np.ndarray], val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED):
+    from training.datasets import split_by_patient
+
+    return split_by_patient([str(k) for k in cache["patient_keys"]], val_fraction, seed)
+
+
+def _device_description() -> str:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (keras {keras.__version__}, torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()} CPU (keras {keras.__version__}, {backend} backend)"
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from training.cache import build_aasce_cache, build_course_cache
+
+    hw = (args.height, args.width)
+    if args.layout == "aasce":
+        print(build_aasce_cache(Path(args.data_dir), Path(args.out), hw, jpeg_quality=args.jpeg_quality))
+    else:
+        print(build_course_cache(Path(args.data_dir), Path(args.out), hw))
+
+
+def cmd_unet(args: argparse.Namespace) -> None:
+    from training.cache import load_aasce_cache, load_course_cache
+    from training.train import train_unet
+
+    cfg = _fit_config(args)
+    if args.structure == "Ap_Vertebra" and args.source == "aasce":
+        data = load_aasce_cache(Path(args.cache))
+        train_idx, val_idx = aasce_split(data)
+        x_tr, y_tr = data["images"][train_idx], data["masks"][train_idx]
+        x_va, y_va = data["images"][val_idx], data["masks"][val_idx]
+        training_data = f"AASCE 2019 training set ({len(data['images'])} AP radiographs), Ap_Vertebra masks filled from corner landmarks"
+        split = f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}: {len(train_idx)} train / {len(val_idx)} val images"
+        validated = True
+    else:
+        samples = [s for s in load_course_cache(Path(args.cache)) if args.structure in s["masks"]]
+        if not samples:
+            raise SystemExit(f"no study in {args.cache} has a {args.structure} mask")
+        train = [s for s in samples if s["label"] != args.holdout]
+        val = [s for s in samples if s["label"] == args.holdout] or train
+        # One image per study: repeat it so an epoch holds `repeat` differently augmented copies.
+        x_tr = np.repeat(np.stack([s["image"] for s in train]), args.repeat, axis=0)
+        y_tr = np.repeat(np.stack([s["masks"][args.structure] for s in train]), args.repeat, axis=0)
+        x_va = np.stack([s["image"] for s in val])
+        y_va = np.stack([s["masks"][args.structure] for s in val])
+        studies = ", ".join(sorted({s["study"] for s in samples}))
+        training_data = f"course-samples: the two public sample studies ({studies}), augmented; DEMONSTRATION ONLY"
+        split = (
+            f"train on {', '.join(s['study'] for s in train)}, score held-out {', '.join(s['study'] for s in val)}"
+            if args.holdout
+            else "trained on both studies; no held-out data (score is on training images)"
+        )
+        validated = False
+    model, result = train_unet(
+        x_tr, y_tr, x_va, y_va, Path(args.run_dir), cfg, filters=args.filters, num_layers=args.num_layers, loss=args.loss,
+        resume=not args.no_resume, init_weights=args.init_weights,
+    )
+    info = {
+        "kind": "segmentation",
+        "structure": args.structure,
+        "view": STRUCTURES[args.structure],
+        "filters": args.filters,
+        "num_layers": args.num_layers,
+        "loss": args.loss,
+        "training_data": training_data,
+        "split": split,
+        "validated": validated,
+        "trained_on": _device_description(),
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "training_time_s": round(result.seconds, 1),
+        "stopped": result.stopped,
+        "init_weights": args.init_weights,
+        "input_hw": list(x_tr.shape[1:3]),
+        "metrics": {"val_dice_mean": result.best_score, "val_dice_median": result.history[result.best_epoch - 1]["val_dice_median"]},
+    }
+    (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info, indent=1))
+
+
+def cmd_classifier(args: argparse.Namespace) -> None:
+    from spine_core.preprocessing import mask_to_classifier_input
+    from training.cache import load_aasce_cache
+    from training.train import train_classifier
+
+    cfg = _fit_config(args)
+    data = load_aasce_cache(Path(args.cache))
+    train_idx, val_idx = aasce_split(data)
+    x = np.stack([mask_to_classifier_input(m) for m in data["masks"]])
+    labels = data["cobb"].max(axis=1) >= args.cobb_threshold
+    model, result = train_classifier(x[train_idx], labels[train_idx], x[val_idx], labels[val_idx], Path(args.run_dir), cfg,
+                                     resume=not args.no_resume)
+    best = result.history[result.best_epoch - 1]
+    info = {
+        "kind": "classification",
+        "training_data": (
+            f"AASCE 2019 training set: ground-truth Ap_Vertebra masks; label Damaged when the largest Cobb angle >= {args.cobb_threshold} deg"
+        ),
+        "split": f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}: {len(train_idx)} train / {len(val_idx)} val",
+        "cobb_threshold_deg": args.cobb_threshold,
+        "validated": True,
+        "trained_on": _device_description(),
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "training_time_s": round(result.seconds, 1),
+        "stopped": result.stopped,
+        "metrics": {"val_auc_gt_masks": best["val_auc"], "val_accuracy_gt_masks": best["val_accuracy"],
+                    "val_damaged_fraction": float(labels[val_idx].mean())},
+    }
+    (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info, indent=1))
+
+
+def _add_fit_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+    p.add_argument("--cache", required=True, help="npz written by `spine-train cache`")
+    p.add_argument("--run-dir", required=True, help="checkpoints, state (resumable), curves, run_info.json")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly before exceeding")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if the run dir has a checkpoint")
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="spine-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cache", help="preprocess a dataset into an npz")
+    c.add_argument("layout", choices=["aasce", "course"])
+    c.add_argument("data_dir")
+    c.add_argument("out")
+    c.add_argument("--height", type=int, default=UNET_INPUT_HW[0])
+    c.add_argument("--width", type=int, default=UNET_INPUT_HW[1])
+    c.add_argument("--jpeg-quality", type=int, default=None, help="aasce: store images as JPEG (smaller cache)")
+    c.set_defaults(func=cmd_cache)
+    u = sub.add_parser("unet", help="train one structure's U-Net")
+    _add_fit_args(u, epochs=150, batch_size=16, lr=1e-3)
+    u.add_argument("--structure", required=True, choices=sorted(STRUCTURES))
+    u.add_argument("--source", choices=["aasce", "course"], default="aasce", help="aasce only for Ap_Vertebra")
+    u.add_argument("--holdout", choices=["Normal", "Damaged"], default=None, help="course: study label scored, not trained on")
+    u.add_argument("--repeat", type=int, default=32, help="course: augmented copies of each study per epoch")
+    u.add_argument("--filters", type=int, default=16)
+    u.add_argument("--num-layers", type=int, default=4)
+    u.add_argument("--loss", choices=["bce", "dice_bce"], default="dice_bce")
+    u.add_argument("--init-weights", default=None, help="start from these weights (e.g. a lower-resolution run; the U-Net is fully convolutional)")
+    u.set_defaults(func=cmd_unet)
+    k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")
+    _add_fit_args(k, epochs=60, batch_size=32, lr=3e-4)
+    k.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)
+    k.set_defaults(func=cmd_classifier)
+    args = parser.parse_args(argv)
+    if getattr(args, "source", None) == "aasce" and args.structure != "Ap_Vertebra":
+        args.source = "course"
+    args.func(args)
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    from training.export import export_main as _export_main
+
+    _export_main(argv)
+
+
+if __name__ == "__main__":
+    train_main()

@@ -1,0 +1,38 @@
+"""Every GPU training run of the committed models, in one process (one import of torch/Keras).
+
+Run on a lent GPU machine with KERAS_BACKEND=torch (see training/gpu_train.sh); the weights it
+writes (`.weights.h5`) are exported to ONNX afterwards on a machine with TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from spine_core.structures import STRUCTURES
+from training.cli import train_main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--aasce-cache", default=".devdata/aasce.npz")
+    p.add_argument("--course-cache", default=".devdata/course.npz")
+    p.add_argument("--vertebra-budget", type=float, default=240)
+    p.add_argument("--demo-budget", type=float, default=8)
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    train_main(["unet", "--cache", args.aasce_cache, "--structure", "Ap_Vertebra", "--run-dir", f"{args.runs}/Ap_Vertebra",
+                "--epochs", "400", "--patience", "40", "--time-budget", str(args.vertebra_budget)])
+    for structure in STRUCTURES:
+        if structure == "Ap_Vertebra":
+            continue
+        common = ["unet", "--cache", args.course_cache, "--structure", structure, "--filters", "8", "--batch-size", "8",
+                  "--epochs", "300", "--patience", "60", "--time-budget", str(args.demo_budget)]
+        train_main([*common, "--holdout", "Damaged", "--run-dir", f"{args.runs}/demo/{structure}-holdout"])
+        train_main([*common, "--run-dir", f"{args.runs}/demo/{structure}"])
+    print(f"all runs done in {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
