@@ -27,6 +27,7 @@ class ModelEntry(BaseModel):
     threshold: float | None = Field(None, description="Probability threshold for a mask pixel")
     classes: list[str] | None = None
     architecture: str
+    architecture_config: dict[str, Any] = Field(default_factory=dict, description="Arguments that rebuild the Keras model")
     parameters: int
     opset: int
     training_data: str

@@ -58,10 +58,17 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_classifier(input_hw: tuple[int, int] = CLASSIFIER_INPUT_HW, dropout: float = 0.5) -> keras.Model:
-    """ResNet50 (random init: no ImageNet weights offline) on one mask -> softmax [Normal, Damaged]."""
+def build_classifier(input_hw: tuple[int, int] = CLASSIFIER_INPUT_HW, dropout: float = 0.5, bn_momentum: float = 0.9) -> keras.Model:
+    """ResNet50 (random init: no ImageNet weights offline) on one mask -> softmax [Normal, Damaged].
+
+    BatchNorm momentum is lowered from Keras' 0.99: with a few hundred training images an epoch is
+    a dozen steps, and 0.99 leaves the moving statistics (used at inference) far behind the weights.
+    """
     inputs = keras.Input(shape=(*input_hw, 1), name=CLASSIFIER_INPUT_NAME)
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(*input_hw, 1), pooling="avg")
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
     x = backbone(inputs)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(2, activation="softmax", name=CLASSIFIER_OUTPUT_NAME)(x)

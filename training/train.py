@@ -231,3 +231,26 @@ def train_classifier(
 
     result = fit(model, len(x_train), make_batch, evaluate, "val_auc", cfg, run_dir, "categorical_crossentropy", resume)
     return model, result
+
+
+def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, masks: np.ndarray, passes: int = 60, batch_size: int = 8,
+                          momentum: float = 0.9, seed: int = 0) -> None:
+    """Re-estimate BatchNorm moving statistics with forward passes in training mode (no weight update).
+
+    Runs of a few dozen steps leave the moving averages (momentum 0.99) far from the batch statistics
+    the weights were trained with; inference then sees activations in the thousands, and the model is
+    numerically fragile (Keras and ONNX Runtime disagree by ~1e-3). This puts the statistics where
+    training left the weights.
+    """
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    old = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = momentum
+    rng = np.random.default_rng(seed)
+    cfg = AugmentConfig()
+    for _ in range(passes):
+        idx = rng.integers(0, len(images), batch_size)
+        xb, _ = augment_batch(as_float(images[idx]), masks[idx][..., np.newaxis], cfg, rng)
+        model(xb, training=True)
+    for bn, m in zip(bns, old, strict=True):
+        bn.momentum = m
