@@ -7,6 +7,7 @@ nothing here imports the web framework.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,17 @@ SUPPORTED = "PNG (8/16-bit), JPEG, TIFF or DICOM"
 Image.init()
 # Allow-list (no EPS/Ghostscript or other exotic parsers); MPO is how some Pillow versions name camera JPEGs.
 PILLOW_FORMATS = tuple(f for f in ("PNG", "JPEG", "MPO", "TIFF", "BMP") if f in Image.OPEN)
+
+# Magic bytes of the formats we read: a file that starts like one but cannot be opened is corrupt (422), not foreign (415).
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "TIFF",  # BigTIFF
+    b"MM\x00+": "TIFF",
+    b"BM": "BMP",
+}
 
 # DICOM ViewPosition (0018,5101) defined terms -> our views.
 _DICOM_VIEWS = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT", "LLD": "LAT", "RLD": "LAT"}
@@ -75,19 +87,43 @@ def _check_pixels(width: int, height: int, frames: int, max_pixels: int) -> None
         )
 
 
+def sniff_format(data: bytes) -> str | None:
+    """The format the first bytes announce (PNG, JPEG, TIFF, BMP, DICOM), or None."""
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return "DICOM"
+    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
+
+
+def _check_png_header(data: bytes, max_pixels: int) -> None:
+    """PNG: the pixel limit straight from IHDR (bytes 16-24), before any parser sees the file."""
+    if len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        _check_pixels(width, height, 1, max_pixels)
+
+
+def _check_finite(pixels: np.ndarray, fmt: str) -> None:
+    # A NaN or infinity (float TIFF, an absurd DICOM rescale) would silently turn into empty masks.
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise CorruptImageError(f"the {fmt} image has non-finite pixel values (NaN or infinity)")
+
+
 def decode_image(data: bytes, max_pixels: int, filename: str | None = None) -> DecodedImage:
     """Decode an upload. The pixel limit is checked from the header, before any pixel is decompressed."""
     if not data:
         raise EmptyFileError("the uploaded file is empty")
     if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM":
-        return _decode_dicom(data, max_pixels)
-    try:
-        return _decode_pillow(data, max_pixels)
-    except UnsupportedImageError:
-        # DICOM without the 128-byte preamble ("DICM"): only tried when the name says so.
-        if filename and filename.lower().endswith((".dcm", ".dicom")):
-            return _decode_dicom(data, max_pixels, force=True)
-        raise
+        decoded = _decode_dicom(data, max_pixels)
+    else:
+        try:
+            decoded = _decode_pillow(data, max_pixels)
+        except UnsupportedImageError:
+            # DICOM without the 128-byte preamble ("DICM"): only tried when the name says so.
+            if filename and filename.lower().endswith((".dcm", ".dicom")):
+                decoded = _decode_dicom(data, max_pixels, force=True)
+            else:
+                raise
+    _check_finite(decoded.pixels, decoded.format)
+    return decoded
 
 
 def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
@@ -95,12 +131,19 @@ def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
     # limit from the header below, so only make sure Pillow's is not the stricter one (it is global).
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
+    magic = sniff_format(data)
+    if magic == "PNG":
+        _check_png_header(data, max_pixels)
     try:
         # Lazy: reads the header only. Formats are allow-listed (no EPS/Ghostscript, no exotic parsers).
         img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image over the limit of {max_pixels:,} pixels (SPINE_MAX_IMAGE_PIXELS): {exc}") from exc
     except UnidentifiedImageError as exc:
+        if magic is not None:  # e.g. a PNG cut inside its header chunks
+            raise CorruptImageError(
+                f"the file starts like a {magic} image but its header cannot be read (truncated or corrupt)"
+            ) from exc
         raise UnsupportedImageError(f"the file is not an image this service reads; send {SUPPORTED}") from exc
     except Exception as exc:  # header present but broken
         raise CorruptImageError(f"the image header cannot be read: {exc}") from exc

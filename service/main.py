@@ -9,14 +9,18 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from PIL import Image
+from starlette.formparsers import MultiPartParser
+from starlette.middleware.cors import CORSMiddleware
 
 from service.api.main import api_router
 from service.api.routes.v2 import SERVER_VERSION
+from service.core.admission import INFERENCE_PATH, AdmissionMiddleware
 from service.core.config import Settings, get_settings
 from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.metrics import Metrics
 from service.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.core.security import ApiKeyMiddleware, describe_in_openapi
 from service.core.state import ModelState
 from service.inference import ModelRegistry
 
@@ -51,6 +55,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     # Pillow's global bomb guard must not be stricter than our own limit (checked from the header).
     if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    # No uploaded image is ever written to disk: Starlette spools a multipart file to a temporary file once
+    # it passes `spool_max_size` (1 MiB by default); above the body limit it never does (class-wide, like the above).
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 1)
     metrics = Metrics()
     state = ModelState(settings, registry)
 
@@ -61,7 +68,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         log.info(
             "service starting",
             extra={
-                "fields": {"models_dir": str(settings.models_dir), "providers": settings.providers, "version": SERVER_VERSION}
+                "fields": {
+                    "models_dir": str(settings.models_dir),
+                    "providers": settings.providers,
+                    "version": SERVER_VERSION,
+                    "api_keys": len(settings.api_keys),  # how many, never which
+                    "cors_allow_origins": settings.cors_allow_origins,
+                    "max_in_flight": settings.inference_concurrency + settings.max_queue,
+                }
             },
         )
         yield
@@ -73,13 +87,43 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         lifespan=lifespan,
         # Stable operation ids: the route's name, as set on each route (`operation_id=`).
         generate_unique_id_function=lambda route: route.name,
+        # A form has at most 2 files and 5 fields: hostile field counts and long values are a 400 while parsing.
+        form_limits={
+            "max_fields": settings.max_form_fields,
+            "max_files": settings.max_form_files,
+            "max_part_size": settings.max_field_bytes,
+        },
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = state
     install_error_handlers(app)
     app.include_router(api_router)
-    # Added last = outermost: the request id and log line cover everything, including a 413.
+    api_keys = [k.get_secret_value() for k in settings.api_keys]
+    describe_in_openapi(
+        app, auth=bool(api_keys), exempt_paths=settings.auth_exempt_paths, is_inference=lambda p: bool(INFERENCE_PATH.match(p))
+    )
+    # Added last = outermost. Request order: request id + log line -> CORS -> API key -> admission (503 when
+    # full) -> body limit -> routes. So a 401, 413 or 503 is logged with its id, a CORS preflight needs no
+    # key, and a request without a key never takes a place in the queue.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.add_middleware(
+        AdmissionMiddleware,
+        capacity=settings.inference_concurrency + settings.max_queue,
+        retry_after_s=settings.retry_after_s,
+        metrics=metrics,
+    )
+    if api_keys:
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys, exempt_paths=settings.auth_exempt_paths, metrics=metrics)
+    if settings.cors_allow_origins:  # closed by default: no CORS headers, browsers refuse cross-origin reads
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type", "Inference-Header-Content-Length"],
+            expose_headers=["X-Request-ID", "Retry-After", "Inference-Header-Content-Length"],
+            allow_credentials=False,
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.inference.registry import DEFAULT_PROVIDERS, default_threads
@@ -42,6 +42,31 @@ class Settings(BaseSettings):
     overlay_max_side: int = Field(2048, ge=64, description="Longest side of the overlay PNG (downscaled beyond)")
     max_batch_size: int = Field(32, ge=1, description="Largest batch accepted by the KServe v2 infer endpoint")
 
+    # Overload protection, access control, browser access (docs/reliability.md).
+    max_queue: int = Field(
+        32,
+        ge=0,
+        description=(
+            "Inference requests (POST /segment, /classify, /v2/.../infer) admitted to wait beyond SPINE_INFERENCE_CONCURRENCY; "
+            "when that many already wait, 503 `overloaded` with Retry-After instead of queueing without limit"
+        ),
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After (seconds) of an overload 503")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys (comma-separated); empty = no authentication. Header X-API-Key or Authorization: Bearer",
+    )
+    auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/health/live", "/v2/health/live"],
+        description="Paths served without an API key (comma-separated, exact); liveness by default",
+    )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); empty = no CORS headers (closed)"
+    )
+    max_form_fields: int = Field(16, ge=1, description="Most non-file fields in one multipart form (400 beyond)")
+    max_form_files: int = Field(4, ge=1, description="Most files in one multipart form (400 beyond)")
+    max_field_bytes: int = Field(64 * 1024, ge=1024, description="Largest non-file form field in bytes (400 beyond)")
+
     aggregation: Literal["max_score", "mean"] = Field(
         "max_score", description="Default rule turning per-mask scores into a label"
     )
@@ -52,6 +77,19 @@ class Settings(BaseSettings):
     @classmethod
     def _split_providers(cls, value: object) -> object:
         # Accept `CUDAExecutionProvider,CPUExecutionProvider` as well as a JSON list from the environment.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        # Comma-separated in the environment (a JSON list works too); blanks dropped.
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

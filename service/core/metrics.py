@@ -48,6 +48,11 @@ class Metrics:
         )
         self.images = Counter("spine_images_processed", "Radiographs decoded and segmented", ["endpoint", "view"], registry=r)
         self.errors = Counter("spine_errors", "Requests answered with an error, by kind", ["kind"], registry=r)
+        self.in_flight = Gauge(
+            "spine_inference_requests_in_flight",
+            "Inference requests admitted (computing or waiting for a compute slot); bounded by concurrency + SPINE_MAX_QUEUE",
+            registry=r,
+        )
         self.ready = Gauge("spine_ready", "1 when every model is loaded and warm", registry=r)
         self.model_ready = Gauge(
             "spine_model_ready", "1 when the model is servable", ["model", "version", "provider"], registry=r

@@ -19,6 +19,9 @@ ERRORS = error_responses(413, 415, 422, 503)
 FORMATS = "PNG (8/16-bit), JPEG, TIFF or DICOM"
 VIEW_HELP = "AP or LAT (case-insensitive); optional for a DICOM whose ViewPosition says it"
 STRUCTURES_HELP = "Comma-separated subset of the view's structures (case-insensitive); default all"
+# Bounded text fields: a long value is a 422 before any work (and is never echoed back at length).
+VIEW_MAX = 32
+STRUCTURES_MAX = 512
 
 
 async def _read(upload: UploadFile) -> Upload:
@@ -40,8 +43,10 @@ async def segment(
     limiter: LimiterDep,
     metrics: MetricsDep,
     file: Annotated[UploadFile, File(description=f"The radiograph: {FORMATS}")],
-    view: Annotated[str | None, Form(description=VIEW_HELP, examples=["AP"])] = None,
-    structures: Annotated[str | None, Form(description=STRUCTURES_HELP, examples=["Ap_Vertebra,Ap_Pedicle"])] = None,
+    view: Annotated[str | None, Form(description=VIEW_HELP, examples=["AP"], max_length=VIEW_MAX)] = None,
+    structures: Annotated[
+        str | None, Form(description=STRUCTURES_HELP, examples=["Ap_Vertebra,Ap_Pedicle"], max_length=STRUCTURES_MAX)
+    ] = None,
     mask_format: Annotated[MaskFormat, Form(description="png (base64 1-bit PNG) or rle (COCO uncompressed RLE)")] = "png",
     overlay: Annotated[bool, Form(description="Also return the radiograph with coloured masks as base64 PNG")] = False,
 ) -> SegmentResponse:
