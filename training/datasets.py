@@ -269,7 +269,7 @@ def write_synthetic_aasce_dataset(root: Path, n_patients: int = 6, size: tuple[i
             Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "images" / name, quality=95)
             names.append(name)
             lm_rows.append(lm)
-            angle_rows.append([abs(bend) * 200, abs(bend) * 100, 5.0])
+            angle_rows.append([abs(bend) * 400, abs(bend) * 100, 5.0])  # about a third >= 40 deg
     (root / "labels" / "filenames.csv").write_text("\n".join(names) + "\n")
     np.savetxt(root / "labels" / "landmarks.csv", np.array(lm_rows), delimiter=",", fmt="%.6f")
     np.savetxt(root / "labels" / "angles.csv", np.array(angle_rows), delimiter=",", fmt="%.4f")

@@ -129,7 +129,8 @@ def fit(
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr, **metrics}
         history.append(row)
         score = metrics[monitor]
-        if score > best:
+        # NaN (e.g. AUC on a one-class validation set) never counts as better, but the first epoch is kept.
+        if best_epoch < 0 or (not np.isnan(score) and (np.isnan(best) or score > best)):
             best, best_epoch, stale = score, epoch + 1, 0
             model.save_weights(run_dir / "best.weights.h5")
         else:

@@ -1,0 +1,121 @@
+"""End to end on synthetic data: cache -> one-epoch training -> ONNX export with parity -> manifest -> evaluation CLI.
+
+Runs TensorFlow on the CPU; tiny models (64x32 U-Net) keep it to about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) is not installed")
+
+from spine_core.manifest import load_manifest, sha256_file  # noqa: E402
+from training.cli import train_main  # noqa: E402
+from training.datasets import write_synthetic_aasce_dataset, write_synthetic_course_dataset  # noqa: E402
+from training.evaluate import main as evaluate_main  # noqa: E402
+from training.export import export_main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pipeline")
+    aasce = write_synthetic_aasce_dataset(root / "aasce", n_patients=6, size=(192, 80))
+    course = write_synthetic_course_dataset(root / "course", size=(96, 48))
+    models = root / "models"
+    train_main(["cache", "aasce", str(aasce), str(root / "aasce.npz"), "--height", "64", "--width", "32"])
+    train_main(["cache", "course", str(course), str(root / "course.npz"), "--height", "64", "--width", "32"])
+    small = ["--epochs", "1", "--batch-size", "4", "--filters", "4", "--num-layers", "2"]
+    train_main(["unet", "--cache", str(root / "aasce.npz"), "--structure", "Ap_Vertebra", "--run-dir", str(root / "runs/ap"), *small])
+    train_main(["unet", "--cache", str(root / "course.npz"), "--structure", "Lat_Vertebra", "--run-dir", str(root / "runs/lat"),
+                "--repeat", "2", *small])
+    train_main(["classifier", "--cache", str(root / "aasce.npz"), "--run-dir", str(root / "runs/clf"), "--epochs", "1", "--batch-size", "4"])
+    export_main(["unet", "--run-dir", str(root / "runs/ap"), "--cache", str(root / "aasce.npz"), "--models", str(models)])
+    export_main(["unet", "--run-dir", str(root / "runs/lat"), "--cache", str(root / "course.npz"), "--models", str(models),
+                 "--recalibrate-bn", "3"])
+    export_main(["classifier", "--run-dir", str(root / "runs/clf"), "--cache", str(root / "aasce.npz"), "--models", str(models)])
+    return {"root": root, "aasce": aasce, "course": course, "models": models}
+
+
+def test_one_epoch_training_writes_checkpoints_curves_and_resumable_state(pipeline):
+    run = pipeline["root"] / "runs/ap"
+    for name in ("best.weights.h5", "last.weights.h5", "state.json", "curves.png", "run_info.json"):
+        assert (run / name).is_file(), name
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 0 and len(state["history"]) == 1
+    assert 0.0 <= state["history"][0]["val_dice"] <= 1.0
+    # Resuming with a larger epoch budget continues at epoch 2 instead of starting over.
+    train_main(["unet", "--cache", str(pipeline["root"] / "aasce.npz"), "--structure", "Ap_Vertebra", "--run-dir", str(run),
+                "--epochs", "2", "--batch-size", "4", "--filters", "4", "--num-layers", "2"])
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1, 2]
+
+
+def test_manifest_round_trip_matches_files(pipeline):
+    manifest = load_manifest(pipeline["models"])
+    names = {m.name for m in manifest.models}
+    assert names == {"Ap_Vertebra", "Lat_Vertebra", "Mask_Classifier"}
+    for entry in manifest.models:
+        path = pipeline["models"] / entry.file
+        assert entry.file == f"{entry.name}/1/model.onnx"
+        assert sha256_file(path) == entry.sha256
+        assert entry.parity_max_abs_diff is not None and entry.parity_max_abs_diff <= 1e-4
+        assert (pipeline["models"] / entry.name / "config.pbtxt").is_file()
+    by_name = manifest.by_name()
+    assert by_name["Ap_Vertebra"].validated is True and by_name["Ap_Vertebra"].input_shape == [None, 64, 32, 1]
+    assert by_name["Lat_Vertebra"].validated is False and "DEMONSTRATION" in by_name["Lat_Vertebra"].notes
+    assert by_name["Mask_Classifier"].output_shape == [None, 2]
+    reloaded = type(manifest).model_validate_json(manifest.model_dump_json())
+    assert reloaded == manifest
+
+
+def test_export_has_dynamic_batch_and_stable_names(pipeline):
+    import onnxruntime as ort
+
+    entry = load_manifest(pipeline["models"]).by_name()["Ap_Vertebra"]
+    session = ort.InferenceSession(str(pipeline["models"] / entry.file), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name) == ("image", "mask")
+    for batch in (1, 3):
+        y = session.run(None, {"image": np.random.default_rng(0).random((batch, 64, 32, 1), dtype=np.float32)})[0]
+        assert y.shape == (batch, 64, 32, 1) and 0.0 <= y.min() and y.max() <= 1.0
+
+
+def test_parity_check_refuses_a_wrong_export(pipeline, monkeypatch):
+    import training.export as export
+
+    monkeypatch.setattr(export, "parity", lambda *a, **k: 0.5)
+    with pytest.raises(export.ParityError):
+        export.export_unet(pipeline["root"] / "runs/ap", pipeline["root"] / "aasce.npz", pipeline["root"] / "refused")
+    assert not (pipeline["root"] / "refused" / "Ap_Vertebra" / "1" / "model.onnx").exists()
+
+
+def test_evaluate_aasce_cli_contract(pipeline, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert evaluate_main(["aasce", str(pipeline["aasce"]), "--models", str(pipeline["models"]), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_images"] == 9
+    seg = result["segmentation"]["Ap_Vertebra"]
+    assert 0.0 <= seg["dice_median"] <= 1.0 and 0.0 <= seg["dice_mean"] <= 1.0
+    cls = result["classification"]
+    assert cls["threshold_deg"] == 40.0 and 0.0 <= cls["accuracy"] <= 1.0
+    assert np.isnan(cls["auc"]) or 0.0 <= cls["auc"] <= 1.0
+    assert len(result["per_image"]) == 9
+    val = tmp_path / "val.json"
+    evaluate_main(["aasce", str(pipeline["aasce"]), "--models", str(pipeline["models"]), "--json", str(val), "--subset", "val"])
+    assert 0 < json.loads(val.read_text())["n_images"] < 9
+
+
+def test_evaluate_course_cli(pipeline, tmp_path):
+    out = tmp_path / "course.json"
+    assert evaluate_main(["course", str(pipeline["course"]), "--models", str(pipeline["models"]), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["segmentation"]) == {"Ap_Vertebra", "Lat_Vertebra"}
+    assert result["segmentation"]["Lat_Vertebra"]["n"] == 4
+    assert set(result["classification"]["study_accuracy"]) == {"max_score", "mean"}
+    assert result["n_studies"] == 4
