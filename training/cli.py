@@ -104,6 +104,7 @@ def cmd_unet(args: argparse.Namespace) -> None:
     model, result = train_unet(
         x_tr, y_tr, x_va, y_va, Path(args.run_dir), cfg, filters=args.filters, num_layers=args.num_layers, loss=args.loss,
         resume=not args.no_resume, init_weights=args.init_weights,
+        crop_hw=tuple(args.crop) if args.crop else None, bn_momentum=args.bn_momentum,
     )
     info = {
         "kind": "segmentation",
@@ -115,6 +116,7 @@ def cmd_unet(args: argparse.Namespace) -> None:
         "training_data": training_data,
         "split": split,
         "validated": validated,
+        "validation_set": "aasce-val" if validated else ("held-out study" if args.holdout else "training images"),
         "trained_on": _device_description(),
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -122,6 +124,8 @@ def cmd_unet(args: argparse.Namespace) -> None:
         "stopped": result.stopped,
         "init_weights": args.init_weights,
         "input_hw": list(x_tr.shape[1:3]),
+        "crop_hw": args.crop,
+        "bn_momentum": args.bn_momentum,
         "metrics": {"val_dice_mean": result.best_score, "val_dice_median": result.history[result.best_epoch - 1]["val_dice_median"]},
     }
     (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
@@ -194,6 +198,8 @@ def train_main(argv: list[str] | None = None) -> None:
     u.add_argument("--filters", type=int, default=16)
     u.add_argument("--num-layers", type=int, default=4)
     u.add_argument("--loss", choices=["bce", "dice_bce"], default="dice_bce")
+    u.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="train on HxW crops (multiples of 16)")
+    u.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm momentum while training (0.9 for short runs)")
     u.add_argument("--init-weights", default=None, help="start from these weights (e.g. a lower-resolution run; the U-Net is fully convolutional)")
     u.set_defaults(func=cmd_unet)
     k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")

@@ -120,7 +120,10 @@ def export_unet(
     onnx_path, diff = _export_and_check(
         model, models_dir, structure, _parity_inputs_unet(cache_path, structure), UNET_INPUT_NAME, UNET_OUTPUT_NAME
     )
-    metrics = {f"train_frame_{k}": v for k, v in info["metrics"].items()}
+    # Figures measured during training, in the model's letterboxed frame; spine-evaluate adds original-size ones.
+    prefix = {"held-out study": "heldout_model_frame_", "training images": "training_images_model_frame_"}.get(
+        info.get("validation_set", ""), "model_frame_")
+    metrics = {f"{prefix}{k}": v for k, v in info["metrics"].items()}
     notes = f"U-Net ({info['filters']} base filters, {info['num_layers']} levels, {info['loss']} loss), best epoch {info['best_epoch']}."
     split = info["split"]
     if holdout_run is not None:

@@ -179,16 +179,26 @@ def train_unet(
     loss: str = "dice_bce",
     resume: bool = True,
     init_weights: str | Path | None = None,
+    crop_hw: tuple[int, int] | None = None,
+    bn_momentum: float = 0.99,
 ) -> tuple[keras.Model, FitResult]:
-    """x: (N,H,W) uint8 preprocessed images, y: (N,H,W) bool masks, both in the model frame."""
+    """x: (N,H,W) uint8 preprocessed images, y: (N,H,W) bool masks, both in the model frame.
+
+    crop_hw trains on random crops (centred near foreground) of the augmented frames, which costs
+    a fraction of full frames on a CPU; validation always runs on whole frames.
+    """
     keras.utils.set_random_seed(cfg.seed)
-    model = build_unet(x_train.shape[1:3], filters=filters, num_layers=num_layers)
+    model = build_unet((None, None) if crop_hw else x_train.shape[1:3], filters=filters, num_layers=num_layers,
+                       bn_momentum=bn_momentum)
     if init_weights:
         model.load_weights(init_weights)
     y_train_f = y_train[..., np.newaxis]
 
     def make_batch(idx, rng):
-        return augment_batch(as_float(x_train[idx]), y_train_f[idx], cfg.augment, rng)
+        xb, yb = augment_batch(as_float(x_train[idx]), y_train_f[idx], cfg.augment, rng)
+        if crop_hw is None:
+            return xb, yb
+        return _foreground_crop(xb, yb, y_train[idx[0]], crop_hw, rng)
 
     def evaluate(m):
         probs = predict_probabilities(m, as_float(x_val), cfg.batch_size)[..., 0]
@@ -197,6 +207,21 @@ def train_unet(
 
     result = fit(model, len(x_train), make_batch, evaluate, "val_dice", cfg, run_dir, LOSSES[loss], resume)
     return model, result
+
+
+def _foreground_crop(xb, yb, reference_mask: np.ndarray, crop_hw: tuple[int, int], rng: np.random.Generator):
+    """One crop window for the batch, centred on a random foreground pixel of the first (un-augmented) mask."""
+    h, w = reference_mask.shape
+    ch, cw = crop_hw
+    ys, xs = np.nonzero(reference_mask)
+    if len(ys) and rng.random() < 0.8:
+        k = rng.integers(len(ys))
+        cy, cx = ys[k] + rng.integers(-ch // 4, ch // 4 + 1), xs[k] + rng.integers(-cw // 4, cw // 4 + 1)
+    else:
+        cy, cx = rng.integers(h), rng.integers(w)
+    y0 = int(np.clip(cy - ch // 2, 0, h - ch))
+    x0 = int(np.clip(cx - cw // 2, 0, w - cw))
+    return xb[:, y0 : y0 + ch, x0 : x0 + cw, :], yb[:, y0 : y0 + ch, x0 : x0 + cw, :]
 
 
 def augment_masks_only(masks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator):
