@@ -7,6 +7,7 @@ Spec: https://github.com/kserve/open-inference-protocol (REST) and Triton's bina
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +110,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_batch: int |
         shape = _as_int_shape(tensor.get("shape"), name)
         if max_batch is not None and shape and shape[0] > max_batch:
             raise ProtocolError(f"input {name!r}: batch {shape[0]} is over the limit of {max_batch} (SPINE_MAX_BATCH_SIZE)")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # exact: np.prod in int64 wraps (2**40 x 2**40 x ... == 0) and reshape then fails
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -125,11 +126,14 @@ def parse_infer_request(body: bytes, header_length: str | None, max_batch: int |
                 raise ProtocolError(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
             try:
                 array = np.asarray(tensor["data"], dtype=dtype)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: 2**70 as INT32
                 raise ProtocolError(f"input {name!r}: data is not {datatype}: {exc}") from None
             if array.size != count:
                 raise ProtocolError(f"input {name!r}: {array.size} values for shape {list(shape)} ({count} values)")
-        inputs[name] = array.reshape(shape)
+        try:
+            inputs[name] = array.reshape(shape)
+        except ValueError as exc:  # e.g. [0, 2**63]: zero values, but a dimension numpy cannot represent
+            raise ProtocolError(f"input {name!r}: shape {list(shape)} is not representable: {exc}") from None
     if offset != len(binary):
         raise ProtocolError(f"the body holds {len(binary) - offset} binary bytes that no input declares")
 

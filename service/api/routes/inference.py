@@ -15,7 +15,7 @@ from service.schemas import AggregationName, ClassifyResponse, MaskFormat, Segme
 
 router = APIRouter(tags=["inference"])
 
-ERRORS = error_responses(413, 415, 422, 503)
+ERRORS = error_responses(400, 413, 415, 422, 503)
 FORMATS = "PNG (8/16-bit), JPEG, TIFF or DICOM"
 VIEW_HELP = "AP or LAT (case-insensitive); optional for a DICOM whose ViewPosition says it"
 STRUCTURES_HELP = "Comma-separated subset of the view's structures (case-insensitive); default all"

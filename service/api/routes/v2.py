@@ -13,12 +13,13 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 
 from service.api.deps import LimiterDep, ModelStateDep, RegistryDep, SettingsDep
 from service.api.routes.health import readiness
 from service.core.errors import ApiError
 from service.inference import LoadedModel, ModelRegistry, UnknownModelError
-from service.kserve import EXTENSIONS, HEADER_LENGTH, encode_infer_response, ort_to_v2, parse_infer_request
+from service.kserve import EXTENSIONS, HEADER_LENGTH, V2_DTYPES, encode_infer_response, ort_to_v2, parse_infer_request
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
@@ -26,6 +27,32 @@ try:
     SERVER_VERSION = version("spine-xray")
 except PackageNotFoundError:  # running from a source tree that is not installed
     SERVER_VERSION = "0.0.0"
+
+
+class V2Error(BaseModel):
+    """The protocol's error body (what Triton answers and tritonclient reads)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"error": "unknown model 'Ap_Rib'"}]})
+
+    error: str
+
+
+_V2_ERROR_TEXT = {
+    400: "Malformed request, or not ready (readiness endpoints)",
+    404: "Unknown model or version",
+    413: "Body (or its decompressed form) over SPINE_MAX_UPLOAD_BYTES",
+    415: "Content-Encoding other than gzip/deflate",
+    503: "Models loading, the model is not servable, or overloaded (Retry-After)",
+}
+
+
+def v2_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": V2Error, "description": _V2_ERROR_TEXT[status]} for status in statuses}
+
+
+MODEL_ERRORS = v2_errors(404, 503)
+READY_ERRORS = v2_errors(400, 404, 503)
+INFER_ERRORS = v2_errors(400, 404, 413, 415, 503)
 
 
 def _model(registry: ModelRegistry, name: str, model_version: str | None = None) -> LoadedModel:
@@ -61,7 +88,12 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", operation_id="v2_server_ready", summary="Server readiness (200 = ready, 400 = not ready)")
+@router.get(
+    "/health/ready",
+    operation_id="v2_server_ready",
+    summary="Server readiness (200 = ready, 400 = not ready)",
+    responses=v2_errors(400),
+)
 async def server_ready(state: ModelStateDep, settings: SettingsDep) -> JSONResponse:
     body = readiness(state, settings)
     # The protocol: readiness is the status code, 200 true and 4xx false (Triton answers 400).
@@ -71,16 +103,31 @@ async def server_ready(state: ModelStateDep, settings: SettingsDep) -> JSONRespo
     return JSONResponse(content, status_code=200 if body.ready else 400)
 
 
-@router.get("/models/{name}", operation_id="v2_model_metadata", summary="Model metadata")
-@router.get("/models/{name}/versions/{model_version}", operation_id="v2_model_version_metadata", summary="Model metadata")
+@router.get("/models/{name}", operation_id="v2_model_metadata", summary="Model metadata", responses=MODEL_ERRORS)
+@router.get(
+    "/models/{name}/versions/{model_version}",
+    operation_id="v2_model_version_metadata",
+    summary="Model metadata",
+    responses=MODEL_ERRORS,
+)
 async def model_metadata(registry: RegistryDep, name: str, model_version: str | None = None) -> dict[str, Any]:
     model = _model(registry, name, model_version)
     inputs, outputs = _tensor_meta(model)
     return {"name": name, "versions": [model.entry.version], "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
 
 
-@router.get("/models/{name}/ready", operation_id="v2_model_ready", summary="Model readiness (200 = ready, 400 = not)")
-@router.get("/models/{name}/versions/{model_version}/ready", operation_id="v2_model_version_ready", summary="Model readiness")
+@router.get(
+    "/models/{name}/ready",
+    operation_id="v2_model_ready",
+    summary="Model readiness (200 = ready, 400 = not)",
+    responses=READY_ERRORS,
+)
+@router.get(
+    "/models/{name}/versions/{model_version}/ready",
+    operation_id="v2_model_version_ready",
+    summary="Model readiness",
+    responses=READY_ERRORS,
+)
 async def model_ready(registry: RegistryDep, name: str, model_version: str | None = None) -> JSONResponse:
     model = _model(registry, name, model_version)
     content: dict[str, Any] = {"name": name, "ready": model.servable}
@@ -89,9 +136,17 @@ async def model_ready(registry: RegistryDep, name: str, model_version: str | Non
     return JSONResponse(content, status_code=200 if model.servable else 400)
 
 
-@router.get("/models/{name}/config", operation_id="v2_model_config", summary="Model configuration (Triton's JSON form)")
 @router.get(
-    "/models/{name}/versions/{model_version}/config", operation_id="v2_model_version_config", summary="Model configuration"
+    "/models/{name}/config",
+    operation_id="v2_model_config",
+    summary="Model configuration (Triton's JSON form)",
+    responses=MODEL_ERRORS,
+)
+@router.get(
+    "/models/{name}/versions/{model_version}/config",
+    operation_id="v2_model_version_config",
+    summary="Model configuration",
+    responses=MODEL_ERRORS,
 )
 async def model_config(
     registry: RegistryDep, settings: SettingsDep, name: str, model_version: str | None = None
@@ -128,16 +183,49 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": sorted(V2_DTYPES)},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "data": {"description": "Row-major values (nested or flat), unless parameters.binary_data_size is given"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+    },
+}
+_INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+                },
+            },
+        },
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+    },
+}
 _INFER_OPENAPI = {
     "requestBody": {
+        "required": True,
         "content": {
             "application/json": {
+                "schema": _INFER_REQUEST,
                 "example": {
                     "inputs": [{"name": "input_image", "datatype": "FP32", "shape": [1, 512, 256, 1], "data": [0.0, "…"]}]
-                }
+                },
             },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        }
+        },
     }
 }
 
@@ -147,12 +235,14 @@ _INFER_OPENAPI = {
     operation_id="v2_model_infer",
     summary="Inference (JSON or binary tensors)",
     openapi_extra=_INFER_OPENAPI,
+    responses=INFER_ERRORS,
 )
 @router.post(
     "/models/{name}/versions/{model_version}/infer",
     operation_id="v2_model_version_infer",
     summary="Inference on a version",
     openapi_extra=_INFER_OPENAPI,
+    responses=INFER_ERRORS,
 )
 async def model_infer(
     request: Request,
