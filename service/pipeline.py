@@ -57,8 +57,9 @@ def _encode_masks(masks: dict[str, np.ndarray], mask_format: str) -> list[MaskOu
     out = []
     for structure, mask in masks.items():
         data: str | RleMask = mask_to_png(mask) if mask_format == "png" else RleMask(**mask_to_rle(mask))
+        area = int(np.count_nonzero(mask))  # much faster than mask.sum() on a bool array
         out.append(
-            MaskOut(structure=structure, encoding=mask_format, data=data, area_px=int(mask.sum()), bbox=bbox_xywh(mask))  # type: ignore[arg-type]
+            MaskOut(structure=structure, encoding=mask_format, data=data, area_px=area, bbox=bbox_xywh(mask))  # type: ignore[arg-type]
         )
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from spine_core.manifest import MANIFEST_FILE, Manifest, ModelEntry, load_manifest, sha256_file
 from spine_core.preprocessing import (
@@ -60,6 +62,175 @@ def default_threads() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(cores, 8))
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        log.warning("ignoring %s=%r (not an integer)", name, value)
+        return default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
+@dataclass(frozen=True)
+class RuntimeTuning:
+    """How inference is scheduled (benchmarks/ and docs/benchmarks.md justify the defaults with measurements).
+
+    `inference_slots`: session runs at once across all models; their callers queue, and the run that
+    starts next takes every queued input for its model in one batch (dynamic micro-batching of
+    concurrent requests, at most `max_batch` images). 0 = no scheduling: every caller runs its own
+    inputs directly, concurrently (the behaviour before the scheduler). `ort_spinning`: onnxruntime's
+    intra-op threads busy-wait between parallel sections (fast alone, wasteful when requests decode
+    and encode on the same cores).
+    Read from SPINE_INFERENCE_SLOTS, SPINE_INFERENCE_MAX_BATCH and SPINE_ORT_SPINNING when not given.
+    """
+
+    inference_slots: int = 1
+    max_batch: int = 8
+    ort_spinning: bool = False
+
+    @classmethod
+    def from_env(cls) -> RuntimeTuning:
+        d = cls()
+        return cls(
+            inference_slots=max(0, _env_int("SPINE_INFERENCE_SLOTS", d.inference_slots)),
+            max_batch=max(1, _env_int("SPINE_INFERENCE_MAX_BATCH", d.max_batch)),
+            ort_spinning=_env_bool("SPINE_ORT_SPINNING", d.ort_spinning),
+        )
+
+
+class _Job:
+    __slots__ = ("done", "error", "inputs", "model", "result")
+
+    def __init__(self, model: LoadedModel, inputs: np.ndarray) -> None:
+        self.model, self.inputs = model, inputs
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class _Scheduler:
+    """At most `slots` session runs at once; queued inputs of one model are batched into one run.
+
+    No threads of its own: the threads that submit work run it (leader/follower), taking the oldest
+    queued job whose model is idle plus every other queued input for that model, whoever submitted it.
+    """
+
+    def __init__(self, slots: int, max_batch: int, run: Callable[[LoadedModel, np.ndarray], np.ndarray]) -> None:
+        self.slots, self.max_batch, self._run = slots, max_batch, run
+        self._cond = threading.Condition()
+        self._queue: list[_Job] = []
+        self._busy: set[str] = set()
+        self._active = 0
+
+    def _take(self) -> list[_Job] | None:
+        """Under the lock: the next batch to run, or None."""
+        if self._active >= self.slots:
+            return None
+        first = next((j for j in self._queue if j.model.name not in self._busy), None)
+        if first is None:
+            return None
+        batch, images = [], 0
+        for job in self._queue:
+            if job.model is first.model and (not batch or images + len(job.inputs) <= self.max_batch):
+                batch.append(job)
+                images += len(job.inputs)
+        for job in batch:
+            self._queue.remove(job)
+        self._busy.add(first.model.name)
+        self._active += 1
+        return batch
+
+    def _execute(self, batch: list[_Job]) -> None:
+        try:
+            inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([j.inputs for j in batch])
+            out = self._run(batch[0].model, inputs)
+            start = 0
+            for job in batch:
+                job.result = out[start : start + len(job.inputs)]
+                start += len(job.inputs)
+        except BaseException as exc:  # handed to every caller of the batch
+            for job in batch:
+                job.error = exc
+        finally:
+            with self._cond:
+                for job in batch:
+                    job.done = True
+                self._busy.discard(batch[0].model.name)
+                self._active -= 1
+                self._cond.notify_all()
+
+    def run_all(self, jobs: list[_Job]) -> list[np.ndarray]:
+        """Queue the jobs and help run the queue until they are done; their outputs in order."""
+        with self._cond:
+            self._queue.extend(jobs)
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                batch = None
+                while not all(j.done for j in jobs):
+                    batch = self._take()
+                    if batch is not None:
+                        break
+                    self._cond.wait()
+                if batch is None:
+                    break
+            self._execute(batch)
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+        return [job.result for job in jobs]  # type: ignore[misc]
+
+
+_THRESHOLD_BAND = 5e-7  # > the largest difference two float32 bilinear passes can make (~2 ulp of 1.0)
+
+
+def _source_mask(probabilities: np.ndarray, box: Letterbox, threshold: float) -> np.ndarray:
+    """`probabilities_to_source_mask`, resizing only the rows and columns a True pixel can reach.
+
+    Bilinear resampling is a convex combination of the input pixels under its support, so an output
+    pixel can reach the threshold only if one of those inputs does: outside the (widened) bounding box of
+    the thresholded content, the result is False without computing it. Inside, Pillow resamples with the
+    same scale and sample positions as the full resize (its `box` argument).
+    """
+    content = probabilities[box.top : box.top + box.content_h, box.left : box.left + box.content_w]
+    out = np.zeros((box.src_h, box.src_w), dtype=bool)
+    hot = content >= threshold
+    rows = np.flatnonzero(hot.any(axis=1))
+    if rows.size == 0:
+        return out
+    cols = np.flatnonzero(hot[rows[0] : rows[-1] + 1].any(axis=0))
+
+    def span(lo: int, hi: int, n_in: int, n_out: int) -> tuple[int, int]:
+        scale = n_in / n_out
+        support = max(scale, 1.0)  # the bilinear filter's support in input pixels (antialiased when shrinking)
+        first = int(np.floor((lo - 0.5 - support) / scale - 0.5)) - 1
+        last = int(np.ceil((hi + 0.5 + support) / scale - 0.5)) + 1
+        return max(first, 0), min(last + 1, n_out)
+
+    y0, y1 = span(int(rows[0]), int(rows[-1]), box.content_h, box.src_h)
+    x0, x1 = span(int(cols[0]), int(cols[-1]), box.content_w, box.src_w)
+    if (y1 - y0) * (x1 - x0) >= 0.7 * box.src_h * box.src_w:  # nearly everything: the plain resize
+        return probabilities_to_source_mask(probabilities, box, threshold)
+    sy, sx = box.content_h / box.src_h, box.content_w / box.src_w
+    img = Image.fromarray(np.ascontiguousarray(content, dtype=np.float32), mode="F")
+    crop = np.asarray(img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy)))
+    # The crop's sample positions equal the full resize's up to the last bits of a double, so a value can
+    # differ by a couple of float32 ulps: where one is that close to the threshold, take the full resize.
+    if np.any(np.abs(crop - np.float32(threshold)) <= _THRESHOLD_BAND):
+        return probabilities_to_source_mask(probabilities, box, threshold)
+    out[y0:y1, x0:x1] = crop >= threshold
+    return out
 
 
 class InferenceError(Exception):
@@ -185,12 +356,17 @@ class ModelRegistry:
         models: dict[str, LoadedModel],
         problems: dict[str, str],
         requested_providers: list[str],
+        tuning: RuntimeTuning | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.manifest = manifest
         self.models = models
         self.problems = problems
         self.requested_providers = requested_providers
+        self.tuning = tuning or RuntimeTuning()
+        self._scheduler = (
+            _Scheduler(self.tuning.inference_slots, self.tuning.max_batch, self._run) if self.tuning.inference_slots > 0 else None
+        )
         # Set by the service to feed its metrics: (model name, seconds, batch size).
         self.on_inference: Callable[[str, float, int], None] | None = None
 
@@ -207,19 +383,24 @@ class ModelRegistry:
         inter_op_threads: int | None = 1,
         require_gpu: bool = False,
         verify_sha256: bool = True,
+        tuning: RuntimeTuning | None = None,
     ) -> ModelRegistry:
-        """Load every manifest model. Never raises for a bad model: the problem is recorded under its name."""
+        """Load every manifest model. Never raises for a bad model: the problem is recorded under its name.
+
+        `tuning` defaults to `RuntimeTuning.from_env()` (SPINE_INFERENCE_SLOTS, ...).
+        """
         models_dir = Path(models_dir)
         providers = list(providers or DEFAULT_PROVIDERS)
+        tuning = tuning or RuntimeTuning.from_env()
         problems: dict[str, str] = {}
         try:
             manifest = load_manifest(models_dir)
         except FileNotFoundError:
             problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} not found (set SPINE_MODELS_DIR?)"
-            return cls(models_dir, None, {}, problems, providers)
+            return cls(models_dir, None, {}, problems, providers, tuning)
         except Exception as exc:  # invalid JSON or schema: report, do not crash the service
             problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} is invalid: {exc}"
-            return cls(models_dir, None, {}, problems, providers)
+            return cls(models_dir, None, {}, problems, providers, tuning)
         if not manifest.models:
             problems[MANIFEST_KEY] = "the manifest lists no models"
 
@@ -228,6 +409,7 @@ class ModelRegistry:
         options.inter_op_num_threads = inter_op_threads or 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if tuning.ort_spinning else "0")
 
         models: dict[str, LoadedModel] = {}
         usable = list(providers)
@@ -248,7 +430,7 @@ class ModelRegistry:
         if used and used != [providers[0]]:
             # Not an error (the service still works), but never silent.
             log.warning("sessions run on %s although %s was requested first", ", ".join(used), providers[0])
-        return cls(models_dir, manifest, models, problems, providers)
+        return cls(models_dir, manifest, models, problems, providers, tuning)
 
     @staticmethod
     def _load_one(
@@ -362,6 +544,12 @@ class ModelRegistry:
             self.on_inference(model.name, time.perf_counter() - started, int(batch.shape[0]))
         return out
 
+    def _infer(self, work: list[tuple[LoadedModel, np.ndarray]]) -> list[np.ndarray]:
+        """Run each (model, batch): through the scheduler (batched with other callers' inputs) or directly."""
+        if self._scheduler is None:
+            return [self._run(model, batch) for model, batch in work]
+        return self._scheduler.run_all([_Job(model, batch) for model, batch in work])
+
     def run(self, name: str, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Raw inference on one model (the KServe v2 endpoint): checked names, dtypes and shapes."""
         model = self.get(name)
@@ -437,7 +625,8 @@ class ModelRegistry:
                 x, box = preprocess_image(image, model.input_hw)
                 prepared[model.input_hw] = (to_unet_batch([x]), box)
         t1 = time.perf_counter()
-        probabilities = {model.name: self._run(model, prepared[model.input_hw][0])[0, :, :, 0] for model in models}
+        outputs = self._infer([(model, prepared[model.input_hw][0]) for model in models])
+        probabilities = {model.name: out[0, :, :, 0] for model, out in zip(models, outputs, strict=True)}
         t2 = time.perf_counter()
         masks: dict[str, np.ndarray] = {}
         frame_masks: dict[str, np.ndarray] = {}
@@ -447,7 +636,7 @@ class ModelRegistry:
             assert structure is not None
             prob, box = probabilities[model.name], prepared[model.input_hw][1]
             frame_masks[structure] = prob >= model.threshold
-            masks[structure] = probabilities_to_source_mask(prob, box, model.threshold)
+            masks[structure] = _source_mask(prob, box, model.threshold)
             boxes[structure] = box
         t3 = time.perf_counter()
         return SegmentationResult(
@@ -470,7 +659,7 @@ class ModelRegistry:
         if not names:
             return {}
         batch = np.stack([mask_to_classifier_input(model_frame_masks[n], model.input_hw) for n in names])
-        out = self._run(model, batch[..., np.newaxis].astype(np.float32, copy=False))
+        (out,) = self._infer([(model, batch[..., np.newaxis].astype(np.float32, copy=False))])
         classes = model.entry.classes or list(CLASSES)
         i_normal, i_damaged = classes.index(CLASSES[0]), classes.index(CLASSES[1])
         return {n: (float(out[i, i_normal]), float(out[i, i_damaged])) for i, n in enumerate(names)}

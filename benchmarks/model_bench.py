@@ -1,0 +1,118 @@
+"""Section 1 and 2: every model with Keras `predict`, Keras `tf.function` and onnxruntime, plus FLOPs.
+
+For each model the Keras architecture is rebuilt from the manifest's `architecture_config` and given
+the ONNX file's weights (benchmarks.keras_weights, checked by parity); the three runners get the same
+input and are timed round-robin in one loop, so a noisy machine slows them alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.flops import count_flops
+from benchmarks.timing import interleaved, ort_session
+from spine_core.manifest import ModelEntry
+
+
+def _keras_runners(model, x: np.ndarray) -> dict[str, Any]:
+    import tensorflow as tf
+
+    batch = len(x)
+    fn = tf.function(lambda t: model(t, training=False), jit_compile=False, reduce_retracing=True)
+    xt = tf.constant(x)
+    return {
+        "keras_predict": lambda: model.predict(x, batch_size=batch, verbose=0),
+        "keras_tf_function": lambda: fn(xt).numpy(),
+    }
+
+
+def bench_model(
+    models_dir: Path,
+    entry: ModelEntry,
+    batches: tuple[int, ...],
+    runs: int,
+    warmup: int,
+    keras: bool = True,
+    providers: list[str] | None = None,
+) -> dict[str, Any]:
+    onnx_path = models_dir / entry.file
+    session = ort_session(onnx_path, providers=providers)
+    result: dict[str, Any] = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "input_shape": entry.input_shape,
+        "parameters": entry.parameters,
+        "provider": session.get_providers()[0],
+        "architecture_config": entry.architecture_config,
+        "batches": {},
+    }
+    model = None
+    if keras:
+        if not entry.architecture_config.get("builder"):
+            result["keras"] = {"weights": "none", "reason": "the manifest entry has no architecture_config; Keras skipped"}
+            keras = False
+        else:
+            from benchmarks.keras_weights import keras_with_onnx_weights
+
+            model, info = keras_with_onnx_weights(entry.architecture_config, str(onnx_path))
+            result["keras"] = info
+    hw = tuple(int(d) for d in entry.input_shape[1:3])  # type: ignore[arg-type]
+    flops = count_flops(onnx_path, 1)
+    result["flops_per_image"] = flops["per_image"]
+    result["flops_by_op"] = flops["by_op"]
+    result["graph_ops"] = flops["ops"]
+    result["transpose_nodes"] = flops["transpose_nodes"]
+    for batch in batches:
+        x = np.random.default_rng(batch).random((batch, *hw, 1), dtype=np.float32)
+        if entry.kind == "classification":
+            x = (x > 0.5).astype(np.float32)  # masks
+        in_name, out_name = entry.input_name, entry.output_name
+        fns: dict[str, Any] = {"onnxruntime": lambda x=x, i=in_name, o=out_name: session.run([o], {i: x})[0]}
+        if model is not None:
+            fns.update(_keras_runners(model, x))
+        stats = interleaved(fns, runs, warmup)
+        row: dict[str, Any] = {"runs": runs, "warmup": warmup, **{k: stats[k] for k in fns}}
+        ort_med = stats["onnxruntime"]["median_ms"]
+        row["ort_gflops_per_s"] = flops["per_image"] * batch / (ort_med / 1000) / 1e9
+        if model is not None:
+            row["speedup_ort_vs_keras_predict"] = stats["keras_predict"]["median_ms"] / ort_med
+            row["speedup_ort_vs_keras_tf_function"] = stats["keras_tf_function"]["median_ms"] / ort_med
+            row["keras_tf_function_gflops_per_s"] = (
+                flops["per_image"] * batch / (stats["keras_tf_function"]["median_ms"] / 1000) / 1e9
+            )
+        result["batches"][str(batch)] = row
+    if model is not None:
+        import keras as k
+
+        del model
+        k.backend.clear_session()
+        gc.collect()
+    return result
+
+
+def run_models(
+    models_dir: Path,
+    entries: list[ModelEntry],
+    batches: tuple[int, ...],
+    runs: int,
+    warmup: int,
+    keras: bool = True,
+    log=print,
+) -> list[dict[str, Any]]:
+    if keras:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            log("  tensorflow is not installed (train extra): Keras columns skipped")
+            keras = False
+    out = []
+    for entry in entries:
+        log(f"  {entry.name} ...")
+        out.append(bench_model(models_dir, entry, batches, runs, warmup, keras))
+    return out

@@ -1,0 +1,117 @@
+"""In-process pipeline: stage timings of /classify's work and before/after of the post-processing changes.
+
+Before/after pairs run on the same masks in one interleaved loop:
+  - mask -> original size: the full-image resize (spine_core.probabilities_to_source_mask, before) vs the
+    resize of the region a True pixel can reach (registry._source_mask, after); differing pixels counted;
+  - mask -> base64 PNG: Pillow at compress level 6 (before) vs the direct 1-bit writer (after) at levels 1, 3, 6;
+  - mask area: bool sum (before) vs count_nonzero (after).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.http_bench import Images
+from benchmarks.timing import interleaved, summarize
+
+
+def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np.ndarray, Any, float]]:
+    from spine_core.preprocessing import preprocess_image, to_unet_batch
+
+    out = {}
+    for structure in registry.structures_for(view):
+        model = registry.segmentation_model(structure)
+        x, box = preprocess_image(image, model.input_hw)
+        prob = model.session.run([model.entry.output_name], {model.entry.input_name: to_unet_batch([x])})[0][0, :, :, 0]
+        out[structure] = (prob, box, model.threshold)
+    return out
+
+
+def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=print) -> dict[str, Any]:
+    from PIL import Image
+
+    from service.decoding import decode_image
+    from service.inference import ModelRegistry
+    from service.inference.registry import RuntimeTuning, _source_mask
+    from service.masks import png_1bit, png_base64
+    from service.pipeline import Upload, classify_uploads
+    from spine_core.preprocessing import probabilities_to_source_mask
+
+    registry = ModelRegistry.load(models_dir, providers=["CPUExecutionProvider"], tuning=RuntimeTuning())
+    study = images.studies[0]
+    result: dict[str, Any] = {"study": study.label}
+
+    # 1. stage timings of one AP+LAT /classify, in process (no HTTP)
+    if registry.classifier() is not None:
+        log("  /classify stages in process ...")
+        uploads = {"AP": Upload(study.ap, study.ap_name), "LAT": Upload(study.lat, study.lat_name)}
+        for _ in range(warmup):
+            classify_uploads(registry, uploads)
+        totals, stages = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r = classify_uploads(registry, uploads)
+            totals.append(time.perf_counter() - t0)
+            stages.append(r.timings_ms)
+        result["classify_stages_ms_median"] = {k: float(np.median([s[k] for s in stages])) for k in stages[0]}
+        result["classify_total"] = summarize(totals)
+
+    # 2. post-processing before/after on the real masks
+    log("  post-processing before/after ...")
+    post: dict[str, Any] = {}
+    encode: dict[str, Any] = {}
+    for view, data in (("AP", study.ap), ("LAT", study.lat)):
+        image = decode_image(data, 10**9).pixels
+        probs = _probabilities(registry, image, view)
+        for structure, (prob, box, thr) in probs.items():
+            before = probabilities_to_source_mask(prob, box, thr)
+            after = _source_mask(prob, box, thr)
+            stats = interleaved(
+                {
+                    "full_resize": lambda p=prob, b=box, t=thr: probabilities_to_source_mask(p, b, t),
+                    "cropped_resize": lambda p=prob, b=box, t=thr: _source_mask(p, b, t),
+                },
+                max(3, runs // 2),
+                1,
+            )
+            post[structure] = {
+                "before_ms": stats["full_resize"]["median_ms"],
+                "after_ms": stats["cropped_resize"]["median_ms"],
+                "differing_pixels": int(np.count_nonzero(before != after)),
+                "mask_fraction": float(np.count_nonzero(after) / after.size),
+                "size": [int(after.shape[1]), int(after.shape[0])],
+            }
+            fns = {
+                "pillow_level6": lambda m=after: png_base64(m),
+                **{f"direct_level{lv}": (lambda m=after, lv=lv: base64.b64encode(png_1bit(m, lv))) for lv in (1, 3, 6)},
+                "area_sum": lambda m=after: int(m.sum()),
+                "area_count_nonzero": lambda m=after: int(np.count_nonzero(m)),
+            }
+            stats = interleaved(fns, max(3, runs // 2), 1)
+            sizes = {"pillow_level6": len(png_base64(after))}
+            sizes.update({f"direct_level{lv}": len(base64.b64encode(png_1bit(after, lv))) for lv in (1, 3, 6)})
+            decoded = np.asarray(Image.open(io.BytesIO(png_1bit(after))))
+            encode[structure] = {
+                **{f"{k}_ms": v["median_ms"] for k, v in stats.items()},
+                **{f"{k}_base64_bytes": v for k, v in sizes.items()},
+                "direct_png_decodes_equal": bool(decoded.shape == after.shape and np.array_equal(decoded, after)),
+            }
+    result["postprocess"] = post
+    result["encode"] = encode
+    result["postprocess_total_ms"] = {
+        "before": sum(v["before_ms"] for v in post.values()),
+        "after": sum(v["after_ms"] for v in post.values()),
+    }
+    result["encode_total_ms"] = {
+        "before (pillow level 6 + bool sum)": sum(v["pillow_level6_ms"] + v["area_sum_ms"] for v in encode.values()),
+        "after (direct level 3 + count_nonzero)": sum(
+            v["direct_level3_ms"] + v["area_count_nonzero_ms"] for v in encode.values()
+        ),
+    }
+    return result

@@ -1,0 +1,334 @@
+"""Markdown tables from the suite's JSON (printed by `run`, and by `python -m benchmarks report results.json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ms(stats: dict[str, Any] | None) -> str:
+    if not stats or "median_ms" not in stats:
+        return "–"
+    return f"{stats['median_ms']:,.1f} / {stats['p90_ms']:,.1f}"
+
+
+def machine(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    busy = results.get("busy_processes_at_start") or []
+    lines = [
+        f"- **Machine**: {m['cpu']}, {m['cpu_threads_usable']} usable CPU threads, {m.get('memory_gib')} GiB, "
+        f"SIMD {', '.join(m.get('simd') or []) or '?'}; {m['platform']}",
+        f"- **Software**: Python {m['python']}, onnxruntime {m['onnxruntime']} "
+        f"(providers in this build: {', '.join(m['onnxruntime_available_providers'])}), numpy {m['numpy']}",
+        f"- **Date**: {results['started_utc']} – {results.get('finished_utc', '?')} "
+        f"({results.get('duration_s', 0) / 60:.1f} min), mode {results['mode']}",
+        f"- **Command**: `{results['command']}`",
+        f"- **Models**: `{results['models_dir']}` (manifest created {results['manifest_created']}): "
+        f"{', '.join(results['models_in_manifest'])}",
+        "- **Other CPU load at start**: "
+        + ("none" if not busy else "; ".join(f"{b['cmd']} ({b['cpu_percent']:.0f}%)" for b in busy)),
+    ]
+    for k, v in (results.get("skipped") or {}).items():
+        lines.append(f"- **Skipped ({k})**: {v}")
+    return "\n".join(lines)
+
+
+def models_table(results: dict[str, Any]) -> str:
+    rows = []
+    for m in results["sections"].get("models") or []:
+        weights = m.get("keras", {}).get("weights", "–")
+        for b, row in m["batches"].items():
+            rows.append(
+                [
+                    m["name"],
+                    b,
+                    _ms(row.get("keras_predict")),
+                    _ms(row.get("keras_tf_function")),
+                    _ms(row.get("onnxruntime")),
+                    f"**{row['speedup_ort_vs_keras_predict']:.1f}×**" if "speedup_ort_vs_keras_predict" in row else "–",
+                    f"{row['speedup_ort_vs_keras_tf_function']:.2f}×" if "speedup_ort_vs_keras_tf_function" in row else "–",
+                    weights,
+                ]
+            )
+    header = [
+        "model",
+        "batch",
+        "Keras predict ms (median / p90)",
+        "Keras tf.function ms",
+        "onnxruntime ms",
+        "ORT vs predict",
+        "ORT vs tf.function",
+        "Keras weights",
+    ]
+    return _table(header, rows)
+
+
+def efficiency_table(results: dict[str, Any]) -> str:
+    eff = results["sections"].get("efficiency")
+    if not eff:
+        return "(not run)"
+    peak = eff["peak"]
+    rows = []
+    for r in eff["models"]:
+        batches = sorted(r["ort_gflops_per_s"], key=int)
+        rows.append(
+            [
+                r["name"],
+                f"{r['gflop_per_image']:.2f}",
+                *[f"{r['ort_gflops_per_s'][b]:.1f} ({100 * r['fraction_of_peak'][b]:.0f}%)" for b in batches],
+                str(r["transpose_nodes"]),
+            ]
+        )
+    batches = sorted(eff["models"][0]["ort_gflops_per_s"], key=int) if eff["models"] else []
+    text = _table(
+        ["model", "GFLOP / image", *[f"ORT GFLOP/s batch {b} (% of peak)" for b in batches], "Transpose nodes"],
+        rows,
+    )
+    meas = ", ".join(f"{p['best_gflops']:.1f} (median {p['median_gflops']:.1f})" for p in eff["peak_measurements"])
+    return (
+        text + f"\n\nPeak: float32 {peak['n']}×{peak['n']} matmul with numpy ({peak['blas']}): "
+        f"best {peak['best_gflops']:.1f} GFLOP/s; measured before and after the per-model section: {meas}. "
+        "FLOPs count 2 per multiply-accumulate of Conv/ConvTranspose/MatMul/Gemm (+ bias) "
+        "and 1 per output element of element-wise, pooling and normalisation ops."
+    )
+
+
+def tuning_tables(results: dict[str, Any]) -> str:
+    t = results["sections"].get("tuning")
+    if not t:
+        return "(not run)"
+    parts = [f"On `{t['unet']}` (batch 1, interleaved):", ""]
+    parts.append(_table(["graph optimisation level", "ms (median / p90)"], [[k, _ms(v)] for k, v in t["levels"].items()]))
+    parts += ["", _table(["threads", "ms (median / p90)"], [[k, _ms(v)] for k, v in t["threads"].items()])]
+    rows = []
+    for name, d in t["saved_optimized"].items():
+        c = d["session_create_ms"]
+        rows.append(
+            [name, f"{c['from_onnx_optimise_at_load']:.0f}", f"{c['from_saved_optimised_model']:.0f}", str(d["outputs_equal"])]
+        )
+    parts += [
+        "",
+        _table(["model", "session start, optimise at load (ms)", "from saved optimised model (ms)", "same outputs"], rows),
+    ]
+    rows = []
+    for name, d in t["batch_scaling"].items():
+        for b, r in d.items():
+            rows.append([name, b, f"{r['median_ms']:.1f}", f"{r['per_image_ms']:.1f}", f"{r['per_image_vs_batch1']:.2f}"])
+    parts += ["", _table(["model", "batch", "ms per call", "ms per image", "per image vs batch 1"], rows)]
+    rows = []
+    for view, d in t["view_parallel"].items():
+        for k, v in d.items():
+            if k != "models":
+                rows.append([f"{view} ({len(d['models'])} U-Nets)", k, _ms(v)])
+    parts += ["", _table(["view", "how", "ms for the view (median / p90)"], rows)]
+    return "\n".join(parts)
+
+
+def pipeline_tables(results: dict[str, Any]) -> str:
+    p = results["sections"].get("pipeline")
+    if not p:
+        return "(not run)"
+    parts = []
+    if "classify_stages_ms_median" in p:
+        s = p["classify_stages_ms_median"]
+        parts += [
+            f"One AP+LAT `/classify` in process (study {p['study']}, no HTTP), median per stage:",
+            "",
+            _table(list(s), [[f"{v:.1f}" for v in s.values()]]),
+            "",
+        ]
+    rows = []
+    for name, d in p["postprocess"].items():
+        e = p["encode"][name]
+        rows.append(
+            [
+                name,
+                f"{100 * d['mask_fraction']:.1f}%",
+                f"{d['before_ms']:.1f} → {d['after_ms']:.1f}",
+                str(d["differing_pixels"]),
+                f"{e['pillow_level6_ms']:.1f} ({e['pillow_level6_base64_bytes'] / 1024:.0f} KiB)",
+                f"{e['direct_level1_ms']:.1f} ({e['direct_level1_base64_bytes'] / 1024:.0f} KiB)",
+                f"{e['direct_level3_ms']:.1f} ({e['direct_level3_base64_bytes'] / 1024:.0f} KiB)",
+                f"{e['direct_level6_ms']:.1f} ({e['direct_level6_base64_bytes'] / 1024:.0f} KiB)",
+                f"{e['area_sum_ms']:.2f} → {e['area_count_nonzero_ms']:.2f}",
+            ]
+        )
+    parts.append(
+        _table(
+            [
+                "mask",
+                "mask area",
+                "to original size ms (before → after)",
+                "pixels differing",
+                "PNG: Pillow level 6 (before)",
+                "direct level 1",
+                "direct level 3 (after)",
+                "direct level 6",
+                "area ms (sum → count_nonzero)",
+            ],
+            rows,
+        )
+    )
+    tot, enc = p["postprocess_total_ms"], p["encode_total_ms"]
+    parts.append(
+        f"\nAll masks of the study: to original size {tot['before']:.1f} → {tot['after']:.1f} ms; "
+        + "; ".join(f"encode {k}: {v:.1f} ms" for k, v in enc.items())
+    )
+    return "\n".join(parts)
+
+
+def http_tables(results: dict[str, Any]) -> str:
+    h = results["sections"].get("http")
+    if not h:
+        return "(not run)"
+    parts = [f"Images: {h['images']}" + (f" — **{h['message']}**" if h.get("message") else ""), ""]
+    rows = []
+    for name, v in h["variants"].items():
+        rows.append(
+            [
+                name,
+                v.get("code", ""),
+                ", ".join(f"{k}={x}" for k, x in v["env"].items()) or "defaults",
+                f"{v['time_to_ready_s']:.2f}",
+                f"{v['rss_after_ready_mib']:.0f}",
+                v["execution_provider"],
+            ]
+        )
+    parts += [_table(["server variant", "code", "settings", "time to ready (s)", "RSS when ready (MiB)", "provider"], rows), ""]
+    rows = []
+    for name, v in h["variants"].items():
+        for scenario, by_c in v["scenarios"].items():
+            for c, r in by_c.items():
+                lat = r["latency"]
+                rows.append(
+                    [
+                        name,
+                        scenario,
+                        c,
+                        str(r["requests"]),
+                        f"{lat['median_ms']:.0f}",
+                        f"{lat['p95_ms']:.0f}",
+                        f"{lat['p99_ms']:.0f}",
+                        f"{r['requests_per_s']:.2f}",
+                        str(r["errors"]),
+                        f"{r['peak_rss_mib']:.0f}",
+                        _f(r["server_cpu_s_per_request"], 2),
+                    ]
+                )
+    parts.append(
+        _table(
+            [
+                "variant",
+                "endpoint",
+                "concurrency",
+                "requests",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "req/s",
+                "errors",
+                "peak RSS MiB",
+                "server CPU s/req",
+            ],
+            rows,
+        )
+    )
+    stage_rows = []
+    for name, v in h["variants"].items():
+        for scenario, by_c in v["scenarios"].items():
+            r = by_c.get("1")
+            if r and r["server_timings_ms_mean"]:
+                stage_rows.append([name, scenario, *[f"{r['server_timings_ms_mean'].get(k, 0):.0f}" for k in STAGES]])
+    if stage_rows:
+        parts += ["", "Server-side stages at concurrency 1 (mean ms, from the responses' `timings_ms`):", ""]
+        parts.append(_table(["variant", "endpoint", *STAGES], stage_rows))
+    return "\n".join(parts)
+
+
+STAGES = ["decode", "preprocess", "inference", "postprocess", "classification", "encode", "total"]
+
+
+def gpu_text(results: dict[str, Any]) -> str:
+    g = results["sections"].get("gpu")
+    if not g:
+        return "(not run)"
+    if g["status"] != "ok":
+        return f"**No GPU figures**: {g['status']} — {g.get('reason')}"
+    rows = []
+    for m in g["models"]:
+        for b, s in m["batches"].items():
+            rows.append(
+                [
+                    m["name"],
+                    b,
+                    _ms(s["numpy_in_out"]),
+                    _ms(s["iobinding_on_device"]),
+                    f"{m['first_run_ms_exhaustive']:.0f}",
+                    f"{m['first_run_ms_heuristic']:.0f}",
+                ]
+            )
+    head = f"Device: {g.get('device')}; provider {g['provider']} (read back from every session).\n\n"
+    return head + _table(
+        ["model", "batch", "numpy in/out ms", "IOBinding on device ms", "session+first run ms (cuDNN exhaustive)", "(heuristic)"],
+        rows,
+    )
+
+
+def targets_text(results: dict[str, Any]) -> str:
+    t = results.get("targets") or {}
+    lines = []
+    if "ort_3x_keras_predict" in t:
+        x = t["ort_3x_keras_predict"]
+        lines.append(
+            f"- ORT ≥ 3× Keras predict per model: **{'met' if x['met'] else 'missed'}** "
+            f"(lowest: {x['worst_model']} {x['worst_ratio']:.1f}×)"
+        )
+    if "unets_half_of_matmul_peak" in t:
+        x = t["unets_half_of_matmul_peak"]
+        lines.append(
+            f"- U-Nets ≥ 50% of the matmul peak: **{'met' if x['met'] else 'missed'}** "
+            f"(lowest best-batch figure: {x['worst_model']} {100 * x['worst_fraction']:.0f}% of {x['peak_gflops']:.0f} GFLOP/s)"
+        )
+    if "classify_ap_lat_under_1s" in t:
+        x = t["classify_ap_lat_under_1s"]
+        lines.append(
+            f"- One AP+LAT /classify < 1 s end-to-end: **{'met' if x['met'] else 'missed'}** "
+            f"(p50 {x['median_ms']:.0f} ms, p95 {x['p95_ms']:.0f} ms, variant {x['variant']!r})"
+        )
+    return "\n".join(lines) or "(no targets measured)"
+
+
+def render(results: dict[str, Any]) -> str:
+    return "\n\n".join(
+        [
+            "## Run",
+            machine(results),
+            "## Targets (2-core CPU)",
+            targets_text(results),
+            "## 1. Per model: Keras predict vs Keras tf.function vs onnxruntime",
+            models_table(results),
+            "## 2. Efficiency: FLOPs and the matmul peak",
+            efficiency_table(results),
+            "## onnxruntime levers",
+            tuning_tables(results),
+            "## Pipeline before/after (in process)",
+            pipeline_tables(results),
+            "## 3. End-to-end HTTP",
+            http_tables(results),
+            "## 4. GPU",
+            gpu_text(results),
+        ]
+    )

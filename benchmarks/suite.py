@@ -1,0 +1,252 @@
+"""The whole suite in one run: sections, targets, JSON and the markdown tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.http_bench import SCENARIOS, Variant, load_images, run_http
+
+SUITE_VERSION = 1
+SECTIONS = ("models", "efficiency", "tuning", "pipeline", "http", "gpu")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS_DIR = REPO / "exported_models"
+# The service code before the performance work of issue 5 (the HTTP "before" variant serves it).
+BASELINE_REF = "a424671"
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    models_dir: Path | None = None
+    synthetic: str | None = None  # "tiny" | "full": build random-weight models into a temporary directory
+    sections: tuple[str, ...] = SECTIONS
+    models: tuple[str, ...] | None = None  # subset of model names for the per-model section
+    runs: int = 20
+    warmup: int = 3
+    batches: tuple[int, ...] = (1, 8)
+    keras: bool = True
+    concurrencies: tuple[int, ...] = (1, 4, 16)
+    requests: dict[int, int] = field(default_factory=lambda: {1: 12, 4: 24, 16: 48})
+    baseline_ref: str | None = BASELINE_REF
+    isolation_variants: bool = True
+    data_dir: Path | None = None
+    peak_n: int = 2048
+    json_path: Path | None = None
+    markdown_path: Path | None = None
+
+    @classmethod
+    def quick_defaults(cls, **kw: Any) -> Config:
+        base = {
+            "quick": True,
+            "runs": 3,
+            "warmup": 1,
+            "concurrencies": (1, 2),
+            "requests": {1: 3, 2: 4},
+            "baseline_ref": None,
+            "isolation_variants": False,
+            "peak_n": 1024,
+        }
+        base.update(kw)
+        return cls(**base)
+
+
+def http_variants(cfg: Config) -> list[Variant]:
+    variants: list[Variant] = []
+    if cfg.baseline_ref:
+        variants.append(Variant(f"before ({cfg.baseline_ref})", ref=cfg.baseline_ref))
+    variants.append(Variant("after" if cfg.baseline_ref else "current"))
+    if cfg.isolation_variants:
+        # One lever switched back at a time, on /classify at the lowest and highest concurrency.
+        sub = {"scenarios": ("classify_ap_lat",), "concurrencies": (cfg.concurrencies[0], cfg.concurrencies[-1])}
+        variants.append(Variant("after, scheduler off (SPINE_INFERENCE_SLOTS=0)", env={"SPINE_INFERENCE_SLOTS": "0"}, **sub))
+        variants.append(Variant("after, ORT spinning on (SPINE_ORT_SPINNING=1)", env={"SPINE_ORT_SPINNING": "1"}, **sub))
+    return variants
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _pick_models_dir(cfg: Config, tmp: Path) -> Path:
+    if cfg.synthetic:
+        from benchmarks.synthetic import TINY_CLASSIFIER_CONFIG, TINY_UNET_CONFIG, write_synthetic_models
+
+        target = cfg.models_dir or tmp / "models"
+        _log(f"building {cfg.synthetic} random-weight models in {target} ...")
+        if cfg.synthetic == "tiny":
+            write_synthetic_models(target, ["Ap_Vertebra", "Lat_Vertebra"], TINY_UNET_CONFIG, TINY_CLASSIFIER_CONFIG)
+        else:
+            write_synthetic_models(target)
+        return target
+    models_dir = cfg.models_dir or Path(os.environ.get("SPINE_MODELS_DIR", DEFAULT_MODELS_DIR))
+    if not (models_dir / "manifest.json").is_file():
+        raise SystemExit(
+            f"{models_dir}/manifest.json not found: pass --models-dir, or --synthetic full|tiny for random-weight models"
+        )
+    return models_dir
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's CPU targets, each met / missed / not measured, with the figure."""
+    out: dict[str, Any] = {}
+    models = results["sections"].get("models") or []
+    ratios = {
+        m["name"]: min(b["speedup_ort_vs_keras_predict"] for b in m["batches"].values())
+        for m in models
+        if all("speedup_ort_vs_keras_predict" in b for b in m["batches"].values())
+    }
+    if ratios:
+        worst = min(ratios, key=ratios.get)
+        out["ort_3x_keras_predict"] = {
+            "met": all(r >= 3 for r in ratios.values()),
+            "worst_model": worst,
+            "worst_ratio": ratios[worst],
+            "per_model_min_over_batches": ratios,
+        }
+    eff = results["sections"].get("efficiency")
+    if eff and eff.get("unets"):
+        worst = min(eff["unets"], key=lambda r: r["best_fraction_of_peak"])
+        out["unets_half_of_matmul_peak"] = {
+            "met": all(r["best_fraction_of_peak"] >= 0.5 for r in eff["unets"]),
+            "worst_model": worst["name"],
+            "worst_fraction": worst["best_fraction_of_peak"],
+            "peak_gflops": eff["peak"]["best_gflops"],
+        }
+    http = results["sections"].get("http")
+    if http:
+        name = "after" if "after" in http["variants"] else next(iter(http["variants"]))
+        row = http["variants"][name]["scenarios"].get("classify_ap_lat", {}).get("1")
+        if row:
+            out["classify_ap_lat_under_1s"] = {
+                "met": row["latency"]["median_ms"] < 1000 and row["errors"] == 0,
+                "variant": name,
+                "median_ms": row["latency"]["median_ms"],
+                "p95_ms": row["latency"]["p95_ms"],
+            }
+    return out
+
+
+def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from benchmarks.flops import matmul_peak
+    from benchmarks.timing import busy_processes, machine_info
+    from spine_core.manifest import load_manifest
+
+    ort.set_default_logger_severity(3)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    started = time.time()
+    results: dict[str, Any] = {
+        "suite_version": SUITE_VERSION,
+        "mode": "quick" if cfg.quick else "full",
+        "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+        "started_utc": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "machine": machine_info(),
+        "busy_processes_at_start": busy_processes(),
+        "sections": {},
+        "skipped": {},
+    }
+    if results["busy_processes_at_start"]:
+        _log(f"WARNING: other processes are using the CPU: {results['busy_processes_at_start']}")
+    with tempfile.TemporaryDirectory(prefix="spine-bench-") as tmp:
+        models_dir = _pick_models_dir(cfg, Path(tmp))
+        manifest = load_manifest(models_dir)
+        results["models_dir"] = str(models_dir)
+        results["manifest_created"] = manifest.created
+        results["models_in_manifest"] = [m.name for m in manifest.models]
+        if manifest.classifier() is None:
+            results["skipped"]["classifier"] = "the manifest has no classification model: /classify is not benchmarked"
+        results["config"] = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items() if k not in ("json_path", "markdown_path")
+        }
+        results["config"]["requests"] = {str(k): v for k, v in cfg.requests.items()}
+
+        if "efficiency" in cfg.sections or "models" in cfg.sections:
+            _log(f"float32 matmul peak (numpy, n={cfg.peak_n}) ...")
+            results["peak_before"] = matmul_peak(cfg.peak_n)
+        if "models" in cfg.sections:
+            from benchmarks.model_bench import run_models
+
+            entries = [m for m in manifest.models if cfg.models is None or m.name in cfg.models]
+            _log(f"[1] per model: Keras predict / tf.function / onnxruntime, batches {cfg.batches}, {cfg.runs} runs ...")
+            results["sections"]["models"] = run_models(models_dir, entries, cfg.batches, cfg.runs, cfg.warmup, cfg.keras, _log)
+        if "efficiency" in cfg.sections or "models" in cfg.sections:
+            results["peak_after"] = matmul_peak(cfg.peak_n)
+            results["sections"]["efficiency"] = efficiency(results)
+        if "tuning" in cfg.sections:
+            from benchmarks.tuning import run_tuning
+
+            _log("[tuning] onnxruntime levers ...")
+            results["sections"]["tuning"] = run_tuning(models_dir, manifest, cfg.runs, cfg.warmup, _log)
+        images = load_images(cfg.data_dir) if {"pipeline", "http"} & set(cfg.sections) else None
+        if images is not None and images.message:
+            _log(f"NOTE: {images.message}")
+            results["skipped"]["real_images"] = images.message
+        if "pipeline" in cfg.sections and images is not None:
+            from benchmarks.pipeline_bench import run_pipeline
+
+            _log("[pipeline] in-process stages and post-processing before/after ...")
+            results["sections"]["pipeline"] = run_pipeline(models_dir, images, max(2, cfg.runs // 4), 1, _log)
+        if "http" in cfg.sections and images is not None:
+            _log(f"[3] HTTP against spine-serve, concurrency {cfg.concurrencies} ...")
+            scenarios = SCENARIOS if manifest.classifier() is not None else SCENARIOS[:2]
+            results["sections"]["http"] = run_http(
+                models_dir,
+                images,
+                http_variants(cfg),
+                cfg.concurrencies,
+                cfg.requests,
+                scenarios,
+                warmup=1 if cfg.quick else 2,
+                log=_log,
+            )
+        if "gpu" in cfg.sections:
+            from benchmarks.gpu import run_gpu
+
+            _log("[4] GPU ...")
+            results["sections"]["gpu"] = run_gpu(models_dir, manifest, cfg.runs, cfg.warmup, cfg.batches, _log)
+    results["targets"] = targets(results)
+    results["finished_utc"] = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    results["duration_s"] = time.time() - started
+    return results
+
+
+def efficiency(results: dict[str, Any]) -> dict[str, Any]:
+    """Achieved GFLOP/s of onnxruntime per model and batch against the better of the two peak measurements."""
+    peaks = [results[k] for k in ("peak_before", "peak_after") if k in results]
+    peak = max(peaks, key=lambda p: p["best_gflops"])
+    rows = []
+    for m in results["sections"].get("models") or []:
+        per_batch = {b: row["ort_gflops_per_s"] for b, row in m["batches"].items()}
+        best = max(per_batch.values())
+        rows.append(
+            {
+                "name": m["name"],
+                "kind": m["kind"],
+                "gflop_per_image": m["flops_per_image"] / 1e9,
+                "ort_gflops_per_s": per_batch,
+                "fraction_of_peak": {b: v / peak["best_gflops"] for b, v in per_batch.items()},
+                "best_fraction_of_peak": best / peak["best_gflops"],
+                "flops_by_op": m["flops_by_op"],
+                "transpose_nodes": m["transpose_nodes"],
+            }
+        )
+    return {
+        "peak": peak,
+        "peak_measurements": peaks,
+        "models": rows,
+        "unets": [r for r in rows if r["kind"] == "segmentation"],
+    }
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
