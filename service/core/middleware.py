@@ -71,7 +71,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive_counting, send_with_id)
         except Exception:
-            log.exception("unhandled error")
+            log.exception("unhandled error", extra={"request_id": request_id})  # on the record: formatted anywhere
             self.metrics.errors.labels("internal_error").inc()
             scope["state"]["error_code"] = "internal_error"
             if response_started:

@@ -265,8 +265,14 @@ def serve_env(models_dir: Path, **settings: object) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def spine_serve(models_dir: Path, log_path: Path, ready_timeout: float = 60.0, **settings: object) -> Iterator[LiveServer]:
-    """`spine-serve` (the console script's code, `python -m service`) on 127.0.0.1:<free port> until ready."""
+def spine_serve(
+    models_dir: Path, log_path: Path, ready_timeout: float = 60.0, until: str = "ready", **settings: object
+) -> Iterator[LiveServer]:
+    """`spine-serve` (the console script's code, `python -m service`) on 127.0.0.1:<free port>.
+
+    Yields once /health/ready says ready (`until="ready"`) or merely that loading finished (`until="loaded"`,
+    for a server that is meant to be not ready). SIGTERM on exit.
+    """
     port = free_port()
     env = serve_env(models_dir, **settings)
     with open(log_path, "wb") as log:
@@ -285,9 +291,10 @@ def spine_serve(models_dir: Path, log_path: Path, ready_timeout: float = 60.0, *
             if process.poll() is not None:
                 raise RuntimeError(f"spine-serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{server.base_url}/health/ready", headers=headers, timeout=2).status_code == 200:
+                r = httpx.get(f"{server.base_url}/health/ready", headers=headers, timeout=2)
+                if r.status_code == 200 or (until == "loaded" and r.json().get("status") != "loading"):
                     break
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"spine-serve not ready after {ready_timeout} s:\n{log_path.read_text()[-3000:]}")
