@@ -228,10 +228,11 @@ class Result:
     seconds: float
     finished_at: float
     error: str | None = None
+    shed: bool = False  # a 503 `overloaded` with Retry-After, accepted with --allow-overload
 
     @property
     def ok(self) -> bool:
-        return self.status == self.expected
+        return self.status == self.expected or self.shed
 
 
 @dataclass
@@ -259,7 +260,16 @@ def _check_body(kind: str, response: httpx.Response) -> str | None:
     return None
 
 
-async def soak(base: str, pid: int, kinds: list[Kind], payloads: Payloads, concurrency: int, sample_every: int, seed: int) -> Run:
+async def soak(
+    base: str,
+    pid: int,
+    kinds: list[Kind],
+    payloads: Payloads,
+    concurrency: int,
+    sample_every: int,
+    seed: int,
+    allow_overload: bool = False,
+) -> Run:
     run = Run()
     process = psutil.Process(pid)
     queue: asyncio.Queue[tuple[int, Kind]] = asyncio.Queue()
@@ -280,10 +290,12 @@ async def soak(base: str, pid: int, kinds: list[Kind], payloads: Payloads, concu
                 except asyncio.QueueEmpty:
                     return
                 t0 = time.perf_counter()
-                status, error = None, None
+                status, error, shed = None, None, False
                 try:
                     response = await client.request(**kind.build(payloads, rng))
                     status = response.status_code
+                    # Only the admission 503 carries Retry-After (a not-ready 503 does not).
+                    shed = allow_overload and status == 503 and "retry-after" in response.headers
                     if status == kind.expect:
                         error = _check_body(kind.name, response)
                         if error:
@@ -293,7 +305,7 @@ async def soak(base: str, pid: int, kinds: list[Kind], payloads: Payloads, concu
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 now = time.perf_counter()
-                run.results.append(Result(index, kind.name, status, kind.expect, now - t0, now - started, error))
+                run.results.append(Result(index, kind.name, status, kind.expect, now - t0, now - started, error, shed))
                 completed += 1
                 if completed % sample_every == 0:
                     run.rss.append((completed, process.memory_info().rss))
@@ -361,6 +373,7 @@ def report(run: Run, args: argparse.Namespace, wall: float, server_counted: floa
         "answered": len(results),
         "lost": lost,
         "failed": len(failed),
+        "shed_503": sum(r.shed for r in results),
         "failures": [
             {"index": r.index, "kind": r.kind, "status": r.status, "expected": r.expected, "error": r.error} for r in failed[:20]
         ],
@@ -385,7 +398,10 @@ def report(run: Run, args: argparse.Namespace, wall: float, server_counted: floa
 
 def print_report(rep: dict[str, Any]) -> None:
     print(f"\nsoak: {rep['requests']} requests at concurrency {rep['concurrency']} on {rep['models']}")
-    print(f"  answered {rep['answered']}, lost {rep['lost']}, failed {rep['failed']}; statuses {rep['statuses']}")
+    print(
+        f"  answered {rep['answered']}, lost {rep['lost']}, failed {rep['failed']}, shed (503 overloaded) "
+        f"{rep['shed_503']}; statuses {rep['statuses']}"
+    )
     print(f"  server counted {rep['server_counted_requests']} requests; {rep['wall_s']} s, {rep['req_per_s']} req/s")
     rss = rep["rss"]
     print(
@@ -425,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="CI mode: report the RSS growth but do not judge it")
     parser.add_argument("--image-scale", type=float, default=1.0, help="scale of the generated radiographs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--allow-overload", action="store_true", help="count a 503 `overloaded` with Retry-After as shed, not failed"
+    )
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--env", action="append", default=[], metavar="SPINE_X=V", help="extra server setting (repeatable)")
     args = parser.parse_args(argv)
@@ -440,7 +459,10 @@ def main(argv: list[str] | None = None) -> int:
             kinds = plan(args.requests, args.seed, payloads.classify)
             before = server_request_count(base)
             t0 = time.perf_counter()
-            run = asyncio.run(soak(base, proc.pid, kinds, payloads, args.concurrency, max(1, args.requests // 100), args.seed))
+            sample_every = max(1, args.requests // 100)
+            run = asyncio.run(
+                soak(base, proc.pid, kinds, payloads, args.concurrency, sample_every, args.seed, args.allow_overload)
+            )
             wall = time.perf_counter() - t0
             counted = server_request_count(base) - before - 1  # minus the /metrics read that measured `before`
         exit_code = proc.returncode
