@@ -106,7 +106,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     # Added last = outermost. Request order: request id + log line -> CORS -> API key -> admission (503 when
     # full) -> body limit -> routes. So a 401, 413 or 503 is logged with its id, a CORS preflight needs no
     # key, and a request without a key never takes a place in the queue.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics, timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(
         AdmissionMiddleware,
         capacity=settings.inference_concurrency + settings.max_queue,

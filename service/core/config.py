@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         ),
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After (seconds) of an overload 503")
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="A request body still incomplete this long after the request started is a 408"
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Accepted API keys (comma-separated); empty = no authentication. Header X-API-Key or Authorization: Bearer",

@@ -30,6 +30,7 @@ _STATUS_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     411: "length_required",
     413: "body_too_large",
     415: "unsupported_media_type",
@@ -49,6 +50,15 @@ class BodyTooLargeError(StarletteHTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body over the limit of {limit:,} bytes (SPINE_MAX_UPLOAD_BYTES)")
+
+
+class BodyTimeoutError(StarletteHTTPException):
+    """Raised from `receive` when the body is still incomplete at the deadline (SPINE_BODY_TIMEOUT_S)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408, f"the request body did not arrive within {seconds:g} s (SPINE_BODY_TIMEOUT_S)", headers={"Connection": "close"}
+        )
 
 
 def error_body(path: str, status_code: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:

@@ -10,10 +10,11 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.core.errors import BodyTooLargeError, error_body
+from service.core.errors import BodyTimeoutError, BodyTooLargeError, error_body
 from service.core.logging import request_id_var
 from service.core.metrics import Metrics
 
@@ -110,12 +111,15 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over the limit: at once from Content-Length, else as soon as the streamed bytes pass it."""
+    """413 for a body over the limit: at once from Content-Length, else as soon as the streamed bytes pass it.
+    408 when the body has not arrived `timeout_s` after the request started (a slow client cannot hold an
+    inference slot for ever)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,10 +134,19 @@ class BodyLimitMiddleware:
             await _send_json(send, 413, error_body(scope.get("path", ""), 413, "body_too_large", detail), {"connection": "close"})
             return
         received = 0
+        deadline = None if self.timeout_s is None else anyio.current_time() + self.timeout_s
 
         async def receive_limited() -> Message:
             nonlocal received
-            message = await receive()
+            if deadline is None:
+                message = await receive()
+            else:
+                arrived: Message | None = None
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    arrived = await receive()
+                if arrived is None:
+                    raise BodyTimeoutError(self.timeout_s)
+                message = arrived
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

@@ -265,3 +265,22 @@ def test_cuda_requested_but_unavailable(models_dir: Path, tmp_path: Path) -> Non
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
         assert 'execution_provider="CPUExecutionProvider"' in metrics
     assert "although CUDAExecutionProvider was requested first" in (tmp_path / "fallback.log").read_text()
+
+
+def test_a_slow_body_times_out_and_gives_its_place_back(models_dir: Path) -> None:
+    # Slowloris against the bounded queue: a client that never finishes its body is cut at SPINE_BODY_TIMEOUT_S.
+    settings = make_settings(models_dir, inference_concurrency=1, max_queue=0, body_timeout_s=1.0)
+    with serve_live(settings) as address:
+        host, port = address.split(":")
+        head, body = _multipart_request(host)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head + body[:100])
+            time.sleep(0.3)
+            assert _segment(address).status_code == 503  # the slow client holds the only place...
+            started = time.perf_counter()
+            answer = _read_http_response(sock)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+            assert time.perf_counter() - started < 3
+            assert b"body_timeout" in answer and b"connection: close" in answer.lower()
+        assert _segment(address).status_code == 200  # ...until the timeout gives it back
+        assert _metric(address, 'spine_errors_total{kind="body_timeout"}') == 1
