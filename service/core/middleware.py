@@ -136,9 +136,11 @@ class BodyLimitMiddleware:
         received = 0
         deadline = None if self.timeout_s is None else anyio.current_time() + self.timeout_s
 
+        body_complete = False
+
         async def receive_limited() -> Message:
-            nonlocal received
-            if deadline is None:
+            nonlocal received, body_complete
+            if deadline is None or body_complete:  # afterwards (e.g. waiting for a disconnect): no deadline
                 message = await receive()
             else:
                 arrived: Message | None = None
@@ -148,6 +150,7 @@ class BodyLimitMiddleware:
                     raise BodyTimeoutError(self.timeout_s)
                 message = arrived
             if message["type"] == "http.request":
+                body_complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLargeError(self.max_bytes)
