@@ -296,6 +296,7 @@ def run_load(server: Server, scenario: str, studies: list[Study], concurrency: i
     pid = server.pid
     hwm_reset = _reset_peak_rss(pid)
     cpu0 = _cpu_seconds(pid)
+    client_cpu0 = time.process_time()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     with RssSampler(pid) as sampler:
         t0 = time.perf_counter()
@@ -305,6 +306,7 @@ def run_load(server: Server, scenario: str, studies: list[Study], concurrency: i
             t.join()
         wall = time.perf_counter() - t0
     cpu1 = _cpu_seconds(pid)
+    client_cpu = time.process_time() - client_cpu0
     hwm = _proc_status(pid, "VmHWM") if hwm_reset else None
     stages: dict[str, float] = {}
     for timing in server_timings:
@@ -322,6 +324,7 @@ def run_load(server: Server, scenario: str, studies: list[Study], concurrency: i
         "peak_rss_mib": max(hwm or 0, sampler.peak) / 2**20,
         "peak_rss_source": "VmHWM (reset per scenario) and 50 ms sampling" if hwm_reset else "50 ms sampling of VmRSS",
         "server_cpu_s_per_request": ((cpu1 - cpu0) / requests) if cpu0 is not None and cpu1 is not None else None,
+        "client_cpu_s_per_request": client_cpu / requests,  # the load generator shares the machine's cores
         "server_timings_ms_mean": stages,
         "mean_response_kib": float(np.mean(response_bytes)) / 1024 if response_bytes else 0.0,
     }

@@ -110,9 +110,14 @@ def tuning_tables(results: dict[str, Any]) -> str:
     t = results["sections"].get("tuning")
     if not t:
         return "(not run)"
-    parts = [f"On `{t['unet']}` (batch 1, interleaved):", ""]
-    parts.append(_table(["graph optimisation level", "ms (median / p90)"], [[k, _ms(v)] for k, v in t["levels"].items()]))
-    parts += ["", _table(["threads", "ms (median / p90)"], [[k, _ms(v)] for k, v in t["threads"].items()])]
+    names = t["unets"]
+    parts = [f"Batch 1, each table one interleaved loop per model ({', '.join(names)}: one U-Net per distinct architecture):", ""]
+    levels = list(next(iter(t["levels"].values())))
+    rows = [[lvl, *[_ms(t["levels"][n][lvl]) for n in names]] for lvl in levels]
+    parts.append(_table(["graph optimisation level", *[f"{n} ms (median / p90)" for n in names]], rows))
+    options = list(next(iter(t["threads"].values())))
+    rows = [[o, *[_ms(t["threads"][n][o]) for n in names]] for o in options]
+    parts += ["", _table(["intra-op threads", *[f"{n} ms (median / p90)" for n in names]], rows)]
     rows = []
     for name, d in t["saved_optimized"].items():
         c = d["session_create_ms"]
@@ -226,6 +231,7 @@ def http_tables(results: dict[str, Any]) -> str:
                         str(r["errors"]),
                         f"{r['peak_rss_mib']:.0f}",
                         _f(r["server_cpu_s_per_request"], 2),
+                        _f(r.get("client_cpu_s_per_request"), 3),
                     ]
                 )
     parts.append(
@@ -242,6 +248,7 @@ def http_tables(results: dict[str, Any]) -> str:
                 "errors",
                 "peak RSS MiB",
                 "server CPU s/req",
+                "client CPU s/req",
             ],
             rows,
         )

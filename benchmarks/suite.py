@@ -68,6 +68,18 @@ def http_variants(cfg: Config) -> list[Variant]:
         sub = {"scenarios": ("classify_ap_lat",), "concurrencies": (cfg.concurrencies[0], cfg.concurrencies[-1])}
         variants.append(Variant("after, scheduler off (SPINE_INFERENCE_SLOTS=0)", env={"SPINE_INFERENCE_SLOTS": "0"}, **sub))
         variants.append(Variant("after, ORT spinning on (SPINE_ORT_SPINNING=1)", env={"SPINE_ORT_SPINNING": "1"}, **sub))
+        variants.append(
+            Variant(
+                "after, 4 requests computing (SPINE_INFERENCE_CONCURRENCY=4)", env={"SPINE_INFERENCE_CONCURRENCY": "4"}, **sub
+            )
+        )
+        variants.append(
+            Variant(
+                "after, 2 slots x 1 thread (SPINE_INFERENCE_SLOTS=2, SPINE_INTRA_OP_THREADS=1)",
+                env={"SPINE_INFERENCE_SLOTS": "2", "SPINE_INTRA_OP_THREADS": "1"},
+                **sub,
+            )
+        )
     return variants
 
 

@@ -29,9 +29,12 @@ def _runner(session, entry: ModelEntry, x: np.ndarray):
     return lambda: session.run([entry.output_name], {entry.input_name: x})
 
 
-def _largest_unet(models_dir: Path, manifest: Manifest) -> ModelEntry:
-    seg = manifest.segmentation_models()
-    return max(seg, key=lambda e: (models_dir / e.file).stat().st_size)
+def _distinct_unets(models_dir: Path, manifest: Manifest) -> list[ModelEntry]:
+    """One U-Net per distinct architecture (told apart by file size), largest first."""
+    by_size: dict[int, ModelEntry] = {}
+    for e in manifest.segmentation_models():
+        by_size.setdefault((models_dir / e.file).stat().st_size, e)
+    return [by_size[k] for k in sorted(by_size, reverse=True)]
 
 
 def levels(models_dir: Path, entry: ModelEntry, runs: int, warmup: int) -> dict[str, Any]:
@@ -126,18 +129,23 @@ def view_parallel(models_dir: Path, entries: list[ModelEntry], runs: int, warmup
 
 
 def run_tuning(models_dir: Path, manifest: Manifest, runs: int, warmup: int, log=print) -> dict[str, Any]:
-    unet = _largest_unet(models_dir, manifest)
-    out: dict[str, Any] = {"unet": unet.name}
-    log(f"  optimisation levels ({unet.name}) ...")
-    out["levels"] = levels(models_dir, unet, runs, warmup)
-    log("  threads and spinning ...")
-    out["threads"] = threads(models_dir, unet, runs, warmup)
-    log("  saved optimised model ...")
-    out["saved_optimized"] = {unet.name: saved_optimized(models_dir, unet)}
-    log("  batch scaling ...")
-    out["batch_scaling"] = {unet.name: batch_scaling(models_dir, unet, max(3, runs // 2), warmup)}
+    unets = _distinct_unets(models_dir, manifest)
+    out: dict[str, Any] = {
+        "unets": [u.name for u in unets],
+        "levels": {},
+        "threads": {},
+        "saved_optimized": {},
+        "batch_scaling": {},
+    }
+    for unet in unets:
+        log(f"  {unet.name}: optimisation levels, threads and spinning, saved model, batch scaling ...")
+        out["levels"][unet.name] = levels(models_dir, unet, runs, warmup)
+        out["threads"][unet.name] = threads(models_dir, unet, runs, warmup)
+        out["saved_optimized"][unet.name] = saved_optimized(models_dir, unet)
+        out["batch_scaling"][unet.name] = batch_scaling(models_dir, unet, max(3, runs // 2), warmup)
     clf = manifest.classifier()
     if clf is not None:
+        log(f"  {clf.name}: saved model, batch scaling ...")
         out["saved_optimized"][clf.name] = saved_optimized(models_dir, clf)
         out["batch_scaling"][clf.name] = batch_scaling(models_dir, clf, max(3, runs // 2), warmup, sizes=(1, 4, 8, 16))
     log("  view U-Nets sequential vs parallel ...")

@@ -90,9 +90,11 @@ def test_efficiency_section(results: dict) -> None:
 
 def test_tuning_section(results: dict) -> None:
     t = results["sections"]["tuning"]
-    assert set(t["levels"]) == {"disable", "basic", "extended", "all"}
-    for stats in [*t["levels"].values(), *t["threads"].values()]:
-        _positive_stats(stats)
+    assert t["unets"] and set(t["levels"]) == set(t["unets"])
+    for name in t["unets"]:
+        assert set(t["levels"][name]) == {"disable", "basic", "extended", "all"}
+        for stats in [*t["levels"][name].values(), *t["threads"][name].values()]:
+            _positive_stats(stats)
     for d in t["saved_optimized"].values():
         assert d["outputs_equal"] is True
     assert set(t["view_parallel"]) == {"AP", "LAT"}
