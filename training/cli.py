@@ -93,8 +93,8 @@ def cmd_unet(args: argparse.Namespace) -> None:
         y_tr = np.repeat(np.stack([s["masks"][args.structure] for s in train]), args.repeat, axis=0)
         x_va = np.stack([s["image"] for s in val])
         y_va = np.stack([s["masks"][args.structure] for s in val])
-        studies = ", ".join(sorted({s["study"] for s in samples}))
-        training_data = f"course-samples: the two public sample studies ({studies}), augmented; DEMONSTRATION ONLY"
+        studies = ", ".join(sorted({s["study"] for s in train}))
+        training_data = f"course-layout sample studies: {studies} only ({len(train)} image(s)), augmented; DEMONSTRATION ONLY"
         split = (
             f"train on {', '.join(s['study'] for s in train)}, score held-out {', '.join(s['study'] for s in val)}"
             if args.holdout

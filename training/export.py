@@ -252,13 +252,14 @@ def export_main(argv: list[str] | None = None) -> None:
     a.add_argument("--models", default="exported_models")
     a.add_argument("--model", required=True)
     a.add_argument("--eval-json", required=True)
-    a.add_argument("--keys", nargs="+", required=True, help="dotted keys of the JSON to copy")
+    a.add_argument("--keys", nargs="+", required=True, help="dotted keys of the JSON to copy, KEY or KEY=NAME")
     a.add_argument("--prefix", default="")
     args = parser.parse_args(argv)
     models_dir = Path(args.models)
     if args.command == "annotate":
         flat = _flatten(json.loads(Path(args.eval_json).read_text()))
-        annotate(models_dir, args.model, {k: flat[k] for k in args.keys}, args.prefix)
+        pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
+        annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix)
         return
     models_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "unet":
