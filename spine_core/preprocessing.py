@@ -82,7 +82,9 @@ def resize(array: np.ndarray, hw: tuple[int, int], resample: int = Image.Resampl
     return np.asarray(img.resize((w, h), resample=resample), dtype=np.float32)
 
 
-def letterbox(array: np.ndarray, out_hw: tuple[int, int], resample: int = Image.Resampling.BILINEAR) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    array: np.ndarray, out_hw: tuple[int, int], resample: int = Image.Resampling.BILINEAR
+) -> tuple[np.ndarray, Letterbox]:
     """Fit a 2-D float array into out_hw keeping its aspect ratio; the padding is 0."""
     box = Letterbox.fit(array.shape[0], array.shape[1], out_hw)
     out = np.zeros(out_hw, dtype=np.float32)

@@ -9,6 +9,7 @@ small enough to travel to a GPU machine. Images are stored as the output of
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,7 +92,7 @@ def load_aasce_cache(path: Path) -> dict[str, np.ndarray]:
     data["masks"] = np.unpackbits(data["masks"], axis=-1, count=int(data["mask_width"])).astype(bool)
     if "jpeg_offsets" in data:
         blob, offsets = data.pop("images").tobytes(), data.pop("jpeg_offsets")
-        data["images"] = np.stack([np.asarray(Image.open(io.BytesIO(blob[a:b]))) for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+        data["images"] = np.stack([np.asarray(Image.open(io.BytesIO(blob[a:b]))) for a, b in itertools.pairwise(offsets)])
     return data
 
 

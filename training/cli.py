@@ -47,6 +47,10 @@ def aasce_split(cache: dict[str, np.ndarray], val_fraction: float = VAL_FRACTION
     return split_by_patient([str(k) for k in cache["patient_keys"]], val_fraction, seed)
 
 
+def split_description() -> str:
+    return f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}"
+
+
 def _device_description() -> str:
     import keras
 
@@ -79,8 +83,10 @@ def cmd_unet(args: argparse.Namespace) -> None:
         train_idx, val_idx = aasce_split(data)
         x_tr, y_tr = data["images"][train_idx], data["masks"][train_idx]
         x_va, y_va = data["images"][val_idx], data["masks"][val_idx]
-        training_data = f"AASCE 2019 training set ({len(data['images'])} AP radiographs), Ap_Vertebra masks filled from corner landmarks"
-        split = f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}: {len(train_idx)} train / {len(val_idx)} val images"
+        training_data = (
+            f"AASCE 2019 training set ({len(data['images'])} AP radiographs), Ap_Vertebra masks filled from corner landmarks"
+        )
+        split = f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val images"
         validated = True
     else:
         samples = [s for s in load_course_cache(Path(args.cache)) if args.structure in s["masks"]]
@@ -101,10 +107,20 @@ def cmd_unet(args: argparse.Namespace) -> None:
             else "trained on both studies; no held-out data (score is on training images)"
         )
         validated = False
-    model, result = train_unet(
-        x_tr, y_tr, x_va, y_va, Path(args.run_dir), cfg, filters=args.filters, num_layers=args.num_layers, loss=args.loss,
-        resume=not args.no_resume, init_weights=args.init_weights,
-        crop_hw=tuple(args.crop) if args.crop else None, bn_momentum=args.bn_momentum,
+    _, result = train_unet(
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        Path(args.run_dir),
+        cfg,
+        filters=args.filters,
+        num_layers=args.num_layers,
+        loss=args.loss,
+        resume=not args.no_resume,
+        init_weights=args.init_weights,
+        crop_hw=tuple(args.crop) if args.crop else None,
+        bn_momentum=args.bn_momentum,
     )
     info = {
         "kind": "segmentation",
@@ -126,7 +142,10 @@ def cmd_unet(args: argparse.Namespace) -> None:
         "input_hw": list(x_tr.shape[1:3]),
         "crop_hw": args.crop,
         "bn_momentum": args.bn_momentum,
-        "metrics": {"val_dice_mean": result.best_score, "val_dice_median": result.history[result.best_epoch - 1]["val_dice_median"]},
+        "metrics": {
+            "val_dice_mean": result.best_score,
+            "val_dice_median": result.history[result.best_epoch - 1]["val_dice_median"],
+        },
     }
     (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info, indent=1))
@@ -142,15 +161,17 @@ def cmd_classifier(args: argparse.Namespace) -> None:
     train_idx, val_idx = aasce_split(data)
     x = np.stack([mask_to_classifier_input(m) for m in data["masks"]])
     labels = data["cobb"].max(axis=1) >= args.cobb_threshold
-    model, result = train_classifier(x[train_idx], labels[train_idx], x[val_idx], labels[val_idx], Path(args.run_dir), cfg,
-                                     resume=not args.no_resume)
+    _, result = train_classifier(
+        x[train_idx], labels[train_idx], x[val_idx], labels[val_idx], Path(args.run_dir), cfg, resume=not args.no_resume
+    )
     best = result.history[result.best_epoch - 1]
     info = {
         "kind": "classification",
         "training_data": (
-            f"AASCE 2019 training set: ground-truth Ap_Vertebra masks; label Damaged when the largest Cobb angle >= {args.cobb_threshold} deg"
+            "AASCE 2019 training set: ground-truth Ap_Vertebra masks; "
+            f"label Damaged when the largest Cobb angle >= {args.cobb_threshold} deg"
         ),
-        "split": f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}: {len(train_idx)} train / {len(val_idx)} val",
+        "split": f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val",
         "cobb_threshold_deg": args.cobb_threshold,
         "validated": True,
         "trained_on": _device_description(),
@@ -158,8 +179,11 @@ def cmd_classifier(args: argparse.Namespace) -> None:
         "best_epoch": result.best_epoch,
         "training_time_s": round(result.seconds, 1),
         "stopped": result.stopped,
-        "metrics": {"val_auc_gt_masks": best["val_auc"], "val_accuracy_gt_masks": best["val_accuracy"],
-                    "val_damaged_fraction": float(labels[val_idx].mean())},
+        "metrics": {
+            "val_auc_gt_masks": best["val_auc"],
+            "val_accuracy_gt_masks": best["val_accuracy"],
+            "val_damaged_fraction": float(labels[val_idx].mean()),
+        },
     }
     (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info, indent=1))
@@ -179,7 +203,9 @@ def _add_fit_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: 
 
 def train_main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="spine-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="spine-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cache", help="preprocess a dataset into an npz")
     c.add_argument("layout", choices=["aasce", "course"])
@@ -200,7 +226,11 @@ def train_main(argv: list[str] | None = None) -> None:
     u.add_argument("--loss", choices=["bce", "dice_bce"], default="dice_bce")
     u.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="train on HxW crops (multiples of 16)")
     u.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm momentum while training (0.9 for short runs)")
-    u.add_argument("--init-weights", default=None, help="start from these weights (e.g. a lower-resolution run; the U-Net is fully convolutional)")
+    u.add_argument(
+        "--init-weights",
+        default=None,
+        help="start from these weights (e.g. a lower-resolution run; the U-Net is fully convolutional)",
+    )
     u.set_defaults(func=cmd_unet)
     k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")
     _add_fit_args(k, epochs=60, batch_size=32, lr=3e-4)

@@ -157,7 +157,9 @@ def read_aasce_dataset(root: Path) -> list[AasceSample]:
     labels = root / "labels"
     files = [labels / n for n in ("filenames.csv", "landmarks.csv", "angles.csv")]
     if not (root / "images").is_dir() or not all(f.is_file() for f in files):
-        raise DatasetError(f"{root} is not an AASCE-layout dataset: expected images/ and labels/{{filenames,landmarks,angles}}.csv")
+        raise DatasetError(
+            f"{root} is not an AASCE-layout dataset: expected images/ and labels/{{filenames,landmarks,angles}}.csv"
+        )
     names = [row[0].strip() for row in csv.reader(files[0].open()) if row]
     landmarks = np.loadtxt(files[1], delimiter=",", ndmin=2)
     angles = np.loadtxt(files[2], delimiter=",", ndmin=2)
@@ -227,7 +229,9 @@ def synthetic_spine(height: int, width: int, seed: int, n_blocks: int = 6) -> tu
     return img.clip(0, 255).astype(np.uint8), mask
 
 
-def write_synthetic_course_dataset(root: Path, size: tuple[int, int] = (96, 48), with_study_level: bool = True, seed: int = 0) -> Path:
+def write_synthetic_course_dataset(
+    root: Path, size: tuple[int, int] = (96, 48), with_study_level: bool = True, seed: int = 0
+) -> Path:
     """A tiny course-layout dataset with every mask, for tests."""
     h, w = size
     for k, label in enumerate(CLASSES):

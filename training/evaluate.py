@@ -23,13 +23,11 @@ from tqdm import tqdm
 from service.inference import AGGREGATIONS, ModelRegistry
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
+from training.cli import COBB_THRESHOLD_DEG, SPLIT_SEED, VAL_FRACTION, split_description
 from training.datasets import read_aasce_dataset, read_course_dataset, split_by_patient
 from training.metrics import accuracy, dice, roc_auc
 
 log = logging.getLogger("spine-evaluate")
-
-COBB_THRESHOLD_DEG = 40.0
-VAL_FRACTION, SPLIT_SEED = 0.2, 0  # must match training.cli
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -58,8 +56,12 @@ def _classification(labels: list[bool], p_damaged: list[float]) -> dict[str, flo
 
 
 def evaluate_aasce(
-    data_dir: Path, models_dir: Path, subset: str = "all", cobb_threshold: float = COBB_THRESHOLD_DEG,
-    limit: int | None = None, threads: int | None = None,
+    data_dir: Path,
+    models_dir: Path,
+    subset: str = "all",
+    cobb_threshold: float = COBB_THRESHOLD_DEG,
+    limit: int | None = None,
+    threads: int | None = None,
 ) -> dict:
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
@@ -90,7 +92,7 @@ def evaluate_aasce(
         "dataset": "aasce",
         "data_dir": str(data_dir),
         "subset": subset,
-        "split": None if subset == "all" else f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}",
+        "split": None if subset == "all" else split_description(),
         "n_images": len(samples),
         "models_dir": str(models_dir),
         "execution_provider": registry.execution_provider,
@@ -154,13 +156,19 @@ def evaluate_course(data_dir: Path, models_dir: Path, threads: int | None = None
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="spine-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="spine-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("layout", choices=["aasce", "course"])
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parent.parent / "exported_models")
     parser.add_argument("--json", type=Path, default=None, help="write the full results here")
-    parser.add_argument("--subset", choices=["all", "val", "train"], default="all",
-                        help="aasce: the patient-grouped split used in training (val = the honest figure on aasce-train)")
+    parser.add_argument(
+        "--subset",
+        choices=["all", "val", "train"],
+        default="all",
+        help="aasce: the patient-grouped split used in training (val = the honest figure on aasce-train)",
+    )
     parser.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")

@@ -122,9 +122,13 @@ def export_unet(
     )
     # Figures measured during training, in the model's letterboxed frame; spine-evaluate adds original-size ones.
     prefix = {"held-out study": "heldout_model_frame_", "training images": "training_images_model_frame_"}.get(
-        info.get("validation_set", ""), "model_frame_")
+        info.get("validation_set", ""), "model_frame_"
+    )
     metrics = {f"{prefix}{k}": v for k, v in info["metrics"].items()}
-    notes = f"U-Net ({info['filters']} base filters, {info['num_layers']} levels, {info['loss']} loss), best epoch {info['best_epoch']}."
+    notes = (
+        f"U-Net ({info['filters']} base filters, {info['num_layers']} levels, {info['loss']} loss), "
+        f"best epoch {info['best_epoch']}."
+    )
     split = info["split"]
     if holdout_run is not None:
         held = json.loads((holdout_run / "run_info.json").read_text())
@@ -135,9 +139,11 @@ def export_unet(
         }
         split = f"{split}; held-out figure from a separate run that {held['split']}"
     if recalibrate_bn:
-        notes += f" BatchNorm statistics re-estimated after training ({recalibrate_bn} forward passes on the augmented training images)."
+        notes += f" BatchNorm statistics re-estimated after training ({recalibrate_bn} passes over augmented training images)."
     if not info["validated"]:
-        notes = "DEMONSTRATION MODEL: trained on two sample studies only; not validated, not for clinical or research use. " + notes
+        notes = (
+            "DEMONSTRATION MODEL: trained on two sample studies only; not validated, not for clinical or research use. " + notes
+        )
     entry = ModelEntry(
         name=structure,
         kind="segmentation",
@@ -152,8 +158,12 @@ def export_unet(
         preprocessing={**preprocessing_spec(), "unet_input_hw": list(input_hw)},
         threshold=MASK_THRESHOLD,
         architecture="U-Net (keras-unet custom_unet design)",
-        architecture_config={"builder": "training.models.build_unet", "input_hw": list(input_hw), "filters": info["filters"],
-                             "num_layers": info["num_layers"]},
+        architecture_config={
+            "builder": "training.models.build_unet",
+            "input_hw": list(input_hw),
+            "filters": info["filters"],
+            "num_layers": info["num_layers"],
+        },
         parameters=int(model.count_params()),
         opset=OPSET,
         training_data=info["training_data"],
@@ -181,7 +191,9 @@ def export_classifier(run_dir: Path, cache_path: Path, models_dir: Path) -> Mode
     inputs = np.stack([mask_to_classifier_input(m) for m in data["masks"][val_idx[:16]]])[..., np.newaxis]
     model = build_classifier(inputs.shape[1:3])
     model.load_weights(run_dir / "best.weights.h5")
-    onnx_path, diff = _export_and_check(model, models_dir, CLASSIFIER_MODEL_NAME, inputs, CLASSIFIER_INPUT_NAME, CLASSIFIER_OUTPUT_NAME)
+    onnx_path, diff = _export_and_check(
+        model, models_dir, CLASSIFIER_MODEL_NAME, inputs, CLASSIFIER_INPUT_NAME, CLASSIFIER_OUTPUT_NAME
+    )
     entry = ModelEntry(
         name=CLASSIFIER_MODEL_NAME,
         kind="classification",
@@ -236,7 +248,9 @@ def _flatten(d: dict, parent: str = "") -> dict:
 def export_main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="spine-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="spine-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     u = sub.add_parser("unet", help="export one U-Net run")
     u.add_argument("--run-dir", required=True)

@@ -22,13 +22,43 @@ def main() -> None:
     p.add_argument("--demo-budget", type=float, default=8)
     args = p.parse_args()
     t0 = time.perf_counter()
-    train_main(["unet", "--cache", args.aasce_cache, "--structure", "Ap_Vertebra", "--run-dir", f"{args.runs}/Ap_Vertebra",
-                "--epochs", "400", "--patience", "40", "--time-budget", str(args.vertebra_budget)])
+    train_main(
+        [
+            "unet",
+            "--cache",
+            args.aasce_cache,
+            "--structure",
+            "Ap_Vertebra",
+            "--run-dir",
+            f"{args.runs}/Ap_Vertebra",
+            "--epochs",
+            "400",
+            "--patience",
+            "40",
+            "--time-budget",
+            str(args.vertebra_budget),
+        ]
+    )
     for structure in STRUCTURES:
         if structure == "Ap_Vertebra":
             continue
-        common = ["unet", "--cache", args.course_cache, "--structure", structure, "--filters", "8", "--batch-size", "8",
-                  "--epochs", "300", "--patience", "60", "--time-budget", str(args.demo_budget)]
+        common = [
+            "unet",
+            "--cache",
+            args.course_cache,
+            "--structure",
+            structure,
+            "--filters",
+            "8",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "300",
+            "--patience",
+            "60",
+            "--time-budget",
+            str(args.demo_budget),
+        ]
         train_main([*common, "--holdout", "Damaged", "--run-dir", f"{args.runs}/demo/{structure}-holdout"])
         train_main([*common, "--run-dir", f"{args.runs}/demo/{structure}"])
     print(f"all runs done in {time.perf_counter() - t0:.0f}s")

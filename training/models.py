@@ -63,7 +63,9 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_classifier(input_hw: tuple[int, int] = CLASSIFIER_INPUT_HW, dropout: float = 0.5, bn_momentum: float = 0.9) -> keras.Model:
+def build_classifier(
+    input_hw: tuple[int, int] = CLASSIFIER_INPUT_HW, dropout: float = 0.5, bn_momentum: float = 0.9
+) -> keras.Model:
     """ResNet50 (random init: no ImageNet weights offline) on one mask -> softmax [Normal, Damaged].
 
     BatchNorm momentum is lowered from Keras' 0.99: with a few hundred training images an epoch is

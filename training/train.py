@@ -139,9 +139,21 @@ def fit(
                 lr = max(cfg.min_learning_rate, lr / 2)
                 model.optimizer.learning_rate.assign(lr)
         model.save_weights(run_dir / "last.weights.h5")
-        state_path.write_text(json.dumps({"epoch": epoch, "best": best, "best_epoch": best_epoch, "lr": lr, "stale": stale, "history": history}))
+        state_path.write_text(
+            json.dumps({"epoch": epoch, "best": best, "best_epoch": best_epoch, "lr": lr, "stale": stale, "history": history})
+        )
         epoch_time = time.perf_counter() - te
-        log.info("%s epoch %d loss %.4f %s %.4f (best %.4f @%d) %.1fs", run_dir.name, epoch + 1, row["loss"], monitor, score, best, best_epoch, epoch_time)
+        log.info(
+            "%s epoch %d loss %.4f %s %.4f (best %.4f @%d) %.1fs",
+            run_dir.name,
+            epoch + 1,
+            row["loss"],
+            monitor,
+            score,
+            best,
+            best_epoch,
+            epoch_time,
+        )
         if stale >= cfg.patience:
             stopped = "early stopping"
             break
@@ -188,8 +200,9 @@ def train_unet(
     a fraction of full frames on a CPU; validation always runs on whole frames.
     """
     keras.utils.set_random_seed(cfg.seed)
-    model = build_unet((None, None) if crop_hw else x_train.shape[1:3], filters=filters, num_layers=num_layers,
-                       bn_momentum=bn_momentum)
+    model = build_unet(
+        (None, None) if crop_hw else x_train.shape[1:3], filters=filters, num_layers=num_layers, bn_momentum=bn_momentum
+    )
     if init_weights:
         model.load_weights(init_weights)
     y_train_f = y_train[..., np.newaxis]
@@ -228,7 +241,9 @@ def augment_masks_only(masks: np.ndarray, cfg: AugmentConfig, rng: np.random.Gen
     """Geometric augmentation of classifier inputs (B,h,w,1); intensities are mask fractions, kept as is."""
     b, h, w, _ = masks.shape
     transform = ops.convert_to_tensor(affine_params(b, h, w, cfg, rng))
-    return ops.image.affine_transform(ops.convert_to_tensor(masks), transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0)
+    return ops.image.affine_transform(
+        ops.convert_to_tensor(masks), transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+    )
 
 
 def train_classifier(
@@ -259,8 +274,15 @@ def train_classifier(
     return model, result
 
 
-def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, masks: np.ndarray, passes: int = 60, batch_size: int = 8,
-                          momentum: float = 0.9, seed: int = 0) -> None:
+def recalibrate_batchnorm(
+    model: keras.Model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    passes: int = 60,
+    batch_size: int = 8,
+    momentum: float = 0.9,
+    seed: int = 0,
+) -> None:
     """Re-estimate BatchNorm moving statistics with forward passes in training mode (no weight update).
 
     Runs of a few dozen steps leave the moving averages (momentum 0.99) far from the batch statistics
