@@ -33,7 +33,7 @@ def test_preprocess_any_dtype_lands_in_unit_range_with_zero_padding(dtype, scale
     image = (rng.random((300, 100)) * scale).astype(dtype)
     x, box = preprocess_image(image, (64, 32))
     assert x.shape == (64, 32) and x.dtype == np.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
     content = x[box.top : box.top + box.content_h, box.left : box.left + box.content_w]
     assert content.max() == pytest.approx(1.0) and content.min() == pytest.approx(0.0)
     pad = np.ones_like(x, bool)

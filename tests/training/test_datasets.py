@@ -110,7 +110,9 @@ def test_patient_split_has_no_leakage_and_is_seeded():
     assert split_by_patient(keys, 0.25, seed=4) != (train, val)
 
 
-@pytest.mark.skipif(not (SHARED / "aasce-train").is_dir(), reason="../shared/data/aasce-train is absent (only on development machines)")
+@pytest.mark.skipif(
+    not (SHARED / "aasce-train").is_dir(), reason="../shared/data/aasce-train is absent (only on development machines)"
+)
 def test_real_aasce_reader_and_split():
     samples = read_aasce_dataset(SHARED / "aasce-train")
     assert len(samples) == 481
@@ -119,7 +121,9 @@ def test_real_aasce_reader_and_split():
     assert sum(s.max_cobb >= 40 for s in samples) == 201
 
 
-@pytest.mark.skipif(not (SHARED / "course-samples").is_dir(), reason="../shared/data/course-samples is absent (only on development machines)")
+@pytest.mark.skipif(
+    not (SHARED / "course-samples").is_dir(), reason="../shared/data/course-samples is absent (only on development machines)"
+)
 def test_real_course_samples():
     samples = read_course_dataset(SHARED / "course-samples")
     assert len(samples) == 4
