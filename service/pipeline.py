@@ -90,11 +90,6 @@ def _decode(upload: Upload, max_pixels: int) -> tuple[DecodedImage, float]:
     return decoded, (time.perf_counter() - started) * 1000
 
 
-def _add(total: dict[str, float], part: dict[str, float]) -> None:
-    for key, value in part.items():
-        total[key] = total.get(key, 0.0) + value
-
-
 def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in timings.items()}
 
@@ -166,10 +161,12 @@ def classify_uploads(
         if decoded[view].view is not None and decoded[view].view != view:
             warnings.append(f"the {view} file's DICOM ViewPosition says {decoded[view].view}")
 
-    results: dict[str, SegmentationResult] = {}
-    for view, image in decoded.items():
-        results[view] = registry.segment(image.pixels, view)
-        _add(timings, results[view].timings_ms)
+    # Every view's U-Nets queued at once, so the inference slots share the whole study.
+    segmented = registry.segment_many([(image.pixels, view, None) for view, image in decoded.items()])
+    results: dict[str, SegmentationResult] = dict(zip(decoded, segmented, strict=True))
+    for key in ("preprocess", "inference", "postprocess"):
+        # inference is one step shared by the views: its wall time, not a sum
+        timings[key] = segmented[0].timings_ms[key] if key == "inference" else sum(r.timings_ms[key] for r in segmented)
     frame_masks = {s: m for r in results.values() for s, m in r.model_frame_masks.items()}
     classify_started = time.perf_counter()
     per_mask = registry.classify_masks(frame_masks)

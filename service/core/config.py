@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.inference.registry import DEFAULT_PROVIDERS, default_threads
+from service.inference.registry import DEFAULT_PROVIDERS, default_intra_op_threads
 
 # The package sits at <repo>/service/core/config.py in a checkout (editable install), so the committed
 # models are two levels up. Installed elsewhere (a wheel in a container) this path will not exist and
@@ -29,7 +29,11 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers in order of preference (comma-separated in the environment)",
     )
     require_gpu: bool = Field(False, description="Not ready unless every session runs on CUDA")
-    intra_op_threads: int = Field(default_factory=default_threads, ge=1, description="onnxruntime intra-op threads per session")
+    intra_op_threads: int = Field(
+        default_factory=default_intra_op_threads,
+        ge=1,
+        description="onnxruntime intra-op threads per session (default: CPUs / SPINE_INFERENCE_SLOTS, i.e. 1)",
+    )
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session (graphs run sequentially)")
     inference_concurrency: int = Field(
         2, ge=1, description="Requests computing at once (decode + inference); more wait, so threads are not oversubscribed"

@@ -86,16 +86,16 @@ def _env_bool(name: str, default: bool) -> bool:
 class RuntimeTuning:
     """How inference is scheduled (benchmarks/ and docs/benchmarks.md justify the defaults with measurements).
 
-    `inference_slots`: session runs at once across all models; their callers queue, and the run that
-    starts next takes every queued input for its model in one batch (dynamic micro-batching of
-    concurrent requests, at most `max_batch` images). 0 = no scheduling: every caller runs its own
-    inputs directly, concurrently (the behaviour before the scheduler). `ort_spinning`: onnxruntime's
-    intra-op threads busy-wait between parallel sections (fast alone, wasteful when requests decode
-    and encode on the same cores).
-    Read from SPINE_INFERENCE_SLOTS, SPINE_INFERENCE_MAX_BATCH and SPINE_ORT_SPINNING when not given.
+    `inference_slots`: session runs at once across all models (default: one per CPU this process may
+    use, each session with CPUs / slots intra-op threads, i.e. 1): a request's U-Nets run side by side,
+    and inputs queued while the slots are busy run in one batch per model (dynamic micro-batching of
+    concurrent requests, at most `max_batch` images). 0 = no scheduler: every caller runs its own
+    inputs directly (the behaviour before it). `ort_spinning`: onnxruntime's intra-op threads
+    busy-wait between parallel sections (only matters with more than one intra-op thread).
+    Read from SPINE_INFERENCE_SLOTS, SPINE_INFERENCE_MAX_BATCH and SPINE_ORT_SPINNING (environment only).
     """
 
-    inference_slots: int = 1
+    inference_slots: int = field(default_factory=default_threads)
     max_batch: int = 8
     ort_spinning: bool = False
 
@@ -109,6 +109,11 @@ class RuntimeTuning:
         )
 
 
+def default_intra_op_threads() -> int:
+    """Intra-op threads per session when none are given: the CPUs shared among the inference slots."""
+    return max(1, default_threads() // max(1, RuntimeTuning.from_env().inference_slots))
+
+
 class _Job:
     __slots__ = ("done", "error", "inputs", "model", "result")
 
@@ -120,26 +125,29 @@ class _Job:
 
 
 class _Scheduler:
-    """At most `slots` session runs at once; queued inputs of one model are batched into one run.
+    """`slots` threads run the queued jobs; queued inputs of one model are batched into one run.
 
-    No threads of its own: the threads that submit work run it (leader/follower), taking the oldest
-    queued job whose model is idle plus every other queued input for that model, whoever submitted it.
+    A caller queues its jobs (one request's U-Nets together, largest first) and waits. A slot takes the
+    oldest job, preferring a model that is not running already, plus every other queued input for that
+    model whoever submitted it, up to `max_batch` images: at low load a request's models run side by
+    side on the slots; under load, inputs wait while the slots are busy and run in batches.
+    The threads belong to a ThreadPoolExecutor, which lets them go when the registry is dropped.
     """
 
     def __init__(self, slots: int, max_batch: int, run: Callable[[LoadedModel, np.ndarray], np.ndarray]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.slots, self.max_batch, self._run = slots, max_batch, run
         self._cond = threading.Condition()
         self._queue: list[_Job] = []
-        self._busy: set[str] = set()
-        self._active = 0
+        self._running: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="inference")
 
     def _take(self) -> list[_Job] | None:
-        """Under the lock: the next batch to run, or None."""
-        if self._active >= self.slots:
+        """Under the lock: the next batch to run, or None when the queue is empty."""
+        if not self._queue:
             return None
-        first = next((j for j in self._queue if j.model.name not in self._busy), None)
-        if first is None:
-            return None
+        first = next((j for j in self._queue if not self._running.get(j.model.name)), self._queue[0])
         batch, images = [], 0
         for job in self._queue:
             if job.model is first.model and (not batch or images + len(job.inputs) <= self.max_batch):
@@ -147,11 +155,14 @@ class _Scheduler:
                 images += len(job.inputs)
         for job in batch:
             self._queue.remove(job)
-        self._busy.add(first.model.name)
-        self._active += 1
+        self._running[first.model.name] = self._running.get(first.model.name, 0) + 1
         return batch
 
-    def _execute(self, batch: list[_Job]) -> None:
+    def _drain_one(self) -> None:
+        with self._cond:
+            batch = self._take()
+        if batch is None:  # its job went into an earlier batch
+            return
         try:
             inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([j.inputs for j in batch])
             out = self._run(batch[0].model, inputs)
@@ -166,26 +177,18 @@ class _Scheduler:
             with self._cond:
                 for job in batch:
                     job.done = True
-                self._busy.discard(batch[0].model.name)
-                self._active -= 1
+                self._running[batch[0].model.name] -= 1
                 self._cond.notify_all()
 
     def run_all(self, jobs: list[_Job]) -> list[np.ndarray]:
-        """Queue the jobs and help run the queue until they are done; their outputs in order."""
+        """Queue the jobs, wait until they are done; their outputs in order (raises a job's error)."""
         with self._cond:
             self._queue.extend(jobs)
-            self._cond.notify_all()
-        while True:
-            with self._cond:
-                batch = None
-                while not all(j.done for j in jobs):
-                    batch = self._take()
-                    if batch is not None:
-                        break
-                    self._cond.wait()
-                if batch is None:
-                    break
-            self._execute(batch)
+        for _ in jobs:  # one drain per job: every job is taken by some drain, alone or in a batch
+            self._pool.submit(self._drain_one)
+        with self._cond:
+            while not all(j.done for j in jobs):
+                self._cond.wait()
         for job in jobs:
             if job.error is not None:
                 raise job.error
@@ -405,7 +408,7 @@ class ModelRegistry:
             problems[MANIFEST_KEY] = "the manifest lists no models"
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads or default_threads()
+        options.intra_op_num_threads = intra_op_threads or max(1, default_threads() // max(1, tuning.inference_slots))
         options.inter_op_num_threads = inter_op_threads or 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -615,39 +618,61 @@ class ModelRegistry:
 
     def segment(self, image: np.ndarray, view: str, structures: list[str] | None = None) -> SegmentationResult:
         """Segment one decoded radiograph (any dtype, gray or colour) with the U-Nets of its view."""
-        models = self._segmentation_models(view, structures)
+        return self.segment_many([(image, view, structures)])[0]
 
-        t0 = time.perf_counter()
-        # Preprocess once per distinct input size (normally one for the whole view).
-        prepared: dict[tuple[int, int], tuple[np.ndarray, Letterbox]] = {}
-        for model in models:
-            if model.input_hw not in prepared:
-                x, box = preprocess_image(image, model.input_hw)
-                prepared[model.input_hw] = (to_unet_batch([x]), box)
+    def segment_many(self, work: list[tuple[np.ndarray, str, list[str] | None]]) -> list[SegmentationResult]:
+        """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once.
+
+        Each result's `timings_ms["inference"]` is the wall time of the shared inference step.
+        """
+        chosen = [self._segmentation_models(view, structures) for _, view, structures in work]
+        prepared: list[dict[tuple[int, int], tuple[np.ndarray, Letterbox]]] = []
+        preprocess_ms = []
+        for (image, _, _), models in zip(work, chosen, strict=True):
+            started = time.perf_counter()
+            # Preprocess once per distinct input size (normally one for the whole view).
+            per_size: dict[tuple[int, int], tuple[np.ndarray, Letterbox]] = {}
+            for model in models:
+                if model.input_hw not in per_size:
+                    x, box = preprocess_image(image, model.input_hw)
+                    per_size[model.input_hw] = (to_unet_batch([x]), box)
+            prepared.append(per_size)
+            preprocess_ms.append((time.perf_counter() - started) * 1000)
+        # Largest models first, so the slots finish together.
+        jobs = [(i, model) for i, models in enumerate(chosen) for model in models]
+        order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].entry.parameters)
         t1 = time.perf_counter()
-        outputs = self._infer([(model, prepared[model.input_hw][0]) for model in models])
-        probabilities = {model.name: out[0, :, :, 0] for model, out in zip(models, outputs, strict=True)}
-        t2 = time.perf_counter()
-        masks: dict[str, np.ndarray] = {}
-        frame_masks: dict[str, np.ndarray] = {}
-        boxes: dict[str, Letterbox] = {}
-        for model in models:
-            structure = model.entry.structure
-            assert structure is not None
-            prob, box = probabilities[model.name], prepared[model.input_hw][1]
-            frame_masks[structure] = prob >= model.threshold
-            masks[structure] = _source_mask(prob, box, model.threshold)
-            boxes[structure] = box
-        t3 = time.perf_counter()
-        return SegmentationResult(
-            view=view,
-            masks=masks,
-            model_frame_masks=frame_masks,
-            letterbox=next(iter(boxes.values())),
-            letterboxes=boxes,
-            timings_ms={"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000},
-            models_used=[m.name for m in models],
-        )
+        outputs = self._infer([(jobs[k][1], prepared[jobs[k][0]][jobs[k][1].input_hw][0]) for k in order])
+        by_job = {k: out for k, out in zip(order, outputs, strict=True)}
+        inference_ms = (time.perf_counter() - t1) * 1000
+        results = []
+        k = 0
+        for i, ((_, view, _), models) in enumerate(zip(work, chosen, strict=True)):
+            started = time.perf_counter()
+            masks: dict[str, np.ndarray] = {}
+            frame_masks: dict[str, np.ndarray] = {}
+            boxes: dict[str, Letterbox] = {}
+            for model in models:
+                structure = model.entry.structure
+                assert structure is not None
+                prob, box = by_job[k][0, :, :, 0], prepared[i][model.input_hw][1]
+                k += 1
+                frame_masks[structure] = prob >= model.threshold
+                masks[structure] = _source_mask(prob, box, model.threshold)
+                boxes[structure] = box
+            postprocess_ms = (time.perf_counter() - started) * 1000
+            results.append(
+                SegmentationResult(
+                    view=view,
+                    masks=masks,
+                    model_frame_masks=frame_masks,
+                    letterbox=next(iter(boxes.values())),
+                    letterboxes=boxes,
+                    timings_ms={"preprocess": preprocess_ms[i], "inference": inference_ms, "postprocess": postprocess_ms},
+                    models_used=[m.name for m in models],
+                )
+            )
+        return results
 
     def classify_masks(self, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
         """Score masks (in the U-Net's letterboxed frame) Normal/Damaged in one batched call."""
@@ -659,7 +684,11 @@ class ModelRegistry:
         if not names:
             return {}
         batch = np.stack([mask_to_classifier_input(model_frame_masks[n], model.input_hw) for n in names])
-        (out,) = self._infer([(model, batch[..., np.newaxis].astype(np.float32, copy=False))])
+        batch = batch[..., np.newaxis].astype(np.float32, copy=False)
+        # One chunk per inference slot, so the slots score the masks side by side (under load the
+        # scheduler merges chunks of concurrent requests into batches again).
+        chunks = np.array_split(batch, min(len(names), self.tuning.inference_slots)) if self._scheduler else [batch]
+        out = np.concatenate(self._infer([(model, chunk) for chunk in chunks]))
         classes = model.entry.classes or list(CLASSES)
         i_normal, i_damaged = classes.index(CLASSES[0]), classes.index(CLASSES[1])
         return {n: (float(out[i, i_normal]), float(out[i, i_damaged])) for i, n in enumerate(names)}
