@@ -142,7 +142,8 @@ def export_unet(
         notes += f" BatchNorm statistics re-estimated after training ({recalibrate_bn} passes over augmented training images)."
     if not info["validated"]:
         notes = (
-            "DEMONSTRATION MODEL: trained on public sample studies only (see training_data); not validated, not for clinical or research use. " + notes
+            "DEMONSTRATION MODEL: trained on public sample studies only (see training_data); "
+            "not validated, not for clinical or research use. " + notes
         )
     entry = ModelEntry(
         name=structure,
