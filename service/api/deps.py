@@ -13,16 +13,19 @@ from service.core.metrics import Metrics
 from service.core.state import ModelState
 from service.inference import ModelRegistry
 
+# `async def` although nothing here awaits: FastAPI runs a plain `def` dependency in its thread pool, one hop
+# per dependency per request; more threads also mean more glibc malloc arenas (see service/__main__.py).
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_model_state(request: Request) -> ModelState:
+async def get_model_state(request: Request) -> ModelState:
     return request.app.state.models
 
 
-def get_registry(state: Annotated[ModelState, Depends(get_model_state)]) -> ModelRegistry:
+async def get_registry(state: Annotated[ModelState, Depends(get_model_state)]) -> ModelRegistry:
     if state.registry is None:
         if state.error:
             raise ApiError(503, "not_ready", state.error)
@@ -30,11 +33,11 @@ def get_registry(state: Annotated[ModelState, Depends(get_model_state)]) -> Mode
     return state.registry
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_limiter(request: Request) -> anyio.CapacityLimiter:
+async def get_limiter(request: Request) -> anyio.CapacityLimiter:
     limiter = getattr(request.app.state, "limiter", None)
     if limiter is None:  # app used without its lifespan (e.g. TestClient outside `with`)
         limiter = request.app.state.limiter = anyio.CapacityLimiter(request.app.state.settings.inference_concurrency)

@@ -284,3 +284,12 @@ def test_a_slow_body_times_out_and_gives_its_place_back(models_dir: Path) -> Non
             assert b"body_timeout" in answer and b"connection: close" in answer.lower()
         assert _segment(address).status_code == 200  # ...until the timeout gives it back
         assert _metric(address, 'spine_errors_total{kind="body_timeout"}') == 1
+
+
+def test_spine_serve_caps_malloc_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.__main__ as entry
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert entry.limit_malloc_arenas() is True  # glibc (this suite runs on Linux)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert entry.limit_malloc_arenas() is False  # the operator's value wins
