@@ -101,6 +101,7 @@ def fit(
     start_epoch, best, best_epoch, lr, stale = 0, -np.inf, -1, cfg.learning_rate, 0
     if resume and state_path.exists() and (run_dir / "last.weights.h5").exists():
         state = json.loads(state_path.read_text())
+        model.optimizer.build(model.trainable_variables)  # so the Adam moments in the checkpoint load too
         model.load_weights(run_dir / "last.weights.h5")
         history, start_epoch = state["history"], state["epoch"] + 1
         best, best_epoch, lr, stale = state["best"], state["best_epoch"], state["lr"], state["stale"]
