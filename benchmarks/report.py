@@ -25,6 +25,14 @@ def _ms(stats: dict[str, Any] | None) -> str:
     return f"{stats['median_ms']:,.1f} / {stats['p90_ms']:,.1f}"
 
 
+def _la(values: Any) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def _busy(busy: list[dict[str, Any]]) -> str:
+    return "none" if not busy else "; ".join(f"`{b['cmd']}` ({b['cpu_percent']:.0f}%)" for b in busy)
+
+
 def machine(results: dict[str, Any]) -> str:
     m = results["machine"]
     busy = results.get("busy_processes_at_start") or []
@@ -38,12 +46,18 @@ def machine(results: dict[str, Any]) -> str:
         f"- **Command**: `{results['command']}`",
         f"- **Models**: `{results['models_dir']}` (manifest created {results['manifest_created']}): "
         f"{', '.join(results['models_in_manifest'])}",
-        "- **Other CPU load at start**: "
-        + ("none" if not busy else "; ".join(f"{b['cmd']} ({b['cpu_percent']:.0f}%)" for b in busy)),
+        "- **Other CPU load at start**: " + _busy(busy),
+        "- **Other CPU load at end**: " + _busy(results.get("busy_processes_at_end") or []),
+        f"- **Load average** (1/5/15 min) at start {_la(results.get('load_average_at_start'))}, "
+        f"at end {_la(results.get('load_average_at_end'))}",
     ]
     for k, v in (results.get("skipped") or {}).items():
         lines.append(f"- **Skipped ({k})**: {v}")
     return "\n".join(lines)
+
+
+def _threads(row: dict[str, Any]) -> str:
+    return "1 thread" if row.get("ort_best") == "onnxruntime_1thread" else "all cores"
 
 
 def models_table(results: dict[str, Any]) -> str:
@@ -58,7 +72,10 @@ def models_table(results: dict[str, Any]) -> str:
                     _ms(row.get("keras_predict")),
                     _ms(row.get("keras_tf_function")),
                     _ms(row.get("onnxruntime")),
-                    f"**{row['speedup_ort_vs_keras_predict']:.1f}×**" if "speedup_ort_vs_keras_predict" in row else "–",
+                    _ms(row.get("onnxruntime_1thread")),
+                    f"**{row['speedup_ort_vs_keras_predict']:.1f}×** ({_threads(row)})"
+                    if "speedup_ort_vs_keras_predict" in row
+                    else "–",
                     f"{row['speedup_ort_vs_keras_tf_function']:.2f}×" if "speedup_ort_vs_keras_tf_function" in row else "–",
                     weights,
                 ]
@@ -68,8 +85,9 @@ def models_table(results: dict[str, Any]) -> str:
         "batch",
         "Keras predict ms (median / p90)",
         "Keras tf.function ms",
-        "onnxruntime ms",
-        "ORT vs predict",
+        "onnxruntime ms (all cores)",
+        "onnxruntime ms (1 thread)",
+        "ORT (better thread setting) vs predict",
         "ORT vs tf.function",
         "Keras weights",
     ]
@@ -89,12 +107,22 @@ def efficiency_table(results: dict[str, Any]) -> str:
                 r["name"],
                 f"{r['gflop_per_image']:.2f}",
                 *[f"{r['ort_gflops_per_s'][b]:.1f} ({100 * r['fraction_of_peak'][b]:.0f}%)" for b in batches],
+                *[f"{r['ort_slots_gflops_per_s'][b]:.1f} ({100 * r['slots_fraction_of_peak'][b]:.0f}%)" for b in batches],
+                *[f"{r['ort_1thread_gflops_per_s'][b]:.1f}" for b in batches],
                 str(r["transpose_nodes"]),
             ]
         )
     batches = sorted(eff["models"][0]["ort_gflops_per_s"], key=int) if eff["models"] else []
+    cores = results["machine"]["cpu_threads_usable"]
     text = _table(
-        ["model", "GFLOP / image", *[f"ORT GFLOP/s batch {b} (% of peak)" for b in batches], "Transpose nodes"],
+        [
+            "model",
+            "GFLOP / image",
+            *[f"one call on {cores} threads, batch {b}: GFLOP/s (% of peak)" for b in batches],
+            *[f"{cores} calls at once × 1 thread, batch {b}: GFLOP/s (% of peak)" for b in batches],
+            *[f"1 thread, batch {b}: GFLOP/s" for b in batches],
+            "Transpose nodes",
+        ],
         rows,
     )
     meas = ", ".join(f"{p['best_gflops']:.1f} (median {p['median_gflops']:.1f})" for p in eff["peak_measurements"])
@@ -111,7 +139,11 @@ def tuning_tables(results: dict[str, Any]) -> str:
     if not t:
         return "(not run)"
     names = t["unets"]
-    parts = [f"Batch 1, each table one interleaved loop per model ({', '.join(names)}: one U-Net per distinct architecture):", ""]
+    parts = [
+        f"Batch 1, each table one interleaved loop per model ({', '.join(names)}: one U-Net per distinct architecture); "
+        "optimisation levels and batch scaling with 1 intra-op thread (one service slot):",
+        "",
+    ]
     levels = list(next(iter(t["levels"].values())))
     rows = [[lvl, *[_ms(t["levels"][n][lvl]) for n in names]] for lvl in levels]
     parts.append(_table(["graph optimisation level", *[f"{n} ms (median / p90)" for n in names]], rows))

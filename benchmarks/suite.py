@@ -163,6 +163,7 @@ def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
         "started_utc": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "machine": machine_info(),
         "busy_processes_at_start": busy_processes(),
+        "load_average_at_start": os.getloadavg(),
         "sections": {},
         "skipped": {},
     }
@@ -225,6 +226,8 @@ def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
 
             _log("[4] GPU ...")
             results["sections"]["gpu"] = run_gpu(models_dir, manifest, cfg.runs, cfg.warmup, cfg.batches, _log)
+    results["busy_processes_at_end"] = busy_processes()
+    results["load_average_at_end"] = os.getloadavg()
     results["targets"] = targets(results)
     results["finished_utc"] = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     results["duration_s"] = time.time() - started
@@ -238,14 +241,19 @@ def efficiency(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for m in results["sections"].get("models") or []:
         per_batch = {b: row["ort_gflops_per_s"] for b, row in m["batches"].items()}
-        best = max(per_batch.values())
+        slots = {b: row["ort_slots_gflops_per_s"] for b, row in m["batches"].items()}
+        one = {b: row["ort_1thread_gflops_per_s"] for b, row in m["batches"].items()}
+        best = max([*per_batch.values(), *slots.values()])
         rows.append(
             {
                 "name": m["name"],
                 "kind": m["kind"],
                 "gflop_per_image": m["flops_per_image"] / 1e9,
                 "ort_gflops_per_s": per_batch,
+                "ort_slots_gflops_per_s": slots,
+                "ort_1thread_gflops_per_s": one,
                 "fraction_of_peak": {b: v / peak["best_gflops"] for b, v in per_batch.items()},
+                "slots_fraction_of_peak": {b: v / peak["best_gflops"] for b, v in slots.items()},
                 "best_fraction_of_peak": best / peak["best_gflops"],
                 "flops_by_op": m["flops_by_op"],
                 "transpose_nodes": m["transpose_nodes"],

@@ -1,4 +1,4 @@
-"""onnxruntime levers measured on the largest U-Net (and the classifier): each row pair is one interleaved loop.
+"""onnxruntime levers measured on one U-Net per architecture (and the classifier), each table one interleaved loop.
 
 Optimisation level, intra-op threads and spinning, a saved optimised model (session start-up), the
 per-image cost of a batch (what micro-batching can gain), and a view's U-Nets run one after the
@@ -39,7 +39,7 @@ def _distinct_unets(models_dir: Path, manifest: Manifest) -> list[ModelEntry]:
 
 def levels(models_dir: Path, entry: ModelEntry, runs: int, warmup: int) -> dict[str, Any]:
     x = _input(entry, 1)
-    fns = {lvl: _runner(ort_session(models_dir / entry.file, level=lvl), entry, x) for lvl in LEVELS}
+    fns = {lvl: _runner(ort_session(models_dir / entry.file, level=lvl, intra=1), entry, x) for lvl in LEVELS}
     return interleaved(fns, runs, warmup)
 
 
@@ -79,7 +79,7 @@ def saved_optimized(models_dir: Path, entry: ModelEntry, repeats: int = 3) -> di
 
 
 def batch_scaling(models_dir: Path, entry: ModelEntry, runs: int, warmup: int, sizes=(1, 2, 4, 8)) -> dict[str, Any]:
-    session = ort_session(models_dir / entry.file)
+    session = ort_session(models_dir / entry.file, intra=1)  # one service slot
     fns = {str(b): _runner(session, entry, _input(entry, b)) for b in sizes}
     stats = interleaved(fns, runs, warmup)
     base = stats[str(sizes[0])]["median_ms"] / sizes[0]
@@ -96,7 +96,7 @@ def batch_scaling(models_dir: Path, entry: ModelEntry, runs: int, warmup: int, s
 def view_parallel(models_dir: Path, entries: list[ModelEntry], runs: int, warmup: int) -> dict[str, Any]:
     """One view's U-Nets on one image: sequential with all cores per run vs one thread per core, 1 intra thread each."""
     n = cpu_threads()
-    seq = [(ort_session(models_dir / e.file), e) for e in entries]
+    seq = [(ort_session(models_dir / e.file, intra=n, spinning=True), e) for e in entries]
     single = [(ort_session(models_dir / e.file, intra=1), e) for e in entries]
     x = _input(entries[0], 1)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -141,7 +142,7 @@ class _Scheduler:
         self._cond = threading.Condition()
         self._queue: list[_Job] = []
         self._running: dict[str, int] = {}
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="inference")
+        self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="inference")
 
     def _take(self) -> list[_Job] | None:
         """Under the lock: the next batch to run, or None when the queue is empty."""
@@ -185,7 +186,7 @@ class _Scheduler:
         with self._cond:
             self._queue.extend(jobs)
         for _ in jobs:  # one drain per job: every job is taken by some drain, alone or in a batch
-            self._pool.submit(self._drain_one)
+            self.pool.submit(self._drain_one)
         with self._cond:
             while not all(j.done for j in jobs):
                 self._cond.wait()
@@ -620,47 +621,64 @@ class ModelRegistry:
         """Segment one decoded radiograph (any dtype, gray or colour) with the U-Nets of its view."""
         return self.segment_many([(image, view, structures)])[0]
 
+    def parallel_map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """`[fn(x) for x in items]` on the inference slots' threads (in order; sequential without a scheduler).
+
+        For the CPU work around inference (decoding, preprocessing, resizing, encoding): one request's
+        pieces use every core, and under load all of it queues on the same threads instead of piling up
+        more runnable threads than cores. `fn` must not wait for other work on these threads.
+        """
+        if self._scheduler is None or len(items) <= 1:
+            return [fn(x) for x in items]
+        return [f.result() for f in [self._scheduler.pool.submit(fn, x) for x in items]]
+
     def segment_many(self, work: list[tuple[np.ndarray, str, list[str] | None]]) -> list[SegmentationResult]:
         """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once.
 
-        Each result's `timings_ms["inference"]` is the wall time of the shared inference step.
+        Each step runs for all images together, so every result's `timings_ms` holds the wall time of the
+        shared preprocess, inference and postprocess steps.
         """
         chosen = [self._segmentation_models(view, structures) for _, view, structures in work]
-        prepared: list[dict[tuple[int, int], tuple[np.ndarray, Letterbox]]] = []
-        preprocess_ms = []
-        for (image, _, _), models in zip(work, chosen, strict=True):
-            started = time.perf_counter()
+
+        def prepare(i: int) -> dict[tuple[int, int], tuple[np.ndarray, Letterbox]]:
             # Preprocess once per distinct input size (normally one for the whole view).
             per_size: dict[tuple[int, int], tuple[np.ndarray, Letterbox]] = {}
-            for model in models:
+            for model in chosen[i]:
                 if model.input_hw not in per_size:
-                    x, box = preprocess_image(image, model.input_hw)
+                    x, box = preprocess_image(work[i][0], model.input_hw)
                     per_size[model.input_hw] = (to_unet_batch([x]), box)
-            prepared.append(per_size)
-            preprocess_ms.append((time.perf_counter() - started) * 1000)
+            return per_size
+
+        t0 = time.perf_counter()
+        prepared = self.parallel_map(prepare, list(range(len(work))))
         # Largest models first, so the slots finish together.
         jobs = [(i, model) for i, models in enumerate(chosen) for model in models]
         order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].entry.parameters)
         t1 = time.perf_counter()
         outputs = self._infer([(jobs[k][1], prepared[jobs[k][0]][jobs[k][1].input_hw][0]) for k in order])
-        by_job = {k: out for k, out in zip(order, outputs, strict=True)}
-        inference_ms = (time.perf_counter() - t1) * 1000
+        by_job = dict(zip(order, outputs, strict=True))
+        t2 = time.perf_counter()
+
+        def to_source(k: int) -> np.ndarray:
+            i, model = jobs[k]
+            return _source_mask(by_job[k][0, :, :, 0], prepared[i][model.input_hw][1], model.threshold)
+
+        source_masks = self.parallel_map(to_source, list(range(len(jobs))))
+        t3 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000}
         results = []
         k = 0
         for i, ((_, view, _), models) in enumerate(zip(work, chosen, strict=True)):
-            started = time.perf_counter()
             masks: dict[str, np.ndarray] = {}
             frame_masks: dict[str, np.ndarray] = {}
             boxes: dict[str, Letterbox] = {}
             for model in models:
                 structure = model.entry.structure
                 assert structure is not None
-                prob, box = by_job[k][0, :, :, 0], prepared[i][model.input_hw][1]
+                frame_masks[structure] = by_job[k][0, :, :, 0] >= model.threshold
+                masks[structure] = source_masks[k]
+                boxes[structure] = prepared[i][model.input_hw][1]
                 k += 1
-                frame_masks[structure] = prob >= model.threshold
-                masks[structure] = _source_mask(prob, box, model.threshold)
-                boxes[structure] = box
-            postprocess_ms = (time.perf_counter() - started) * 1000
             results.append(
                 SegmentationResult(
                     view=view,
@@ -668,7 +686,7 @@ class ModelRegistry:
                     model_frame_masks=frame_masks,
                     letterbox=next(iter(boxes.values())),
                     letterboxes=boxes,
-                    timings_ms={"preprocess": preprocess_ms[i], "inference": inference_ms, "postprocess": postprocess_ms},
+                    timings_ms=dict(timings),
                     models_used=[m.name for m in models],
                 )
             )

@@ -72,10 +72,10 @@ def test_per_model_section(results: dict) -> None:
         assert m["keras"]["parity_max_abs_diff"] <= 1e-3
         assert set(m["batches"]) == {"1", "8"}
         for row in m["batches"].values():
-            for runner in ("keras_predict", "keras_tf_function", "onnxruntime"):
+            for runner in ("keras_predict", "keras_tf_function", "onnxruntime", "onnxruntime_1thread", "onnxruntime_slots"):
                 _positive_stats(row[runner])
             assert row["speedup_ort_vs_keras_predict"] > 0
-            assert row["ort_gflops_per_s"] > 0
+            assert row["ort_gflops_per_s"] > 0 and row["ort_slots_gflops_per_s"] > 0
 
 
 def test_efficiency_section(results: dict) -> None:
