@@ -104,6 +104,8 @@ def make_payloads(seed: int, models: list[dict[str, Any]], scale: float) -> Payl
     jpegs = [_encode(_image(h, w, 100 + i), "JPEG", quality=90) for i, (h, w) in enumerate(sizes)]
     dicoms = [_dicom(_image(h, w, 200 + i), "AP" if i % 2 else "LL") for i, (h, w) in enumerate(sizes[:6])]
     servable = {m["name"]: m for m in models if m["ready"]}
+    if not servable:
+        raise SystemExit("no servable model: see GET /health/ready")
     classify = any(m["kind"] == "classification" for m in servable.values()) and len(servable) == len(models)
     target = next((m for m in servable.values() if m["kind"] == "classification"), next(iter(servable.values())))
     shape = [1, *target["input_shape"][1:]]
@@ -449,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="spine-soak-") as tmp:
-        models_dir = tiny_models(Path(tmp) / "models") if args.tiny else args.models_dir
+        models_dir = tiny_models(Path(tmp) / "models") if args.tiny else args.models_dir.resolve()  # server cwd is tmp
         env = {"SPINE_PROVIDERS": os.environ.get("SPINE_PROVIDERS", "CPUExecutionProvider,CUDAExecutionProvider")}
         env.update(dict(item.split("=", 1) for item in args.env))
         log_path = Path(tmp) / "serve.log"

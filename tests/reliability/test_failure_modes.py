@@ -4,6 +4,7 @@ subprocess where the process itself is under test: SIGTERM, start-up with broken
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import socket
@@ -293,3 +294,21 @@ def test_spine_serve_caps_malloc_arenas(monkeypatch: pytest.MonkeyPatch) -> None
     assert entry.limit_malloc_arenas() is True  # glibc (this suite runs on Linux)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert entry.limit_malloc_arenas() is False  # the operator's value wins
+
+
+def test_a_client_vanishing_mid_upload_is_no_server_error(models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with serve_live(make_settings(models_dir, log_level="info")) as address:
+        host, port = address.split(":")
+        head, body = _multipart_request(host)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head + body[:100])
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while not [r for r in caplog.records if r.name == "service.access" and r.fields["path"] == "/segment"]:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _segment(address).status_code == 200
+        assert _metric(address, 'spine_errors_total{kind="internal_error"}') == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    statuses = [r.fields["status"] for r in caplog.records if r.name == "service.access" and r.fields["path"] == "/segment"]  # type: ignore[attr-defined]
+    assert statuses[0] == 400  # FastAPI's answer to a ClientDisconnect, logged as one line
