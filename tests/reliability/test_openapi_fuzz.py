@@ -37,26 +37,40 @@ from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES
 EXAMPLES = int(os.environ.get("SPINE_FUZZ_EXAMPLES", "6"))
 FULL_RUN_MIN_CASES = 2000
 CASES: Counter[str] = Counter()
+KEYED_CASES: Counter[str] = Counter()
 STATUSES: Counter[str] = Counter()
 STARTED = time.perf_counter()
 
 
-def _app_schema() -> schemathesis.BaseSchema:
-    # Built at import: schemathesis' lazy `from_fixture` needs a pytest private attribute that pytest 9 removed.
+FUZZ_KEY = "fuzz-key-0123456789abcdef"
+KEY_HEADER = {"X-API-Key": FUZZ_KEY}
+
+
+def _registry() -> ModelRegistry:
     models_dir = Path(tempfile.mkdtemp(prefix="spine-fuzz-models-"))
     atexit.register(shutil.rmtree, models_dir, True)
     write_models_dir(models_dir)
-    registry = ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=1)
+    return ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=1)
+
+
+def _app_schema(registry: ModelRegistry, **settings: object) -> schemathesis.BaseSchema:
+    # Built at import: schemathesis' lazy `from_fixture` needs a pytest private attribute that pytest 9 removed.
     # A small body limit so generated bodies can cross it; errors only in the log (thousands of requests).
-    app = create_app(make_settings(models_dir, log_level="error", max_upload_bytes=4 * 1024 * 1024), registry)
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    app = create_app(
+        make_settings(registry.models_dir, log_level="error", max_upload_bytes=4 * 1024 * 1024, **settings), registry
+    )
+    headers = KEY_HEADER if settings.get("api_keys") else {}
+    return schemathesis.openapi.from_asgi("/openapi.json", app, headers=headers)
 
 
-schema = _app_schema()
+REGISTRY = _registry()
+schema = _app_schema(REGISTRY)
+# The same API with SPINE_API_KEYS on: the 401s and security schemes as documented, and schemathesis'
+# `ignored_auth` check re-sends requests without the key and expects them refused.
+keyed_schema = _app_schema(REGISTRY, api_keys=FUZZ_KEY)
 MODEL_NAMES = [*STRUCTURES, CLASSIFIER_MODEL_NAME]
 
 
-@schema.hook
 def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: dict) -> st.SearchStrategy:
     # Random model names are all 404s; half the time use a real one (and its real version) so the KServe v2
     # routes are fuzzed past the lookup, down to the tensor codec and onnxruntime.
@@ -71,6 +85,10 @@ def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: 
     )
 
 
+schema.hook(flatmap_path_parameters)
+keyed_schema.hook(flatmap_path_parameters)
+
+
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_every_operation_conforms(case: schemathesis.Case) -> None:
@@ -81,6 +99,20 @@ def test_every_operation_conforms(case: schemathesis.Case) -> None:
     case.validate_response(response, additional_checks=[not_a_server_error], excluded_checks=[positive_data_acceptance])
 
 
+@keyed_schema.parametrize()
+@settings(max_examples=max(2, EXAMPLES // 3), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_every_operation_conforms_with_api_keys(case: schemathesis.Case) -> None:
+    KEYED_CASES[case.operation.label] += 1
+    response = case.call(headers=KEY_HEADER)
+    STATUSES[str(response.status_code)] += 1
+    case.validate_response(
+        response,
+        headers=KEY_HEADER,
+        additional_checks=[not_a_server_error],
+        excluded_checks=[positive_data_acceptance],
+    )
+
+
 def test_fuzz_summary() -> None:
     """Runs after the fuzzing (file order): every operation was exercised; the full run reaches 2,000 cases."""
     total = sum(CASES.values())
@@ -88,6 +120,7 @@ def test_fuzz_summary() -> None:
         "examples_per_operation": EXAMPLES,
         "operations": len(CASES),
         "cases": total,
+        "cases_with_api_keys": sum(KEYED_CASES.values()),
         "statuses": dict(sorted(STATUSES.items())),
         "per_operation": dict(sorted(CASES.items())),
         "seconds": round(time.perf_counter() - STARTED, 1),
