@@ -67,6 +67,9 @@ def http_variants(cfg: Config) -> list[Variant]:
         # One lever switched back at a time, on /classify at the lowest and highest concurrency.
         sub = {"scenarios": ("classify_ap_lat",), "concurrencies": (cfg.concurrencies[0], cfg.concurrencies[-1])}
         variants.append(Variant("after, scheduler off (SPINE_INFERENCE_SLOTS=0)", env={"SPINE_INFERENCE_SLOTS": "0"}, **sub))
+        variants.append(
+            Variant("after, no micro-batching (SPINE_INFERENCE_MAX_BATCH=1)", env={"SPINE_INFERENCE_MAX_BATCH": "1"}, **sub)
+        )
         variants.append(Variant("after, ORT spinning on (SPINE_ORT_SPINNING=1)", env={"SPINE_ORT_SPINNING": "1"}, **sub))
         variants.append(
             Variant(
