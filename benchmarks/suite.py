@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.http_bench import SCENARIOS, Variant, load_images, run_http
+from benchmarks.timing import cpu_threads
 
 SUITE_VERSION = 1
 SECTIONS = ("models", "efficiency", "tuning", "pipeline", "http", "gpu")
@@ -66,21 +67,22 @@ def http_variants(cfg: Config) -> list[Variant]:
     if cfg.isolation_variants:
         # One lever switched back at a time, on /classify at the lowest and highest concurrency.
         sub = {"scenarios": ("classify_ap_lat",), "concurrencies": (cfg.concurrencies[0], cfg.concurrencies[-1])}
-        variants.append(Variant("after, scheduler off (SPINE_INFERENCE_SLOTS=0)", env={"SPINE_INFERENCE_SLOTS": "0"}, **sub))
-        variants.append(
-            Variant("after, no micro-batching (SPINE_INFERENCE_MAX_BATCH=1)", env={"SPINE_INFERENCE_MAX_BATCH": "1"}, **sub)
-        )
-        variants.append(Variant("after, ORT spinning on (SPINE_ORT_SPINNING=1)", env={"SPINE_ORT_SPINNING": "1"}, **sub))
         variants.append(
             Variant(
-                "after, 4 requests computing (SPINE_INFERENCE_CONCURRENCY=4)", env={"SPINE_INFERENCE_CONCURRENCY": "4"}, **sub
+                "after, scheduler off (SPINE_INFERENCE_SLOTS=0: intra-op threads = CPUs)",
+                env={"SPINE_INFERENCE_SLOTS": "0"},
+                **sub,
             )
         )
         variants.append(
+            Variant("after, no micro-batching (SPINE_INFERENCE_MAX_BATCH=1)", env={"SPINE_INFERENCE_MAX_BATCH": "1"}, **sub)
+        )
+        one_slot = {"SPINE_INFERENCE_SLOTS": "1", "SPINE_INTRA_OP_THREADS": str(cpu_threads())}
+        variants.append(Variant("after, 1 slot x all cores", env=one_slot, **sub))
+        variants.append(Variant("after, 1 slot x all cores, ORT spinning on", env={**one_slot, "SPINE_ORT_SPINNING": "1"}, **sub))
+        variants.append(
             Variant(
-                "after, 2 slots x 1 thread (SPINE_INFERENCE_SLOTS=2, SPINE_INTRA_OP_THREADS=1)",
-                env={"SPINE_INFERENCE_SLOTS": "2", "SPINE_INTRA_OP_THREADS": "1"},
-                **sub,
+                "after, 4 requests computing (SPINE_INFERENCE_CONCURRENCY=4)", env={"SPINE_INFERENCE_CONCURRENCY": "4"}, **sub
             )
         )
     return variants
