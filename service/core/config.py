@@ -80,23 +80,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text for a terminal)")
 
-    @field_validator("providers", mode="before")
-    @classmethod
-    def _split_providers(cls, value: object) -> object:
-        # Accept `CUDAExecutionProvider,CPUExecutionProvider` as well as a JSON list from the environment.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [p.strip() for p in text.split(",") if p.strip()]
-        return value
-
-    @field_validator("api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
+    @field_validator("providers", "api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        # Comma-separated in the environment (a JSON list works too); blanks dropped.
+        # Comma-separated in the environment (`CUDAExecutionProvider,CPUExecutionProvider`; a JSON list
+        # works too); blanks dropped.
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
