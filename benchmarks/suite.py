@@ -75,7 +75,7 @@ def http_variants(cfg: Config) -> list[Variant]:
             )
         )
         variants.append(
-            Variant("after, no micro-batching (SPINE_INFERENCE_MAX_BATCH=1)", env={"SPINE_INFERENCE_MAX_BATCH": "1"}, **sub)
+            Variant("after, micro-batching on (SPINE_INFERENCE_MAX_BATCH=8)", env={"SPINE_INFERENCE_MAX_BATCH": "8"}, **sub)
         )
         one_slot = {"SPINE_INFERENCE_SLOTS": "1", "SPINE_INTRA_OP_THREADS": str(cpu_threads())}
         variants.append(Variant("after, 1 slot x all cores", env=one_slot, **sub))

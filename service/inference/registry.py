@@ -88,24 +88,27 @@ class RuntimeTuning:
     """How inference is scheduled (benchmarks/ and docs/benchmarks.md justify the defaults with measurements).
 
     `inference_slots`: session runs at once across all models (default: one per CPU this process may
-    use, each session with CPUs / slots intra-op threads, i.e. 1): a request's U-Nets run side by side,
-    and inputs queued while the slots are busy run in one batch per model (dynamic micro-batching of
-    concurrent requests, at most `max_batch` images). 0 = no scheduler: every caller runs its own
-    inputs directly (the behaviour before it). `ort_spinning`: onnxruntime's intra-op threads
-    busy-wait between parallel sections (only matters with more than one intra-op thread).
+    use, each session with CPUs / slots intra-op threads, i.e. 1): a request's U-Nets run side by side.
+    0 = no scheduler: every caller runs its own inputs directly (the behaviour before it).
+    `max_batch`: inputs of one model queued by different requests while the slots are busy run as one
+    batch of at most this many images (dynamic micro-batching). None = automatic: 8 when the sessions
+    run on a GPU, 1 (off) on the CPU, where a U-Net's cost per image does not drop with the batch.
+    `ort_spinning`: onnxruntime's intra-op threads busy-wait between parallel sections (only matters
+    with more than one intra-op thread; it takes CPU from the request threads).
     Read from SPINE_INFERENCE_SLOTS, SPINE_INFERENCE_MAX_BATCH and SPINE_ORT_SPINNING (environment only).
     """
 
     inference_slots: int = field(default_factory=default_threads)
-    max_batch: int = 8
+    max_batch: int | None = None
     ort_spinning: bool = False
 
     @classmethod
     def from_env(cls) -> RuntimeTuning:
         d = cls()
+        batch = os.environ.get("SPINE_INFERENCE_MAX_BATCH", "").strip()
         return cls(
             inference_slots=max(0, _env_int("SPINE_INFERENCE_SLOTS", d.inference_slots)),
-            max_batch=max(1, _env_int("SPINE_INFERENCE_MAX_BATCH", d.max_batch)),
+            max_batch=max(1, _env_int("SPINE_INFERENCE_MAX_BATCH", 1)) if batch and batch.lower() != "auto" else None,
             ort_spinning=_env_bool("SPINE_ORT_SPINNING", d.ort_spinning),
         )
 
@@ -116,10 +119,11 @@ def default_intra_op_threads() -> int:
 
 
 class _Job:
-    __slots__ = ("done", "error", "inputs", "model", "result")
+    __slots__ = ("done", "error", "group", "inputs", "model", "result")
 
     def __init__(self, model: LoadedModel, inputs: np.ndarray) -> None:
         self.model, self.inputs = model, inputs
+        self.group = 0  # the run_all call that queued it
         self.result: np.ndarray | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -129,9 +133,10 @@ class _Scheduler:
     """`slots` threads run the queued jobs; queued inputs of one model are batched into one run.
 
     A caller queues its jobs (one request's U-Nets together, largest first) and waits. A slot takes the
-    oldest job, preferring a model that is not running already, plus every other queued input for that
-    model whoever submitted it, up to `max_batch` images: at low load a request's models run side by
-    side on the slots; under load, inputs wait while the slots are busy and run in batches.
+    oldest job, preferring a model that is not running already, plus queued inputs of the same model
+    from other callers (never two jobs of one call: those were split to run side by side), up to
+    `max_batch` images: at low load a request's models run side by side on the slots; under load,
+    inputs wait while the slots are busy and may run in batches.
     The threads belong to a ThreadPoolExecutor, which lets them go when the registry is dropped.
     """
 
@@ -142,6 +147,7 @@ class _Scheduler:
         self._cond = threading.Condition()
         self._queue: list[_Job] = []
         self._running: dict[str, int] = {}
+        self._calls = 0
         self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="inference")
 
     def _take(self) -> list[_Job] | None:
@@ -149,11 +155,12 @@ class _Scheduler:
         if not self._queue:
             return None
         first = next((j for j in self._queue if not self._running.get(j.model.name)), self._queue[0])
-        batch, images = [], 0
+        batch, images, groups = [first], len(first.inputs), {first.group}
         for job in self._queue:
-            if job.model is first.model and (not batch or images + len(job.inputs) <= self.max_batch):
+            if job.model is first.model and job.group not in groups and images + len(job.inputs) <= self.max_batch:
                 batch.append(job)
                 images += len(job.inputs)
+                groups.add(job.group)
         for job in batch:
             self._queue.remove(job)
         self._running[first.model.name] = self._running.get(first.model.name, 0) + 1
@@ -184,6 +191,9 @@ class _Scheduler:
     def run_all(self, jobs: list[_Job]) -> list[np.ndarray]:
         """Queue the jobs, wait until they are done; their outputs in order (raises a job's error)."""
         with self._cond:
+            self._calls += 1
+            for job in jobs:
+                job.group = self._calls
             self._queue.extend(jobs)
         for _ in jobs:  # one drain per job: every job is taken by some drain, alone or in a batch
             self.pool.submit(self._drain_one)
@@ -368,8 +378,10 @@ class ModelRegistry:
         self.problems = problems
         self.requested_providers = requested_providers
         self.tuning = tuning or RuntimeTuning()
+        on_gpu = any(m.provider in GPU_PROVIDERS for m in models.values())
+        self.max_batch = self.tuning.max_batch or (8 if on_gpu else 1)
         self._scheduler = (
-            _Scheduler(self.tuning.inference_slots, self.tuning.max_batch, self._run) if self.tuning.inference_slots > 0 else None
+            _Scheduler(self.tuning.inference_slots, self.max_batch, self._run) if self.tuning.inference_slots > 0 else None
         )
         # Set by the service to feed its metrics: (model name, seconds, batch size).
         self.on_inference: Callable[[str, float, int], None] | None = None
@@ -702,11 +714,7 @@ class ModelRegistry:
         if not names:
             return {}
         batch = np.stack([mask_to_classifier_input(model_frame_masks[n], model.input_hw) for n in names])
-        batch = batch[..., np.newaxis].astype(np.float32, copy=False)
-        # One chunk per inference slot, so the slots score the masks side by side (under load the
-        # scheduler merges chunks of concurrent requests into batches again).
-        chunks = np.array_split(batch, min(len(names), self.tuning.inference_slots)) if self._scheduler else [batch]
-        out = np.concatenate(self._infer([(model, chunk) for chunk in chunks]))
+        (out,) = self._infer([(model, batch[..., np.newaxis].astype(np.float32, copy=False))])
         classes = model.entry.classes or list(CLASSES)
         i_normal, i_damaged = classes.index(CLASSES[0]), classes.index(CLASSES[1])
         return {n: (float(out[i, i_normal]), float(out[i, i_damaged])) for i, n in enumerate(names)}
