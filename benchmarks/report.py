@@ -43,7 +43,9 @@ def machine(results: dict[str, Any]) -> str:
         f"(providers in this build: {', '.join(m['onnxruntime_available_providers'])}), numpy {m['numpy']}",
         f"- **Date**: {results['started_utc']} – {results.get('finished_utc', '?')} "
         f"({results.get('duration_s', 0) / 60:.1f} min), mode {results['mode']}",
-        f"- **Command**: `{results['command']}`",
+        f"- **Command**: `{results['command']}`"
+        + (f" at commit `{results['git']['commit'][:10]}`" if results.get("git", {}).get("commit") else "")
+        + (" (with uncommitted changes)" if results.get("git", {}).get("uncommitted_changes_in_service_or_benchmarks") else ""),
         f"- **Models**: `{results['models_dir']}` (manifest created {results['manifest_created']}): "
         f"{', '.join(results['models_in_manifest'])}",
         "- **Other CPU load at start**: " + _busy(busy),

@@ -88,6 +88,16 @@ def http_variants(cfg: Config) -> list[Variant]:
     return variants
 
 
+def _git_state() -> dict[str, Any]:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "service", "spine_core", "benchmarks")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes_in_service_or_benchmarks": bool(changed)}
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -167,6 +177,7 @@ def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
         "started_utc": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "machine": machine_info(),
+        "git": _git_state(),
         "busy_processes_at_start": busy_processes(),
         "load_average_at_start": os.getloadavg(),
         "sections": {},
