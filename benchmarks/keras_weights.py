@@ -72,6 +72,26 @@ def _bias_of(node, inits, consumers) -> np.ndarray | None:
     return None
 
 
+def _const_operand(node, tensor: str, inits: dict[str, np.ndarray]) -> np.ndarray | None:
+    other = [i for i in node.input if i != tensor]
+    return inits[other[0]].reshape(-1) if len(other) == 1 and other[0] in inits else None
+
+
+def _affine_after(node, inits, consumers) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) of a Mul [+ Add] by constants right after a convolution with its own bias input."""
+    if len(node.input) < 3:  # without a bias input, a following Add is the (folded) bias: see _bias_of
+        return None
+    nxt = consumers.get(node.output[0], [])
+    if len(nxt) != 1 or nxt[0].op_type != "Mul":
+        return None
+    scale = _const_operand(nxt[0], node.output[0], inits)
+    if scale is None:
+        return None
+    after = consumers.get(nxt[0].output[0], [])
+    shift = _const_operand(after[0], nxt[0].output[0], inits) if len(after) == 1 and after[0].op_type == "Add" else None
+    return scale, (np.zeros_like(scale) if shift is None else shift)
+
+
 def load_onnx_weights(model, onnx_path: str) -> dict[str, Any]:
     """Copy the weights; returns {'assigned': n layers, 'missing': [layer names]} (no parity check here)."""
     from keras import layers as L
@@ -109,7 +129,20 @@ def load_onnx_weights(model, onnx_path: str) -> dict[str, Any]:
         bias = np.zeros(kernel.shape[-2 if isinstance(layer, L.Conv2DTranspose) else -1], np.float32) if bias is None else bias
         followers = _next_layers(layer)
         bn = followers[0] if len(followers) == 1 and isinstance(followers[0], L.BatchNormalization) else None
-        if layer.use_bias:
+        affine = _affine_after(node, inits, consumers) if bn is not None else None
+        if bn is not None and affine is not None:
+            # BatchNormalization kept by the export as Mul + Add after the convolution: y = (conv + b) * s + t
+            scale, shift = affine
+            g, b, m, v = bn.get_weights()
+            scale = np.broadcast_to(scale, g.shape).astype(g.dtype)
+            shift = np.broadcast_to(shift, b.shape).astype(b.dtype)
+            if layer.use_bias:
+                layer.set_weights([kernel, bias])
+                bn.set_weights([scale, shift, m, v])
+            else:
+                layer.set_weights([kernel])
+                bn.set_weights([scale, (bias * scale + shift).astype(b.dtype), m, v])
+        elif layer.use_bias:
             layer.set_weights([kernel, bias])
         elif bn is not None:
             layer.set_weights([kernel])
@@ -122,6 +155,26 @@ def load_onnx_weights(model, onnx_path: str) -> dict[str, Any]:
             layer.set_weights([kernel])
         assigned += 1
     return {"assigned": assigned, "missing": missing}
+
+
+def parity_inputs(shape: tuple[int, ...], mask_like: bool, n: int = 2, seed: int = 1) -> np.ndarray:
+    """Inputs for the parity check: uniform noise for a U-Net; for the classifier, what it is fed (filled
+    ellipses, box-averaged masks), since 50 layers amplify float differences on noise far from its data."""
+    rng = np.random.default_rng(seed)
+    if not mask_like:
+        return rng.random((n, *shape), dtype=np.float32)
+    h, w = shape[0], shape[1]
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((n, *shape), np.float32)
+    for i in range(n):
+        cy, cx, ry, rx = (
+            rng.uniform(0.3, 0.7) * h,
+            rng.uniform(0.3, 0.7) * w,
+            rng.uniform(0.1, 0.4) * h,
+            rng.uniform(0.05, 0.3) * w,
+        )
+        out[i, ..., 0] = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0).astype(np.float32)
+    return out
 
 
 def keras_with_onnx_weights(config: dict[str, Any], onnx_path: str, tolerance: float = 1e-3) -> tuple[Any, dict[str, Any]]:
@@ -138,7 +191,7 @@ def keras_with_onnx_weights(config: dict[str, Any], onnx_path: str, tolerance: f
         info["reason"] = f"loading failed: {exc}"
         return build_from_config(config), info
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).random((2, *model.input_shape[1:]), dtype=np.float32)
+    x = parity_inputs(model.input_shape[1:], mask_like="classifier" in str(config.get("builder", "")))
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     expected = np.asarray(model(x, training=False))
     diff = float(np.max(np.abs(expected - got)))
