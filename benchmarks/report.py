@@ -53,6 +53,18 @@ def machine(results: dict[str, Any]) -> str:
         f"- **Load average** (1/5/15 min) at start {_la(results.get('load_average_at_start'))}, "
         f"at end {_la(results.get('load_average_at_end'))}",
     ]
+    fl = results.get("foreign_cpu_during_run")
+    if fl and fl.get("samples"):
+        lines.append(
+            f"- **Other processes during the run** (sampled every {fl['interval_s']:.0f} s): "
+            f"mean {fl['mean_cpu_percent']:.0f}% CPU, "
+            f"max {fl['max_cpu_percent']:.0f}%, over 20% in {100 * fl['fraction_of_samples_over_20_percent']:.0f}% of samples"
+            + (
+                "; busiest: " + "; ".join(f"`{t['cmd']}` ({t['max_cpu_percent']:.0f}%)" for t in fl["top"][:3])
+                if fl["top"]
+                else ""
+            )
+        )
     for k, v in (results.get("skipped") or {}).items():
         lines.append(f"- **Skipped ({k})**: {v}")
     return "\n".join(lines)

@@ -165,7 +165,7 @@ def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
     import onnxruntime as ort
 
     from benchmarks.flops import matmul_peak
-    from benchmarks.timing import busy_processes, machine_info
+    from benchmarks.timing import ForeignLoad, busy_processes, machine_info
     from spine_core.manifest import load_manifest
 
     ort.set_default_logger_severity(3)
@@ -185,7 +185,7 @@ def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
     }
     if results["busy_processes_at_start"]:
         _log(f"WARNING: other processes are using the CPU: {results['busy_processes_at_start']}")
-    with tempfile.TemporaryDirectory(prefix="spine-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="spine-bench-") as tmp, ForeignLoad() as foreign:
         models_dir = _pick_models_dir(cfg, Path(tmp))
         manifest = load_manifest(models_dir)
         results["models_dir"] = str(models_dir)
@@ -242,6 +242,7 @@ def run(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
 
             _log("[4] GPU ...")
             results["sections"]["gpu"] = run_gpu(models_dir, manifest, cfg.runs, cfg.warmup, cfg.batches, _log)
+    results["foreign_cpu_during_run"] = foreign.summary()
     results["busy_processes_at_end"] = busy_processes()
     results["load_average_at_end"] = os.getloadavg()
     results["targets"] = targets(results)

@@ -144,3 +144,61 @@ def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 0.5) -> list
                 {"pid": p.info["pid"], "cpu_percent": pct, "cmd": " ".join(p.info["cmdline"] or [p.info["name"] or ""])[:120]}
             )
     return busy
+
+
+class ForeignLoad:
+    """Samples, every `interval` s, the CPU used by processes outside this one and its children (servers it
+    starts): a figure measured while something else ran is worth knowing about. Context manager."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        import threading
+
+        self.interval = interval
+        self.samples: list[float] = []
+        self.top: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="foreign-load")
+
+    def _run(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        me = psutil.Process()
+        seen: dict[int, psutil.Process] = {}
+        while not self._stop.wait(self.interval):
+            ours = {me.pid, *(c.pid for c in me.children(recursive=True))}
+            total = 0.0
+            for proc in psutil.process_iter(["pid", "cmdline", "name"]):
+                if proc.pid in ours:
+                    continue
+                cached = seen.setdefault(proc.pid, proc)
+                try:
+                    pct = cached.cpu_percent(None)  # since the previous sample (0.0 the first time)
+                except psutil.Error:
+                    continue
+                if pct > 0:
+                    total += pct
+                    cmd = " ".join(proc.info["cmdline"] or [proc.info["name"] or ""])[:100]
+                    self.top[cmd] = max(self.top.get(cmd, 0.0), pct)
+            self.samples.append(total)
+
+    def __enter__(self) -> ForeignLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        s = self.samples[1:]  # the first sample has no interval behind it
+        busy = sorted(self.top.items(), key=lambda kv: -kv[1])[:5]
+        return {
+            "samples": len(s),
+            "interval_s": self.interval,
+            "mean_cpu_percent": float(np.mean(s)) if s else 0.0,
+            "max_cpu_percent": float(np.max(s)) if s else 0.0,
+            "fraction_of_samples_over_20_percent": float(np.mean([v > 20 for v in s])) if s else 0.0,
+            "top": [{"cmd": c, "max_cpu_percent": v} for c, v in busy if v > 5],
+        }
