@@ -67,8 +67,13 @@ def _encode_masks(registry: ModelRegistry, masks: dict[str, np.ndarray], mask_fo
 def _model_refs(registry: ModelRegistry, names: Iterable[str]) -> list[ModelRef]:
     refs = []
     for name in dict.fromkeys(names):
-        entry = registry.models[name].entry
-        refs.append(ModelRef(name=entry.name, version=entry.version, sha256=entry.sha256, validated=entry.validated))
+        model = registry.models[name]
+        entry = model.entry
+        refs.append(
+            ModelRef(
+                name=entry.name, version=entry.version, sha256=model.sha256, validated=entry.validated, precision=model.precision
+            )
+        )
     return refs
 
 

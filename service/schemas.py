@@ -10,7 +10,7 @@ MaskFormat = Literal["png", "rle"]
 AggregationName = Literal["max_score", "mean"]
 
 _TIMINGS = {"decode": 41.2, "preprocess": 9.8, "inference": 35.5, "postprocess": 48.1, "encode": 12.0, "total": 147.3}
-_MODEL_REF = {"name": "Ap_Vertebra", "version": "1", "sha256": "3f5a…", "validated": True}
+_MODEL_REF = {"name": "Ap_Vertebra", "version": "1", "sha256": "3f5a…", "validated": True, "precision": "fp32"}
 
 
 class RleMask(BaseModel):
@@ -31,8 +31,9 @@ class MaskOut(BaseModel):
 class ModelRef(BaseModel):
     name: str
     version: str
-    sha256: str
+    sha256: str = Field(description="Of the file served (the int8 variant's when SPINE_PRECISION=int8 serves one)")
     validated: bool
+    precision: str = Field("fp32", description="fp32, or int8 when the model's quantized variant is served")
 
 
 class SegmentResponse(BaseModel):
@@ -196,6 +197,7 @@ class ModelInfo(BaseModel):
     notes: str
     ready: bool = Field(description="Loaded, matching its sha256, warmed up")
     provider: str | None = Field(description="onnxruntime provider of this model's session")
+    precision: str = Field("fp32", description="Of the file served: fp32, or int8 (its variant in `variants`)")
     problem: str | None = None
 
 

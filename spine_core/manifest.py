@@ -9,6 +9,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 MANIFEST_FILE = "manifest.json"
+PRECISIONS = ("fp32", "int8")  # fp32: the exported graph; int8: its quantized variant, where one exists
+
+
+class ModelVariant(BaseModel):
+    """Another file of the same model (same weights, other arithmetic), chosen by the service's precision setting."""
+
+    precision: Literal["int8"]
+    file: str = Field(description="Path of the ONNX file relative to the models directory")
+    sha256: str
+    method: str = Field(description="How the file was made from the fp32 graph")
+    calibration_data: str = Field(description="Images the activation ranges were calibrated on")
+    agreement: dict[str, Any] = Field(
+        default_factory=dict, description="Outputs of this file vs the fp32 file on images not used for calibration"
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict, description="The fp32 entry's metrics, re-measured on this file")
 
 
 class ModelEntry(BaseModel):
@@ -39,6 +54,7 @@ class ModelEntry(BaseModel):
     parity_max_abs_diff: float | None = Field(None, description="Max |Keras - ONNX| on real inputs at export")
     validated: bool = Field(description="False for demonstration models trained on too little data")
     notes: str = ""
+    variants: dict[str, ModelVariant] = Field(default_factory=dict, description="Keyed by precision (e.g. int8)")
 
 
 class Manifest(BaseModel):

@@ -43,11 +43,18 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _registry(models_dir: Path, threads: int | None) -> ModelRegistry:
-    registry = ModelRegistry.load(models_dir, providers=["CPUExecutionProvider"], intra_op_threads=threads, warmup=False)
+def _registry(models_dir: Path, threads: int | None, precision: str = "fp32") -> ModelRegistry:
+    registry = ModelRegistry.load(
+        models_dir, providers=["CPUExecutionProvider"], intra_op_threads=threads, warmup=False, precision=precision
+    )
     if registry.problems:
         log.warning("models not loaded: %s", registry.problems)
     return registry
+
+
+def _precisions(registry: ModelRegistry) -> dict[str, str]:
+    """What each model ran as (int8 requested: models without an int8 variant still run fp32)."""
+    return {name: m.precision for name, m in registry.models.items()}
 
 
 def _classification(labels: list[bool], p_damaged: list[float]) -> dict[str, float]:
@@ -62,13 +69,14 @@ def evaluate_aasce(
     cobb_threshold: float = COBB_THRESHOLD_DEG,
     limit: int | None = None,
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> dict:
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
         train_idx, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
         samples = [samples[i] for i in (val_idx if subset == "val" else train_idx)]
     samples = samples[:limit] if limit else samples
-    registry = _registry(models_dir, threads)
+    registry = _registry(models_dir, threads, precision)
     has_classifier = registry.classifier() is not None
     dices, labels, p_pred, p_gt, per_image = [], [], [], [], []
     t0 = time.perf_counter()
@@ -96,6 +104,7 @@ def evaluate_aasce(
         "n_images": len(samples),
         "models_dir": str(models_dir),
         "execution_provider": registry.execution_provider,
+        "precision": _precisions(registry),
         "seconds": round(time.perf_counter() - t0, 1),
         "segmentation": {"Ap_Vertebra": _summary(dices)},
     }
@@ -110,9 +119,9 @@ def evaluate_aasce(
     return out
 
 
-def evaluate_course(data_dir: Path, models_dir: Path, threads: int | None = None) -> dict:
+def evaluate_course(data_dir: Path, models_dir: Path, threads: int | None = None, precision: str = "fp32") -> dict:
     samples = read_course_dataset(data_dir)
-    registry = _registry(models_dir, threads)
+    registry = _registry(models_dir, threads, precision)
     has_classifier = registry.classifier() is not None
     dices: dict[str, list[float]] = {}
     studies: dict[str, dict] = {}
@@ -132,6 +141,7 @@ def evaluate_course(data_dir: Path, models_dir: Path, threads: int | None = None
         "n_images": len(samples),
         "n_studies": len(studies),
         "execution_provider": registry.execution_provider,
+        "precision": _precisions(registry),
         "segmentation": {s: _summary(v) for s, v in sorted(dices.items())},
     }
     if has_classifier and studies:
@@ -172,11 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--precision", choices=["fp32", "int8"], default="fp32", help="int8: the models' quantized variants where listed"
+    )
     args = parser.parse_args(argv)
     if args.layout == "aasce":
-        result = evaluate_aasce(args.data_dir, args.models, args.subset, args.cobb_threshold, args.limit, args.threads)
+        result = evaluate_aasce(
+            args.data_dir, args.models, args.subset, args.cobb_threshold, args.limit, args.threads, args.precision
+        )
     else:
-        result = evaluate_course(args.data_dir, args.models, args.threads)
+        result = evaluate_course(args.data_dir, args.models, args.threads, args.precision)
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

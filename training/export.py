@@ -227,11 +227,12 @@ def export_classifier(run_dir: Path, cache_path: Path, models_dir: Path) -> Mode
     return entry
 
 
-def annotate(models_dir: Path, model: str, metrics: dict, prefix: str = "") -> None:
-    """Merge measured figures (e.g. from spine-evaluate) into one model's manifest metrics."""
+def annotate(models_dir: Path, model: str, metrics: dict, prefix: str = "", variant: str | None = None) -> None:
+    """Merge measured figures (e.g. from spine-evaluate) into one model's (or one of its variants') manifest metrics."""
     manifest = load_manifest(models_dir)
     entry = manifest.by_name()[model]
-    entry.metrics.update({f"{prefix}{k}": v for k, v in metrics.items()})
+    target = entry.variants[variant].metrics if variant else entry.metrics
+    target.update({f"{prefix}{k}": v for k, v in metrics.items()})
     save_manifest(manifest, models_dir)
 
 
@@ -269,12 +270,31 @@ def export_main(argv: list[str] | None = None) -> None:
     a.add_argument("--eval-json", required=True)
     a.add_argument("--keys", nargs="+", required=True, help="dotted keys of the JSON to copy, KEY or KEY=NAME")
     a.add_argument("--prefix", default="")
+    a.add_argument("--variant", default=None, help="write into variants[VARIANT].metrics (e.g. int8)")
+    q = sub.add_parser("quantize", help="add an int8 variant of an exported model (calibrated on real images)")
+    q.add_argument("--models", default="exported_models")
+    q.add_argument("--model", required=True)
+    q.add_argument("--layout", choices=["aasce", "course"], required=True)
+    q.add_argument("--data", required=True, help="dataset the calibration images come from")
+    q.add_argument("--calibration-images", type=int, default=32, help="aasce: images drawn from the training split")
+    q.add_argument("--check-images", type=int, default=None, help="aasce: first N validation images (default all)")
+    q.add_argument("--holdout-study", default=None, help="course: study kept out of calibration, used for the check")
     args = parser.parse_args(argv)
     models_dir = Path(args.models)
     if args.command == "annotate":
         flat = _flatten(json.loads(Path(args.eval_json).read_text()))
         pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
-        annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix)
+        annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix, args.variant)
+        return
+    if args.command == "quantize":
+        from training.quantize import aasce_inputs, add_int8_variant, course_inputs
+
+        entry = load_manifest(models_dir).by_name()[args.model]
+        if args.layout == "aasce":
+            calibration, check, what = aasce_inputs(Path(args.data), entry, args.calibration_images, args.check_images)
+        else:
+            calibration, check, what = course_inputs(Path(args.data), entry, args.holdout_study)
+        print(add_int8_variant(models_dir, args.model, calibration, check, what).model_dump_json(indent=1))
         return
     models_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "unet":

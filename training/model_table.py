@@ -20,11 +20,22 @@ def _figures(entry: ModelEntry) -> str:
     return "; ".join(f"{k} {_fmt(entry.metrics[k])}" for k in keys)
 
 
+def _int8(entry: ModelEntry) -> str:
+    variant = entry.variants.get("int8")
+    if variant is None:
+        return "—"
+    a = variant.agreement
+    text = f"mask Dice vs fp32 {_fmt(a['mask_dice_vs_fp32_mean'])} on {a['n_images']} held-out image(s)"
+    figures = "; ".join(f"{k} {_fmt(v)}" for k, v in variant.metrics.items())
+    return f"{text}; {figures}" if figures else text
+
+
 def model_table(models_dir: Path) -> str:
     manifest = load_manifest(models_dir)
     rows = [
-        "| model | view | validated | trained on | epochs | input | params | parity | measured |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | view | validated | trained on | epochs | input | params | parity | measured "
+        "| int8 variant (`SPINE_PRECISION=int8`) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in manifest.models:
         validated = "yes" if e.validated else "**no — demonstration**"
@@ -32,7 +43,7 @@ def model_table(models_dir: Path) -> str:
         shape = "×".join(str(d) for d in e.input_shape[1:3])
         rows.append(
             f"| `{e.name}` | {e.view or 'any mask'} | {validated} | {data} | {e.epochs} | {shape} | "
-            f"{e.parameters / 1e6:.2f} M | {e.parity_max_abs_diff:.1e} | {_figures(e)} |"
+            f"{e.parameters / 1e6:.2f} M | {e.parity_max_abs_diff:.1e} | {_figures(e)} | {_int8(e)} |"
         )
     return "\n".join(rows)
 

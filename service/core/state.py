@@ -42,6 +42,7 @@ class ModelState:
                 inter_op_threads=s.inter_op_threads,
                 require_gpu=s.require_gpu,
                 verify_sha256=s.verify_sha256,
+                precision=s.precision,
             )
             on_loaded(registry)
             self.registry = registry

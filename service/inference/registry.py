@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from spine_core.manifest import MANIFEST_FILE, Manifest, ModelEntry, load_manifest, sha256_file
+from spine_core.manifest import MANIFEST_FILE, PRECISIONS, Manifest, ModelEntry, load_manifest, sha256_file
 from spine_core.preprocessing import (
     MASK_THRESHOLD,
     Letterbox,
@@ -298,10 +298,17 @@ class LoadedModel:
     load_ms: float = 0.0
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
+    precision: str = "fp32"  # of the file this session runs: the entry's, or one of its variants'
 
     @property
     def name(self) -> str:
         return self.entry.name
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the file served (the variant's when a variant is served)."""
+        variant = self.entry.variants.get(self.precision)
+        return variant.sha256 if variant else self.entry.sha256
 
     @property
     def servable(self) -> bool:
@@ -371,8 +378,10 @@ class ModelRegistry:
         problems: dict[str, str],
         requested_providers: list[str],
         tuning: RuntimeTuning | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.models_dir = models_dir
+        self.precision = precision  # requested; each LoadedModel says what it runs
         self.manifest = manifest
         self.models = models
         self.problems = problems
@@ -400,11 +409,15 @@ class ModelRegistry:
         require_gpu: bool = False,
         verify_sha256: bool = True,
         tuning: RuntimeTuning | None = None,
+        precision: str = "fp32",
     ) -> ModelRegistry:
         """Load every manifest model. Never raises for a bad model: the problem is recorded under its name.
 
-        `tuning` defaults to `RuntimeTuning.from_env()` (SPINE_INFERENCE_SLOTS, ...).
+        `tuning` defaults to `RuntimeTuning.from_env()` (SPINE_INFERENCE_SLOTS, ...). `precision` "int8"
+        serves each model's int8 variant where the manifest lists one, the fp32 file otherwise.
         """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         models_dir = Path(models_dir)
         providers = list(providers or DEFAULT_PROVIDERS)
         tuning = tuning or RuntimeTuning.from_env()
@@ -413,10 +426,10 @@ class ModelRegistry:
             manifest = load_manifest(models_dir)
         except FileNotFoundError:
             problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} not found (set SPINE_MODELS_DIR?)"
-            return cls(models_dir, None, {}, problems, providers, tuning)
+            return cls(models_dir, None, {}, problems, providers, tuning, precision)
         except Exception as exc:  # invalid JSON or schema: report, do not crash the service
             problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} is invalid: {exc}"
-            return cls(models_dir, None, {}, problems, providers, tuning)
+            return cls(models_dir, None, {}, problems, providers, tuning, precision)
         if not manifest.models:
             problems[MANIFEST_KEY] = "the manifest lists no models"
 
@@ -430,7 +443,7 @@ class ModelRegistry:
         models: dict[str, LoadedModel] = {}
         usable = list(providers)
         for entry in manifest.models:
-            model = cls._load_one(models_dir, entry, usable, options, warmup, verify_sha256)
+            model = cls._load_one(models_dir, entry, usable, options, warmup, verify_sha256, precision)
             if model.session is not None:
                 # A provider that failed to start for one session fails for all (missing CUDA libraries, no
                 # device): stop asking, so the failure is logged once rather than once per model.
@@ -446,7 +459,11 @@ class ModelRegistry:
         if used and used != [providers[0]]:
             # Not an error (the service still works), but never silent.
             log.warning("sessions run on %s although %s was requested first", ", ".join(used), providers[0])
-        return cls(models_dir, manifest, models, problems, providers, tuning)
+        served = {m.precision for m in models.values() if m.session is not None}
+        if precision != "fp32" and served != {precision}:
+            fp32_only = sorted(m.name for m in models.values() if m.session is not None and m.precision == "fp32")
+            log.warning("precision %s requested; no such variant for %s: those run fp32", precision, ", ".join(fp32_only))
+        return cls(models_dir, manifest, models, problems, providers, tuning, precision)
 
     @staticmethod
     def _load_one(
@@ -456,25 +473,28 @@ class ModelRegistry:
         options: ort.SessionOptions,
         warmup: bool,
         verify_sha256: bool,
+        precision: str = "fp32",
     ) -> LoadedModel:
-        path = models_dir / entry.file
-        model = LoadedModel(entry=entry, path=path)
+        variant = entry.variants.get(precision) if precision != "fp32" else None
+        file, expected_sha = (variant.file, variant.sha256) if variant else (entry.file, entry.sha256)
+        path = models_dir / file
+        model = LoadedModel(entry=entry, path=path, precision=variant.precision if variant else "fp32")
         started = time.perf_counter()
         if problem := _validate_entry(entry):
             model.problem = problem
             return model
         if not path.is_file():
-            model.problem = f"model file {entry.file} is missing"
+            model.problem = f"model file {file} is missing"
             return model
         if verify_sha256:
             digest = sha256_file(path)
-            if digest != entry.sha256:
-                model.problem = f"model file {entry.file} has sha256 {digest[:12]}…, the manifest says {entry.sha256[:12]}…"
+            if digest != expected_sha:
+                model.problem = f"model file {file} has sha256 {digest[:12]}…, the manifest says {expected_sha[:12]}…"
                 return model
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # corrupt or unsupported graph
-            model.problem = f"model file {entry.file} cannot be loaded by onnxruntime: {str(exc).strip()[:300]}"
+            model.problem = f"model file {file} cannot be loaded by onnxruntime: {str(exc).strip()[:300]}"
             return model
         model.session = session
         # The truth is what the session runs on, not what the build says is available.

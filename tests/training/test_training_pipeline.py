@@ -173,3 +173,47 @@ def test_evaluate_course_cli(pipeline, tmp_path):
     assert result["segmentation"]["Lat_Vertebra"]["n"] == 4
     assert set(result["classification"]["study_accuracy"]) == {"max_score", "mean"}
     assert result["n_studies"] == 4
+
+
+def test_quantize_cli_adds_checked_int8_variants(pipeline, tmp_path):
+    import shutil
+
+    import onnx
+
+    models = tmp_path / "models"
+    shutil.copytree(pipeline["models"], models)
+    common = ["--models", str(models)]
+    export_main(["quantize", *common, "--model", "Ap_Vertebra", "--layout", "aasce", "--data", str(pipeline["aasce"])])
+    study = "Damaged/" + sorted(p.name for p in (pipeline["course"] / "Damaged").iterdir())[0]
+    export_main(
+        ["quantize", *common, "--model", "Lat_Vertebra", "--layout", "course", "--data", str(pipeline["course"]),
+         "--holdout-study", study]
+    )  # fmt: skip
+    manifest = load_manifest(models)
+    ap = manifest.by_name()["Ap_Vertebra"]
+    variant = ap.variants["int8"]
+    assert variant.file == "Ap_Vertebra/1/model.int8.onnx" and sha256_file(models / variant.file) == variant.sha256
+    assert sha256_file(models / ap.file) == ap.sha256  # the fp32 file is untouched
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(models / variant.file)).graph.node}
+    # calibrated on the training split, checked on the validation split
+    assert "training split" in variant.calibration_data
+    assert 0 < variant.agreement["n_images"] < 9
+    assert 0.0 <= variant.agreement["mask_dice_vs_fp32_min"] <= variant.agreement["mask_dice_vs_fp32_mean"] <= 1.0
+    lat = manifest.by_name()["Lat_Vertebra"].variants["int8"]
+    assert lat.agreement["n_images"] == 1 and study in lat.calibration_data  # the held-out study's LAT image
+    assert manifest.by_name()["Mask_Classifier"].variants == {}
+
+    out = tmp_path / "eval_int8.json"
+    args = ["aasce", str(pipeline["aasce"]), "--models", str(models), "--json", str(out), "--precision", "int8"]
+    assert evaluate_main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["precision"] == {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32"}
+    assert 0.0 <= result["segmentation"]["Ap_Vertebra"]["dice_mean"] <= 1.0
+
+    export_main(
+        ["annotate", *common, "--model", "Ap_Vertebra", "--variant", "int8", "--eval-json", str(out),
+         "--keys", "segmentation.Ap_Vertebra.dice_mean=val_dice_mean"]
+    )  # fmt: skip
+    annotated = load_manifest(models).by_name()["Ap_Vertebra"]
+    assert annotated.variants["int8"].metrics["val_dice_mean"] == result["segmentation"]["Ap_Vertebra"]["dice_mean"]
+    assert annotated.metrics == ap.metrics  # the fp32 figures stay as they were

@@ -21,6 +21,7 @@ async def list_models(registry: RegistryDep) -> ModelsResponse:
             **model.entry.model_dump(),
             ready=model.servable,
             provider=model.provider,
+            precision=model.precision,
             problem=model.problem,
         )
         for model in registry.models.values()
