@@ -725,7 +725,7 @@ class ModelRegistry:
         return results
 
     def classify_masks(self, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-        """Score masks (in the U-Net's letterboxed frame) Normal/Damaged in one batched call."""
+        """Score masks (in the U-Net's letterboxed frame) Normal/Damaged: one batch per inference slot."""
         model = self.classifier()
         if model is None:
             raise ModelUnavailableError({"classifier": "the manifest has no classification model"})
@@ -734,7 +734,13 @@ class ModelRegistry:
         if not names:
             return {}
         batch = np.stack([mask_to_classifier_input(model_frame_masks[n], model.input_hw) for n in names])
-        (out,) = self._infer([(model, batch[..., np.newaxis].astype(np.float32, copy=False))])
+        batch = batch[..., np.newaxis].astype(np.float32, copy=False)
+        # On the CPU each slot's session has one thread: a study's masks split over the slots run side by
+        # side (docs/benchmarks.md: classification stage); a GPU takes the whole batch at once.
+        parts = 1
+        if self._scheduler is not None and model.provider not in GPU_PROVIDERS:
+            parts = min(self._scheduler.slots, len(names))
+        out = np.concatenate(self._infer([(model, chunk) for chunk in np.array_split(batch, parts)]))
         classes = model.entry.classes or list(CLASSES)
         i_normal, i_damaged = classes.index(CLASSES[0]), classes.index(CLASSES[1])
         return {n: (float(out[i, i_normal]), float(out[i, i_damaged])) for i, n in enumerate(names)}

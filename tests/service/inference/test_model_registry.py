@@ -12,6 +12,7 @@ from spine_service_testlib import CLF_HW, CPU, SEG_HW, copy_models_dir, spine_im
 
 import service.inference.registry as registry_module
 from service.inference import ModelRegistry, ModelUnavailableError, UnknownStructureError, UnknownViewError
+from service.inference.registry import RuntimeTuning
 from spine_core.preprocessing import mask_to_classifier_input, preprocess_image, probabilities_to_source_mask, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
 
@@ -101,16 +102,15 @@ def test_structure_subset_and_errors(registry: ModelRegistry) -> None:
         registry.segment(spine_image(), "AP", [])
 
 
-def test_classify_masks_one_batched_call(registry: ModelRegistry) -> None:
+@pytest.mark.parametrize(("slots", "batches"), [(0, [3]), (1, [3]), (2, [1, 2]), (4, [1, 1, 1])])
+def test_classify_masks_one_batch_per_cpu_slot(models_dir: Path, slots: int, batches: list[int]) -> None:
+    # Sessions have one thread per slot on the CPU: a study's masks are split so the slots share them.
+    registry = ModelRegistry.load(models_dir, providers=CPU, tuning=RuntimeTuning(inference_slots=slots))
     calls: list[tuple[str, int]] = []
+    frames = registry.segment(spine_image(), "AP").model_frame_masks
     registry.on_inference = lambda name, seconds, batch: calls.append((name, batch))
-    try:
-        frames = registry.segment(spine_image(), "AP").model_frame_masks
-        calls.clear()
-        scores = registry.classify_masks(frames)
-    finally:
-        registry.on_inference = None
-    assert calls == [(CLASSIFIER_MODEL_NAME, 3)]
+    scores = registry.classify_masks(frames)
+    assert sorted(calls) == [(CLASSIFIER_MODEL_NAME, b) for b in batches]
     assert list(scores) == list(frames)
     for structure, (p_normal, p_damaged) in scores.items():
         assert p_normal + p_damaged == pytest.approx(1.0, abs=1e-5)
