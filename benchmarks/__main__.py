@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"git ref served as the 'before' HTTP variant (default {BASELINE_REF}; 'none' to skip)",
     )
     r.add_argument("--no-isolation", action="store_true", help="skip the one-lever-off HTTP variants")
+    r.add_argument("--no-int8", action="store_true", help="skip the SPINE_PRECISION=int8 HTTP server variant")
     r.add_argument("--data-dir", type=Path, help="default ../shared/data (course-samples/<Normal|Damaged>/<AP|LAT>/*.jpg)")
     r.add_argument("--require-gpu", action="store_true", help="exit 2 unless GPU figures were measured on CUDAExecutionProvider")
     rep = sub.add_parser("report", help="print the markdown tables of a results JSON")
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.baseline_ref = None if args.baseline_ref.lower() == "none" else args.baseline_ref
     if args.no_isolation:
         cfg.isolation_variants = False
+    if args.no_int8:
+        cfg.int8_variant = False
     results = run(cfg, ["run", *argv[1:]] if argv and argv[0] == "run" else argv)
     text = render(results)
     print(text)

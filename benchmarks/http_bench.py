@@ -384,7 +384,8 @@ def run_http(
                 code_dir,
                 commit,
                 v.concurrencies or concurrencies,
-                v.scenarios or scenarios,
+                # a variant's own scenarios, less those this manifest cannot serve (/classify without a classifier)
+                tuple(x for x in (v.scenarios or scenarios) if x in scenarios) or scenarios,
                 requests_for,
                 warmup,
                 log_dir,
@@ -436,4 +437,16 @@ def _run_variant(
         with httpx.Client(timeout=10) as client:
             variant["server_log_tail"] = server.log_path.read_text()[-1000:]
             variant["metrics_ok"] = client.get(server.url + "/metrics").status_code == 200
+            variant["precision_served"] = _precision_served(client, server.url)
     return variant
+
+
+def _precision_served(client, url: str) -> dict[str, str | None]:
+    """Per model, the precision GET /models says is served (None: code from before the field existed)."""
+    import httpx
+
+    try:
+        r = client.get(url + "/models")
+        return {m["name"]: m.get("precision") for m in r.json()["models"]} if r.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):  # an older server's /models: not worth failing over
+        return {}

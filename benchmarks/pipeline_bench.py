@@ -1,5 +1,9 @@
 """In-process pipeline: stage timings of /classify's work and before/after of the post-processing changes.
 
+Where the manifest lists int8 variants, a second registry serves them (ModelRegistry.load(precision="int8"),
+what SPINE_PRECISION=int8 runs): its /classify is timed in the same loop as the fp32 one, and its masks of
+the study are compared with the fp32 masks.
+
 Before/after pairs run on the same masks in one interleaved loop:
   - mask -> original size: the full-image resize (spine_core.probabilities_to_source_mask, before) vs the
     resize of the region a True pixel can reach (registry._source_mask, after); differing pixels counted;
@@ -33,6 +37,11 @@ def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np
     return out
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 2 * int(np.count_nonzero(a & b)) / total if total else 1.0  # two empty masks agree
+
+
 def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=print) -> dict[str, Any]:
     from PIL import Image
 
@@ -44,31 +53,62 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
     from spine_core.preprocessing import probabilities_to_source_mask
 
     registry = ModelRegistry.load(models_dir, providers=["CPUExecutionProvider"], tuning=RuntimeTuning())
+    registries = {"fp32": registry}
+    if registry.manifest is not None and any("int8" in m.variants for m in registry.manifest.models):
+        registries["int8"] = ModelRegistry.load(
+            models_dir, providers=["CPUExecutionProvider"], tuning=RuntimeTuning(), precision="int8"
+        )
     study = images.studies[0]
     result: dict[str, Any] = {"study": study.label}
 
-    # 1. stage timings of one AP+LAT /classify, in process (no HTTP)
+    # 1. stage timings of one AP+LAT /classify, in process (no HTTP); fp32 and int8 alternate in one loop
     if registry.classifier() is not None:
-        log("  /classify stages in process ...")
+        log(f"  /classify stages in process ({', '.join(registries)}) ...")
         uploads = {"AP": Upload(study.ap, study.ap_name), "LAT": Upload(study.lat, study.lat_name)}
-        for _ in range(warmup):
-            classify_uploads(registry, uploads)
-        totals, stages = [], []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            r = classify_uploads(registry, uploads)
-            totals.append(time.perf_counter() - t0)
-            stages.append(r.timings_ms)
-        result["classify_stages_ms_median"] = {k: float(np.median([s[k] for s in stages])) for k in stages[0]}
-        result["classify_total"] = summarize(totals)
+        for reg in registries.values():
+            for _ in range(warmup):
+                classify_uploads(reg, uploads)
+        totals: dict[str, list[float]] = {p: [] for p in registries}
+        stages: dict[str, list[dict[str, float]]] = {p: [] for p in registries}
+        order = list(registries)
+        for i in range(runs):
+            for precision in order[i % len(order) :] + order[: i % len(order)]:
+                t0 = time.perf_counter()
+                r = classify_uploads(registries[precision], uploads)
+                totals[precision].append(time.perf_counter() - t0)
+                stages[precision].append(r.timings_ms)
+
+        def median_stages(rows: list[dict[str, float]]) -> dict[str, float]:
+            return {k: float(np.median([s[k] for s in rows])) for k in rows[0]}
+
+        result["classify_stages_ms_median"] = median_stages(stages["fp32"])
+        result["classify_total"] = summarize(totals["fp32"])
+        if "int8" in registries:
+            int8_total = summarize(totals["int8"])
+            result["classify_int8"] = {
+                "stages_ms_median": median_stages(stages["int8"]),
+                "total": int8_total,
+                "speedup_total_vs_fp32": result["classify_total"]["median_ms"] / int8_total["median_ms"],
+                "precision_served": {n: m.precision for n, m in registries["int8"].models.items()},
+            }
 
     # 2. post-processing before/after on the real masks
     log("  post-processing before/after ...")
     post: dict[str, Any] = {}
     encode: dict[str, Any] = {}
+    int8_masks: dict[str, Any] = {}
     for view, data in (("AP", study.ap), ("LAT", study.lat)):
         image = decode_image(data, 10**9).pixels
         probs = _probabilities(registry, image, view)
+        if "int8" in registries:
+            # The int8 file's mask of this study vs the fp32 one, at the original size (what a client gets).
+            for structure, (prob, box, thr) in _probabilities(registries["int8"], image, view).items():
+                a, b = _source_mask(probs[structure][0], box, thr), _source_mask(prob, box, thr)
+                int8_masks[structure] = {
+                    "precision": registries["int8"].segmentation_model(structure).precision,
+                    "dice_vs_fp32": _dice(a, b),
+                    "differing_pixels": int(np.count_nonzero(a != b)),
+                }
         for structure, (prob, box, thr) in probs.items():
             before = probabilities_to_source_mask(prob, box, thr)
             after = _source_mask(prob, box, thr)
@@ -102,6 +142,8 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
                 **{f"{k}_base64_bytes": v for k, v in sizes.items()},
                 "direct_png_decodes_equal": bool(decoded.shape == after.shape and np.array_equal(decoded, after)),
             }
+    if int8_masks:
+        result["int8_masks_vs_fp32"] = int8_masks
     result["postprocess"] = post
     result["encode"] = encode
     result["postprocess_total_ms"] = {

@@ -70,14 +70,33 @@ def machine(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _threads(row: dict[str, Any]) -> str:
-    return "1 thread" if row.get("ort_best") == "onnxruntime_1thread" else "all cores"
+def _threads(row: dict[str, Any], key: str = "ort_best") -> str:
+    return "1 thread" if str(row.get(key, "")).endswith("_1thread") else "all cores"
+
+
+def _int8_cells(m: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """int8 ms at its better thread setting, int8 vs predict, int8 vs fp32 (each at its better setting)."""
+    if "int8" not in m:
+        return ["not measured", "–", "–"]  # results from before the int8 runners
+    if row.get("speedup_int8_vs_fp32") is None:
+        return ["no int8 variant" if not m["int8"].get("available") else "–", "–", "–"]
+    best = row[row["ort_int8_best"]]
+    vs_predict = row.get("speedup_ort_int8_vs_keras_predict")
+    return [
+        f"{_ms(best)} ({_threads(row, 'ort_int8_best')})",
+        f"**{vs_predict:.1f}×**" if vs_predict else "–",
+        f"{row['speedup_int8_vs_fp32']:.2f}× (1 thread {row['speedup_int8_vs_fp32_1thread']:.2f}×, "
+        f"all cores {row['speedup_int8_vs_fp32_all_cores']:.2f}×)",
+    ]
 
 
 def models_table(results: dict[str, Any]) -> str:
     rows = []
-    for m in results["sections"].get("models") or []:
+    any_int8 = False
+    models = results["sections"].get("models") or []
+    for m in models:
         weights = m.get("keras", {}).get("weights", "–")
+        any_int8 |= bool((m.get("int8") or {}).get("available"))
         for b, row in m["batches"].items():
             rows.append(
                 [
@@ -91,6 +110,7 @@ def models_table(results: dict[str, Any]) -> str:
                     if "speedup_ort_vs_keras_predict" in row
                     else "–",
                     f"{row['speedup_ort_vs_keras_tf_function']:.2f}×" if "speedup_ort_vs_keras_tf_function" in row else "–",
+                    *_int8_cells(m, row),
                     weights,
                 ]
             )
@@ -103,9 +123,21 @@ def models_table(results: dict[str, Any]) -> str:
         "onnxruntime ms (1 thread)",
         "ORT (better thread setting) vs predict",
         "ORT vs tf.function",
+        "ORT int8 ms (better thread setting)",
+        "int8 vs predict",
+        "int8 vs fp32",
         "Keras weights",
     ]
-    return _table(header, rows)
+    text = _table(header, rows)
+    if any_int8:
+        text += (
+            '\n\nint8: the manifest\'s `variants["int8"]` file (what SPINE_PRECISION=int8 serves), timed in the same '
+            'interleaved loop with the same thread settings as fp32; "int8 vs fp32" compares each at its better '
+            "thread setting (per-setting ratios in parentheses). Agreement with fp32 on real images: the manifest."
+        )
+    elif any("int8" in m for m in models):
+        text += "\n\nint8: no model in this manifest has an int8 variant."
+    return text
 
 
 def efficiency_table(results: dict[str, Any]) -> str:
@@ -123,6 +155,7 @@ def efficiency_table(results: dict[str, Any]) -> str:
                 *[f"{r['ort_gflops_per_s'][b]:.1f} ({100 * r['fraction_of_peak'][b]:.0f}%)" for b in batches],
                 *[f"{r['ort_slots_gflops_per_s'][b]:.1f} ({100 * r['slots_fraction_of_peak'][b]:.0f}%)" for b in batches],
                 *[f"{r['ort_1thread_gflops_per_s'][b]:.1f}" for b in batches],
+                *[_int8_gflops(r, b) for b in batches],
                 str(r["transpose_nodes"]),
             ]
         )
@@ -135,6 +168,7 @@ def efficiency_table(results: dict[str, Any]) -> str:
             *[f"one call on {cores} threads, batch {b}: GFLOP/s (% of peak)" for b in batches],
             *[f"{cores} calls at once × 1 thread, batch {b}: GFLOP/s (% of peak)" for b in batches],
             *[f"1 thread, batch {b}: GFLOP/s" for b in batches],
+            *[f"int8, batch {b}: fp32-equivalent GFLOP/s (one call / {cores} × 1 thread)" for b in batches],
             "Transpose nodes",
         ],
         rows,
@@ -144,8 +178,18 @@ def efficiency_table(results: dict[str, Any]) -> str:
         text + f"\n\nPeak: float32 {peak['n']}×{peak['n']} matmul with numpy ({peak['blas']}): "
         f"best {peak['best_gflops']:.1f} GFLOP/s; measured before and after the per-model section: {meas}. "
         "FLOPs count 2 per multiply-accumulate of Conv/ConvTranspose/MatMul/Gemm (+ bias) "
-        "and 1 per output element of element-wise, pooling and normalisation ops."
+        "and 1 per output element of element-wise, pooling and normalisation ops. "
+        "int8 columns: the fp32 graph's FLOPs divided by the int8 file's time (\"fp32-equivalent\", to compare "
+        "with the fp32 columns); not a % of the float32 matmul peak, which does not bound integer kernels, "
+        "and not counted in the 50%-of-peak target."
     )
+
+
+def _int8_gflops(r: dict[str, Any], b: str) -> str:
+    one, slots = r.get("ort_int8_gflops_per_s_fp32_equivalent"), r.get("ort_int8_slots_gflops_per_s_fp32_equivalent")
+    if not one or not slots:
+        return "–"
+    return f"{one[b]:.1f} / {slots[b]:.1f}"
 
 
 def tuning_tables(results: dict[str, Any]) -> str:
@@ -196,11 +240,29 @@ def pipeline_tables(results: dict[str, Any]) -> str:
     if "classify_stages_ms_median" in p:
         s = p["classify_stages_ms_median"]
         parts += [
-            f"One AP+LAT `/classify` in process (study {p['study']}, no HTTP), median per stage:",
-            "",
-            _table(list(s), [[f"{v:.1f}" for v in s.values()]]),
+            f"One AP+LAT `/classify` in process (study {p['study']}, no HTTP), median per stage (ms):",
             "",
         ]
+        rows = [["fp32", *[f"{v:.1f}" for v in s.values()]]]
+        c8 = p.get("classify_int8")
+        if c8:
+            served = c8["precision_served"]
+            n_int8 = sum(v == "int8" for v in served.values())
+            rows.append(
+                [f"int8 ({n_int8} of {len(served)} models int8)", *[f"{c8['stages_ms_median'].get(k, 0):.1f}" for k in s]]
+            )
+        parts += [_table(["precision", *s], rows), ""]
+        if c8:
+            parts += [
+                f"int8 `/classify` total {c8['total']['median_ms']:.0f} ms vs fp32 {p['classify_total']['median_ms']:.0f} ms "
+                f"({c8['speedup_total_vs_fp32']:.2f}×; same loop, alternating)."
+            ]
+            m8 = p.get("int8_masks_vs_fp32") or {}
+            if m8:
+                parts[-1] += " Masks of this study, int8 vs fp32, at the original size: " + ", ".join(
+                    f"{k} Dice {v['dice_vs_fp32']:.3f}" for k, v in m8.items()
+                )
+            parts.append("")
     rows = []
     for name, d in p["postprocess"].items():
         e = p["encode"][name]
@@ -256,9 +318,12 @@ def http_tables(results: dict[str, Any]) -> str:
                 f"{v['time_to_ready_s']:.2f}",
                 f"{v['rss_after_ready_mib']:.0f}",
                 v["execution_provider"],
+                _precisions(v.get("precision_served")),
             ]
         )
-    parts += [_table(["server variant", "code", "settings", "time to ready (s)", "RSS when ready (MiB)", "provider"], rows), ""]
+    header = ["server variant", "code", "settings", "time to ready (s)", "RSS when ready (MiB)", "provider"]
+    header.append("precision (GET /models)")
+    parts += [_table(header, rows), ""]
     rows = []
     for name, v in h["variants"].items():
         for scenario, by_c in v["scenarios"].items():
@@ -311,6 +376,15 @@ def http_tables(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _precisions(served: dict[str, str | None] | None) -> str:
+    if not served:
+        return "–"
+    counts: dict[str, int] = {}
+    for v in served.values():
+        counts[v or "not reported"] = counts.get(v or "not reported", 0) + 1
+    return ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
+
+
 STAGES = ["decode", "preprocess", "inference", "postprocess", "classification", "encode", "total"]
 
 
@@ -345,14 +419,24 @@ def targets_text(results: dict[str, Any]) -> str:
     lines = []
     if "ort_3x_keras_predict" in t:
         x = t["ort_3x_keras_predict"]
-        lines.append(
-            f"- ORT ≥ 3× Keras predict per model: **{'met' if x['met'] else 'missed'}** "
+        line = (
+            f"- ORT ≥ 3× Keras predict per model: fp32 **{'met' if x['met'] else 'missed'}** "
             f"(lowest: {x['worst_model']} {x['worst_ratio']:.1f}×)"
         )
+        y = t.get("ort_int8_3x_keras_predict")
+        if y:
+            n = len(y["per_model_min_over_batches"])
+            without = y["models_without_int8"]
+            line += (
+                f"; int8 variants ({n} of {n + len(without)} models) **{'met' if y['met'] else 'missed'}** "
+                f"(lowest: {y['worst_model']} {y['worst_ratio']:.1f}×)"
+                + (f"; no int8 variant (fp32 under SPINE_PRECISION=int8): {', '.join(without)}" if without else "")
+            )
+        lines.append(line)
     if "unets_half_of_matmul_peak" in t:
         x = t["unets_half_of_matmul_peak"]
         lines.append(
-            f"- U-Nets ≥ 50% of the matmul peak: **{'met' if x['met'] else 'missed'}** "
+            f"- U-Nets ≥ 50% of the matmul peak (fp32): **{'met' if x['met'] else 'missed'}** "
             f"(lowest best-batch figure: {x['worst_model']} {100 * x['worst_fraction']:.0f}% of {x['peak_gflops']:.0f} GFLOP/s)"
         )
     if "classify_ap_lat_under_1s" in t:

@@ -2,15 +2,19 @@
 
 The manifest entries carry the same `architecture_config` as the real export (builder + arguments), so
 every section of the suite runs on it exactly as on `exported_models/`; only the weights differ, and
-no timing in this suite depends on weight values.
+no timing in this suite depends on weight values. Like the committed U-Nets, the synthetic ones get an
+int8 variant (training.quantize, calibrated on a few generated radiographs); the classifier does not.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
+import io
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
 from spine_core.preprocessing import MASK_THRESHOLD, preprocessing_spec
@@ -87,14 +91,44 @@ def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path
     )
 
 
+def generated_unet_inputs(input_hw: tuple[int, int], seeds: range) -> list[np.ndarray]:
+    """(1, H, W, 1) U-Net inputs preprocessed from generated radiographs (small ones: only the shape matters)."""
+    from PIL import Image
+
+    from benchmarks.http_bench import generated_radiograph
+    from spine_core.preprocessing import preprocess_image, to_unet_batch
+
+    out = []
+    for seed in seeds:
+        with Image.open(io.BytesIO(generated_radiograph(580, 390, seed=seed))) as im:
+            x, _ = preprocess_image(np.asarray(im), input_hw)
+        out.append(to_unet_batch([x]))
+    return out
+
+
+def add_int8_variants(models_dir: Path, names: list[str], input_hw: tuple[int, int]) -> None:
+    """int8 variants of the U-Nets `names` (static QDQ, as training.quantize makes the committed ones)."""
+    from training.quantize import add_int8_variant
+
+    calibration = generated_unet_inputs(input_hw, range(100, 104))
+    check = generated_unet_inputs(input_hw, range(200, 202))  # not seen by the calibration
+    what = f"{len(calibration)} generated radiographs (benchmark stand-in); agreement on {len(check)} others"
+    for name in names:
+        add_int8_variant(models_dir, name, calibration, check, what)
+
+
 def write_synthetic_models(
     models_dir: Path,
     structures: list[str] | None = None,
     unet_config: dict[str, Any] | None = None,
     classifier_config: dict[str, Any] | None = None,
     seed: int = 0,
+    int8: bool = True,
 ) -> Path:
-    """Export random-weight Keras models to `<models_dir>/<name>/1/model.onnx` and write the manifest."""
+    """Export random-weight Keras models to `<models_dir>/<name>/1/model.onnx` and write the manifest.
+
+    `int8`: also give every U-Net an int8 variant (`<name>/1/model.int8.onnx`, manifest `variants["int8"]`).
+    """
     import keras
 
     from training.export import keras_to_onnx
@@ -115,6 +149,8 @@ def write_synthetic_models(
         entries.append(_entry(models_dir, name, model, config, onnx_path))
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     save_manifest(Manifest(created=created, models=entries), models_dir)
+    if int8:
+        add_int8_variants(models_dir, names, tuple(unet_config["input_hw"]))
     return models_dir
 
 
@@ -127,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models_dir", type=Path)
     parser.add_argument("--tiny", action="store_true", help="small stand-ins (CI smoke test)")
     parser.add_argument("--structures", default=None, help="comma-separated subset (default: all eight)")
+    parser.add_argument("--no-int8", action="store_true", help="no int8 variants of the U-Nets")
     args = parser.parse_args(argv)
     structures = args.structures.split(",") if args.structures else None
     write_synthetic_models(
@@ -134,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         structures,
         TINY_UNET_CONFIG if args.tiny else None,
         TINY_CLASSIFIER_CONFIG if args.tiny else None,
+        int8=not args.no_int8,
     )
     print(args.models_dir)
     return 0

@@ -2,8 +2,9 @@
 
 Random-weight stand-in models (benchmarks.synthetic --tiny), a generated image instead of ../shared,
 a live spine-serve on 127.0.0.1: every section runs; the JSON must have the expected structure and sane
-values (positive timings, no HTTP errors, GPU figures refused on a machine without CUDA). No speed
-threshold is asserted: CI machines differ.
+values (positive timings, no HTTP errors, GPU figures refused on a machine without CUDA). The synthetic
+U-Nets carry int8 variants (training.quantize), so the int8 runners, pipeline row and server variant run
+too; the classifier has none. No speed threshold is asserted: CI machines differ.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.slow  # exports (tiny) Keras models with tf2onnx
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ["models", "efficiency", "tuning", "pipeline", "http", "gpu"]
+UNETS = ["Ap_Vertebra", "Lat_Vertebra"]  # with an int8 variant; Mask_Classifier without
+INT8_VARIANT = "current, int8 (SPINE_PRECISION=int8)"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,7 @@ def test_run_header(results: dict) -> None:
     assert results["suite_version"] == 1
     assert results["machine"]["cpu_threads_usable"] >= 1
     assert results["models_in_manifest"] == ["Ap_Vertebra", "Lat_Vertebra", "Mask_Classifier"]
+    assert results["models_with_int8_variant"] == UNETS
     assert set(results["sections"]) == set(SECTIONS)
     assert results["duration_s"] > 0
     assert "real_images" in results["skipped"]  # no ../shared here: said so, not silently
@@ -78,6 +82,26 @@ def test_per_model_section(results: dict) -> None:
             assert row["ort_gflops_per_s"] > 0 and row["ort_slots_gflops_per_s"] > 0
 
 
+def test_per_model_int8_runners(results: dict) -> None:
+    for m in results["sections"]["models"]:
+        if m["name"] in UNETS:
+            assert m["int8"]["available"] is True
+            assert m["int8"]["file"] == f"{m['name']}/1/model.int8.onnx"
+            assert 0 <= m["int8"]["agreement_vs_fp32"]["mask_dice_vs_fp32_min"] <= 1
+            for row in m["batches"].values():
+                for runner in ("onnxruntime_int8", "onnxruntime_int8_1thread", "onnxruntime_int8_slots"):
+                    _positive_stats(row[runner])
+                for key in ("speedup_int8_vs_fp32", "speedup_int8_vs_fp32_1thread", "speedup_ort_int8_vs_keras_predict"):
+                    assert row[key] > 0, key
+                assert row["ort_int8_gflops_per_s_fp32_equivalent"] > 0
+        else:  # no variant: runners absent, figures null, and the JSON says why
+            assert m["int8"]["available"] is False and "no int8 variant" in m["int8"]["reason"]
+            for row in m["batches"].values():
+                assert "onnxruntime_int8" not in row
+                assert row["speedup_int8_vs_fp32"] is None and row["speedup_ort_int8_vs_keras_predict"] is None
+    assert "int8 vs fp32" in results["_markdown"] and "no int8 variant" in results["_markdown"]
+
+
 def test_efficiency_section(results: dict) -> None:
     eff = results["sections"]["efficiency"]
     assert eff["peak"]["best_gflops"] > 0
@@ -86,6 +110,8 @@ def test_efficiency_section(results: dict) -> None:
     for r in eff["models"]:
         assert r["gflop_per_image"] > 0
         assert all(f > 0 for f in r["fraction_of_peak"].values())
+        int8 = r["ort_int8_gflops_per_s_fp32_equivalent"]
+        assert all(v > 0 for v in int8.values()) if r["name"] in UNETS else int8 is None, r["name"]
 
 
 def test_tuning_section(results: dict) -> None:
@@ -103,6 +129,12 @@ def test_tuning_section(results: dict) -> None:
 def test_pipeline_section(results: dict) -> None:
     p = results["sections"]["pipeline"]
     assert p["classify_total"]["median_ms"] > 0
+    c8 = p["classify_int8"]  # the same /classify on ModelRegistry.load(precision="int8")
+    assert c8["total"]["median_ms"] > 0 and c8["speedup_total_vs_fp32"] > 0
+    assert c8["precision_served"] == {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32"}
+    assert set(p["int8_masks_vs_fp32"]) == set(UNETS)
+    for d in p["int8_masks_vs_fp32"].values():
+        assert d["precision"] == "int8" and 0 <= d["dice_vs_fp32"] <= 1
     for name, d in p["postprocess"].items():
         assert d["differing_pixels"] == 0, name  # the cropped resize gives the full resize's mask
         assert d["before_ms"] > 0 and d["after_ms"] > 0
@@ -112,7 +144,9 @@ def test_pipeline_section(results: dict) -> None:
 def test_http_section(results: dict) -> None:
     h = results["sections"]["http"]
     assert h["images"] == "generated"
-    (variant,) = h["variants"].values()
+    assert list(h["variants"]) == ["current", INT8_VARIANT]
+    variant = h["variants"]["current"]
+    assert set(variant["precision_served"].values()) == {"fp32"}
     assert variant["time_to_ready_s"] > 0
     assert variant["execution_provider"] == "CPUExecutionProvider"
     assert variant["metrics_ok"] is True
@@ -127,6 +161,16 @@ def test_http_section(results: dict) -> None:
             assert row["server_timings_ms_mean"]["total"] > 0
 
 
+def test_http_int8_variant(results: dict) -> None:
+    v = results["sections"]["http"]["variants"][INT8_VARIANT]
+    assert v["env"] == {"SPINE_PRECISION": "int8"}
+    assert v["precision_served"] == {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32"}
+    assert set(v["scenarios"]) == {"classify_ap_lat"}
+    for row in v["scenarios"]["classify_ap_lat"].values():
+        assert row["errors"] == 0, row["error_samples"]
+        _positive_stats(row["latency"])
+
+
 def test_gpu_refused_without_cuda(results: dict) -> None:
     gpu = results["sections"]["gpu"]
     if gpu["status"] == "ok":  # a CUDA machine: figures must come from CUDA sessions
@@ -138,6 +182,15 @@ def test_gpu_refused_without_cuda(results: dict) -> None:
 
 
 def test_targets_and_tables(results: dict) -> None:
-    assert set(results["targets"]) == {"ort_3x_keras_predict", "unets_half_of_matmul_peak", "classify_ap_lat_under_1s"}
+    assert set(results["targets"]) == {
+        "ort_3x_keras_predict",
+        "ort_int8_3x_keras_predict",
+        "unets_half_of_matmul_peak",
+        "classify_ap_lat_under_1s",
+    }
+    assert results["targets"]["ort_3x_keras_predict"]["precision"] == "fp32"
+    int8 = results["targets"]["ort_int8_3x_keras_predict"]
+    assert set(int8["per_model_min_over_batches"]) == set(UNETS) and int8["models_without_int8"] == ["Mask_Classifier"]
+    assert "int8 variants (2 of 3 models)" in results["_markdown"]
     for heading in ("## 1. Per model", "## 2. Efficiency", "## 3. End-to-end HTTP", "## 4. GPU"):
         assert heading in results["_stdout"]
