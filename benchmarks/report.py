@@ -414,6 +414,15 @@ def gpu_text(results: dict[str, Any]) -> str:
     )
 
 
+def _by_batch(target: dict[str, Any]) -> str:
+    """'; batch 1 met (lowest X 3.1×), batch 8 missed (...)' — absent in JSON written before it existed."""
+    parts = [
+        f"batch {b} {'met' if v['met'] else 'missed'} (lowest {v['worst_model']} {v['worst_ratio']:.1f}×)"
+        for b, v in (target.get("by_batch") or {}).items()
+    ]
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def targets_text(results: dict[str, Any]) -> str:
     t = results.get("targets") or {}
     lines = []
@@ -421,7 +430,7 @@ def targets_text(results: dict[str, Any]) -> str:
         x = t["ort_3x_keras_predict"]
         line = (
             f"- ORT ≥ 3× Keras predict per model: fp32 **{'met' if x['met'] else 'missed'}** "
-            f"(lowest: {x['worst_model']} {x['worst_ratio']:.1f}×)"
+            f"(lowest: {x['worst_model']} {x['worst_ratio']:.1f}×{_by_batch(x)})"
         )
         y = t.get("ort_int8_3x_keras_predict")
         if y:
@@ -429,7 +438,7 @@ def targets_text(results: dict[str, Any]) -> str:
             without = y["models_without_int8"]
             line += (
                 f"; int8 variants ({n} of {n + len(without)} models) **{'met' if y['met'] else 'missed'}** "
-                f"(lowest: {y['worst_model']} {y['worst_ratio']:.1f}×)"
+                f"(lowest: {y['worst_model']} {y['worst_ratio']:.1f}×{_by_batch(y)})"
                 + (f"; no int8 variant (fp32 under SPINE_PRECISION=int8): {', '.join(without)}" if without else "")
             )
         lines.append(line)

@@ -189,6 +189,12 @@ def test_targets_and_tables(results: dict) -> None:
         "classify_ap_lat_under_1s",
     }
     assert results["targets"]["ort_3x_keras_predict"]["precision"] == "fp32"
+    for key in ("ort_3x_keras_predict", "ort_int8_3x_keras_predict"):
+        target = results["targets"][key]
+        assert set(target["by_batch"]) == {"1", "8"}
+        # the overall verdict is the worst batch's
+        assert target["met"] == all(v["met"] for v in target["by_batch"].values())
+        assert target["worst_ratio"] == min(v["worst_ratio"] for v in target["by_batch"].values())
     int8 = results["targets"]["ort_int8_3x_keras_predict"]
     assert set(int8["per_model_min_over_batches"]) == set(UNETS) and int8["models_without_int8"] == ["Mask_Classifier"]
     assert "int8 variants (2 of 3 models)" in results["_markdown"]
