@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers in order of preference (comma-separated in the environment)",
     )
     require_gpu: bool = Field(False, description="Not ready unless every session runs on CUDA")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE",
+        description=(
+            "CUDA provider: how cuDNN picks convolution algorithms per input shape (onnxruntime's default, EXHAUSTIVE, "
+            "finds the fastest; the warm-up runs every batch size the micro-batching can form, so no request pays for it)"
+        ),
+    )
     intra_op_threads: int = Field(
         default_factory=default_intra_op_threads,
         ge=1,

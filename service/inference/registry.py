@@ -387,8 +387,8 @@ class ModelRegistry:
         self.problems = problems
         self.requested_providers = requested_providers
         self.tuning = tuning or RuntimeTuning()
-        on_gpu = any(m.provider in GPU_PROVIDERS for m in models.values())
-        self.max_batch = self.tuning.max_batch or (8 if on_gpu else 1)
+        self.on_gpu = any(m.provider in GPU_PROVIDERS for m in models.values())
+        self.max_batch = self.tuning.max_batch or (8 if self.on_gpu else 1)
         self._scheduler = (
             _Scheduler(self.tuning.inference_slots, self.max_batch, self._run) if self.tuning.inference_slots > 0 else None
         )
@@ -410,11 +410,15 @@ class ModelRegistry:
         verify_sha256: bool = True,
         tuning: RuntimeTuning | None = None,
         precision: str = "fp32",
+        provider_options: Mapping[str, Mapping[str, str]] | None = None,
     ) -> ModelRegistry:
         """Load every manifest model. Never raises for a bad model: the problem is recorded under its name.
 
         `tuning` defaults to `RuntimeTuning.from_env()` (SPINE_INFERENCE_SLOTS, ...). `precision` "int8"
         serves each model's int8 variant where the manifest lists one, the fp32 file otherwise.
+        `provider_options` maps a provider name to its onnxruntime options (e.g. CUDA's
+        `cudnn_conv_algo_search`). On a GPU with `warmup`, every batch size the micro-batching can form is
+        run once before ready, so no request pays for cuDNN's algorithm search on a new shape.
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -443,7 +447,8 @@ class ModelRegistry:
         models: dict[str, LoadedModel] = {}
         usable = list(providers)
         for entry in manifest.models:
-            model = cls._load_one(models_dir, entry, usable, options, warmup, verify_sha256, precision)
+            with_options = [(p, dict(provider_options[p])) if provider_options and p in provider_options else p for p in usable]
+            model = cls._load_one(models_dir, entry, with_options, options, warmup, verify_sha256, precision)
             if model.session is not None:
                 # A provider that failed to start for one session fails for all (missing CUDA libraries, no
                 # device): stop asking, so the failure is logged once rather than once per model.
@@ -463,13 +468,16 @@ class ModelRegistry:
         if precision != "fp32" and served != {precision}:
             fp32_only = sorted(m.name for m in models.values() if m.session is not None and m.precision == "fp32")
             log.warning("precision %s requested; no such variant for %s: those run fp32", precision, ", ".join(fp32_only))
-        return cls(models_dir, manifest, models, problems, providers, tuning, precision)
+        registry = cls(models_dir, manifest, models, problems, providers, tuning, precision)
+        if warmup and registry.on_gpu:
+            registry.warm_up_batches()
+        return registry
 
     @staticmethod
     def _load_one(
         models_dir: Path,
         entry: ModelEntry,
-        providers: list[str],
+        providers: list[str | tuple[str, dict[str, str]]],
         options: ort.SessionOptions,
         warmup: bool,
         verify_sha256: bool,
@@ -518,6 +526,24 @@ class ModelRegistry:
                 return model
         model.load_ms = (time.perf_counter() - started) * 1000
         return model
+
+    def warm_up_batches(self) -> None:
+        """Run every servable model once at each batch size 2..max_batch (batch 1 ran at load).
+
+        cuDNN picks its convolution algorithms per input shape on the first run (an exhaustive search by
+        default): doing it here keeps that cost out of the first micro-batched requests.
+        """
+        for model in self.models.values():
+            if not model.servable:
+                continue
+            h, w = model.input_hw
+            for batch in range(2, self.max_batch + 1):
+                try:
+                    self._run(model, np.zeros((batch, h, w, 1), np.float32))
+                except Exception as exc:  # a model that cannot batch is reported, not served half-warm
+                    model.problem = f"warm-up at batch {batch} failed: {str(exc).strip()[:300]}"
+                    self.problems[model.name] = model.problem
+                    break
 
     # ------------------------------------------------------------------ state
 

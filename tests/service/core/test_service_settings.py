@@ -39,3 +39,26 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPINE_AGGREGATION", "vote")
     with pytest.raises(ValueError, match="aggregation"):
         Settings(_env_file=None)
+
+
+def test_cudnn_search_setting_reaches_the_registry(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:
+    import service.core.state as state_module
+
+    assert Settings(_env_file=None).cudnn_conv_algo_search == "EXHAUSTIVE"  # onnxruntime's own default
+    monkeypatch.setenv("SPINE_CUDNN_CONV_ALGO_SEARCH", "HEURISTIC")
+    settings = Settings(_env_file=None, models_dir=models_dir, providers=["CPUExecutionProvider"])
+    seen: dict = {}
+    real = state_module.ModelRegistry.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(state_module.ModelRegistry, "load", spy)
+    state = state_module.ModelState(settings)
+    state.start(lambda registry: None)
+    assert state.loaded.wait(30)
+    assert seen["provider_options"] == {"CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
+    monkeypatch.setenv("SPINE_CUDNN_CONV_ALGO_SEARCH", "FAST")
+    with pytest.raises(ValueError, match="cudnn_conv_algo_search"):
+        Settings(_env_file=None)

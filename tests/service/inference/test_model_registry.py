@@ -232,3 +232,30 @@ def test_a_graph_with_a_fixed_batch_is_fed_in_slices(tmp_path: Path) -> None:
     frames = reg.segment(spine_image(), "AP").model_frame_masks
     scores = reg.classify_masks(frames)
     assert len(scores) == 3 and all(abs(sum(p) - 1) < 1e-5 for p in scores.values())
+
+
+def test_provider_options_reach_the_session(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list] = []
+    real = ort.InferenceSession
+
+    def spy(path: str, sess_options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+        seen.append(list(providers))
+        return real(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(registry_module.ort, "InferenceSession", spy)
+    options = {"CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
+    reg = ModelRegistry.load(models_dir, providers=["CUDAExecutionProvider", *CPU], provider_options=options)
+    assert seen[0] == [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+    if reg.execution_provider == "CPUExecutionProvider":  # no CUDA here: later sessions stop asking for it
+        assert seen[-1] == ["CPUExecutionProvider"]
+    assert reg.ready
+
+
+def test_warm_up_runs_every_batch_size_the_scheduler_can_form(models_dir: Path) -> None:
+    reg = ModelRegistry.load(models_dir, providers=CPU, tuning=RuntimeTuning(inference_slots=2, max_batch=3))
+    assert not reg.on_gpu  # so load() did not do it already
+    calls: list[tuple[str, int]] = []
+    reg.on_inference = lambda name, seconds, batch: calls.append((name, batch))
+    reg.warm_up_batches()
+    assert sorted(calls) == sorted((name, b) for name in reg.models for b in (2, 3))
+    assert reg.ready
