@@ -1,6 +1,7 @@
 """In-process pipeline: stage timings of /classify's work and before/after of the post-processing changes.
 
-Where the manifest lists int8 variants, a second registry serves them (ModelRegistry.load(precision="int8"),
+A label-only /classify (include_masks=false: masks never resized to the original size) runs in the same
+loop. Where the manifest lists int8 variants, a second registry serves them (ModelRegistry.load(precision="int8"),
 what SPINE_PRECISION=int8 runs): its /classify is timed in the same loop as the fp32 one, and its masks of
 the study are compared with the fp32 masks.
 
@@ -65,24 +66,34 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
     if registry.classifier() is not None:
         log(f"  /classify stages in process ({', '.join(registries)}) ...")
         uploads = {"AP": Upload(study.ap, study.ap_name), "LAT": Upload(study.lat, study.lat_name)}
-        for reg in registries.values():
+        # (registry, include_masks) per variant: "no masks" is a label-only client (include_masks=false),
+        # whose masks are never resized back to the original size.
+        variants = {p: (reg, True) for p, reg in registries.items()} | {"fp32, no masks": (registry, False)}
+        for reg, with_masks in variants.values():
             for _ in range(warmup):
-                classify_uploads(reg, uploads)
-        totals: dict[str, list[float]] = {p: [] for p in registries}
-        stages: dict[str, list[dict[str, float]]] = {p: [] for p in registries}
-        order = list(registries)
+                classify_uploads(reg, uploads, include_masks=with_masks)
+        totals: dict[str, list[float]] = {p: [] for p in variants}
+        stages: dict[str, list[dict[str, float]]] = {p: [] for p in variants}
+        order = list(variants)
         for i in range(runs):
-            for precision in order[i % len(order) :] + order[: i % len(order)]:
+            for name in order[i % len(order) :] + order[: i % len(order)]:
+                reg, with_masks = variants[name]
                 t0 = time.perf_counter()
-                r = classify_uploads(registries[precision], uploads)
-                totals[precision].append(time.perf_counter() - t0)
-                stages[precision].append(r.timings_ms)
+                r = classify_uploads(reg, uploads, include_masks=with_masks)
+                totals[name].append(time.perf_counter() - t0)
+                stages[name].append(r.timings_ms)
 
         def median_stages(rows: list[dict[str, float]]) -> dict[str, float]:
             return {k: float(np.median([s[k] for s in rows])) for k in rows[0]}
 
         result["classify_stages_ms_median"] = median_stages(stages["fp32"])
         result["classify_total"] = summarize(totals["fp32"])
+        no_masks = summarize(totals["fp32, no masks"])
+        result["classify_no_masks"] = {
+            "stages_ms_median": median_stages(stages["fp32, no masks"]),
+            "total": no_masks,
+            "speedup_total_vs_with_masks": result["classify_total"]["median_ms"] / no_masks["median_ms"],
+        }
         if "int8" in registries:
             int8_total = summarize(totals["int8"])
             result["classify_int8"] = {

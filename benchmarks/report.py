@@ -251,7 +251,16 @@ def pipeline_tables(results: dict[str, Any]) -> str:
             rows.append(
                 [f"int8 ({n_int8} of {len(served)} models int8)", *[f"{c8['stages_ms_median'].get(k, 0):.1f}" for k in s]]
             )
+        nm = p.get("classify_no_masks")
+        if nm:
+            rows.append(["fp32, include_masks=false", *[f"{nm['stages_ms_median'].get(k, 0):.1f}" for k in s]])
         parts += [_table(["precision", *s], rows), ""]
+        if nm:
+            parts += [
+                f"Label-only `/classify` (include_masks=false) total {nm['total']['median_ms']:.0f} ms vs "
+                f"{p['classify_total']['median_ms']:.0f} ms with masks ({nm['speedup_total_vs_with_masks']:.2f}×; same loop).",
+                "",
+            ]
         if c8:
             parts += [
                 f"int8 `/classify` total {c8['total']['median_ms']:.0f} ms vs fp32 {p['classify_total']['median_ms']:.0f} ms "

@@ -168,7 +168,7 @@ def classify_uploads(
             warnings.append(f"the {view} file's DICOM ViewPosition says {image.view}")
 
     # Every view's U-Nets queued at once, so the inference slots share the whole study.
-    segmented = registry.segment_many([(image.pixels, view, None) for view, image in decoded.items()])
+    segmented = registry.segment_many([(image.pixels, view, None) for view, image in decoded.items()], source_masks=include_masks)
     results: dict[str, SegmentationResult] = dict(zip(decoded, segmented, strict=True))
     timings.update(segmented[0].timings_ms)  # steps shared by the views: wall times
     frame_masks = {s: m for r in results.values() for s, m in r.model_frame_masks.items()}
@@ -190,7 +190,7 @@ def classify_uploads(
     ]
     timings["encode"] = (time.perf_counter() - encode_started) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
-    structure_view = {s: r.view for r in results.values() for s in r.masks}
+    structure_view = {s: r.view for r in results.values() for s in r.model_frame_masks}
     used = [name for r in results.values() for name in r.models_used] + ([classifier.name] if classifier else [])
     return ClassifyResponse(
         label=label,  # type: ignore[arg-type]

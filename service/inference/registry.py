@@ -690,11 +690,14 @@ class ModelRegistry:
             return [fn(x) for x in items]
         return [f.result() for f in [self._scheduler.pool.submit(fn, x) for x in items]]
 
-    def segment_many(self, work: list[tuple[np.ndarray, str, list[str] | None]]) -> list[SegmentationResult]:
+    def segment_many(
+        self, work: list[tuple[np.ndarray, str, list[str] | None]], source_masks: bool = True
+    ) -> list[SegmentationResult]:
         """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once.
 
         Each step runs for all images together, so every result's `timings_ms` holds the wall time of the
-        shared preprocess, inference and postprocess steps.
+        shared preprocess, inference and postprocess steps. `source_masks=False` skips resizing the masks
+        back to the original size (`masks` stays empty; `model_frame_masks` is all the classifier needs).
         """
         chosen = [self._segmentation_models(view, structures) for _, view, structures in work]
 
@@ -721,7 +724,7 @@ class ModelRegistry:
             i, model = jobs[k]
             return _source_mask(by_job[k][0, :, :, 0], prepared[i][model.input_hw][1], model.threshold)
 
-        source_masks = self.parallel_map(to_source, list(range(len(jobs))))
+        resized = self.parallel_map(to_source, list(range(len(jobs)))) if source_masks else []
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000}
         results = []
@@ -734,7 +737,8 @@ class ModelRegistry:
                 structure = model.entry.structure
                 assert structure is not None
                 frame_masks[structure] = by_job[k][0, :, :, 0] >= model.threshold
-                masks[structure] = source_masks[k]
+                if source_masks:
+                    masks[structure] = resized[k]
                 boxes[structure] = prepared[i][model.input_hw][1]
                 k += 1
             results.append(

@@ -129,6 +129,8 @@ def test_tuning_section(results: dict) -> None:
 def test_pipeline_section(results: dict) -> None:
     p = results["sections"]["pipeline"]
     assert p["classify_total"]["median_ms"] > 0
+    no_masks = p["classify_no_masks"]  # include_masks=false in the same loop
+    assert no_masks["total"]["median_ms"] > 0 and no_masks["speedup_total_vs_with_masks"] > 0
     c8 = p["classify_int8"]  # the same /classify on ModelRegistry.load(precision="int8")
     assert c8["total"]["median_ms"] > 0 and c8["speedup_total_vs_fp32"] > 0
     assert c8["precision_served"] == {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32"}

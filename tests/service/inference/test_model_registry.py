@@ -259,3 +259,14 @@ def test_warm_up_runs_every_batch_size_the_scheduler_can_form(models_dir: Path) 
     reg.warm_up_batches()
     assert sorted(calls) == sorted((name, b) for name in reg.models for b in (2, 3))
     assert reg.ready
+
+
+def test_segment_many_without_source_masks(registry: ModelRegistry) -> None:
+    images = [(spine_image(300, 120, seed=5), "AP", None), (spine_image(280, 140, seed=6), "LAT", None)]
+    full = registry.segment_many(images)
+    frames_only = registry.segment_many(images, source_masks=False)
+    for a, b in zip(full, frames_only, strict=True):
+        assert b.masks == {} and a.masks
+        assert list(b.model_frame_masks) == list(a.model_frame_masks)
+        for s in a.model_frame_masks:
+            assert np.array_equal(a.model_frame_masks[s], b.model_frame_masks[s])

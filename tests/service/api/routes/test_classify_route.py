@@ -57,3 +57,13 @@ def test_rle_masks(client: TestClient) -> None:
     masks = body["views"][0]["masks"]
     assert all(m["encoding"] == "rle" and m["data"]["size"] == [300, 120] for m in masks)
     assert sum(np.sum(m["data"]["counts"]) for m in masks) == 3 * 300 * 120
+
+
+def test_without_masks_the_scores_are_the_same(client: TestClient) -> None:
+    # include_masks=false skips resizing the masks to the original size; the classifier never needed it.
+    files = _files(ap=encode(spine_image(300, 120, seed=3)), lat=encode(spine_image(280, 140, seed=4)))
+    with_masks = client.post("/classify", files=files).json()
+    without = client.post("/classify", files=files, data={"include_masks": "false"}).json()
+    assert without["per_mask"] == with_masks["per_mask"]
+    assert (without["label"], without["score"]) == (with_masks["label"], with_masks["score"])
+    assert all(v["masks"] == [] for v in without["views"]) and all(v["masks"] for v in with_masks["views"])
