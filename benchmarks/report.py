@@ -94,6 +94,8 @@ def models_table(results: dict[str, Any]) -> str:
     rows = []
     any_int8 = False
     models = results["sections"].get("models") or []
+    if not models:
+        return "(not run)"
     for m in models:
         weights = m.get("keras", {}).get("weights", "–")
         any_int8 |= bool((m.get("int8") or {}).get("available"))
