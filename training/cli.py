@@ -121,6 +121,7 @@ def cmd_unet(args: argparse.Namespace) -> None:
         init_weights=args.init_weights,
         crop_hw=tuple(args.crop) if args.crop else None,
         bn_momentum=args.bn_momentum,
+        freeze_batchnorm=args.freeze_bn,
     )
     info = {
         "kind": "segmentation",
@@ -142,6 +143,7 @@ def cmd_unet(args: argparse.Namespace) -> None:
         "input_hw": list(x_tr.shape[1:3]),
         "crop_hw": args.crop,
         "bn_momentum": args.bn_momentum,
+        "freeze_bn": args.freeze_bn,
         "metrics": {
             "val_dice_mean": result.best_score,
             "val_dice_median": result.history[result.best_epoch - 1]["val_dice_median"],
@@ -226,6 +228,11 @@ def train_main(argv: list[str] | None = None) -> None:
     u.add_argument("--loss", choices=["bce", "dice_bce"], default="dice_bce")
     u.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="train on HxW crops (multiples of 16)")
     u.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm momentum while training (0.9 for short runs)")
+    u.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="BatchNorm layers fixed in inference mode (fine-tuning weights read back from an ONNX export)",
+    )
     u.add_argument(
         "--init-weights",
         default=None,

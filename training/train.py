@@ -194,11 +194,15 @@ def train_unet(
     init_weights: str | Path | None = None,
     crop_hw: tuple[int, int] | None = None,
     bn_momentum: float = 0.99,
+    freeze_batchnorm: bool = False,
 ) -> tuple[keras.Model, FitResult]:
     """x: (N,H,W) uint8 preprocessed images, y: (N,H,W) bool masks, both in the model frame.
 
     crop_hw trains on random crops (centred near foreground) of the augmented frames, which costs
     a fraction of full frames on a CPU; validation always runs on whole frames.
+    freeze_batchnorm keeps every BatchNormalization layer in inference mode with its weights fixed:
+    for fine-tuning weights whose statistics are already folded into the convolutions (an exported
+    ONNX graph read back into Keras), where batch statistics would undo the folding.
     """
     keras.utils.set_random_seed(cfg.seed)
     model = build_unet(
@@ -206,6 +210,10 @@ def train_unet(
     )
     if init_weights:
         model.load_weights(init_weights)
+    if freeze_batchnorm:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False  # Keras 3: a non-trainable BatchNormalization runs in inference mode
     y_train_f = y_train[..., np.newaxis]
 
     def make_batch(idx, rng):
