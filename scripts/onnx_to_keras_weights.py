@@ -1,0 +1,58 @@
+"""Read an exported U-Net's ONNX weights back into Keras (for fine-tuning with `spine-train unet --freeze-bn`).
+
+PYTHONPATH=. .venv/bin/python scripts/onnx_to_keras_weights.py exported_models/Ap_Vertebra/1/model.onnx \
+    runs/ap_init.weights.h5 --filters 16 --num-layers 4 --check-cache .devdata/aasce.npz
+
+The export folded BatchNormalization into the convolutions, so the Keras model gets identity BatchNorm
+layers and the folded kernels (benchmarks.keras_weights, the loader the benchmarks use); the weights are
+written only if Keras reproduces onnxruntime's output on real cached images to 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import onnxruntime as ort
+
+from benchmarks.keras_weights import keras_with_onnx_weights
+from spine_core.preprocessing import UNET_INPUT_HW
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("onnx")
+    parser.add_argument("out", help="a .weights.h5 file for `spine-train unet --init-weights`")
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--check-cache", default=None, help="npz from `spine-train cache`: parity on its first images")
+    args = parser.parse_args()
+    config = {
+        "builder": "training.models.build_unet",
+        "input_hw": list(UNET_INPUT_HW),
+        "filters": args.filters,
+        "num_layers": args.num_layers,
+    }
+    model, info = keras_with_onnx_weights(config, args.onnx)
+    if info["weights"] != "onnx":
+        raise SystemExit(f"weights not transferred: {info}")
+    if args.check_cache:
+        from training.cache import load_aasce_cache
+        from training.train import as_float
+
+        x = as_float(load_aasce_cache(args.check_cache)["images"][:4])
+        session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        diff = float(np.abs(np.asarray(model(x, training=False)) - got).max())
+        print(f"parity on 4 real images: {diff:.2e}")
+        if diff > 1e-4:
+            raise SystemExit("Keras does not reproduce the ONNX model: weights not written")
+    model.save_weights(args.out)
+    print(f"{args.out}: {info}")
+
+
+if __name__ == "__main__":
+    main()
