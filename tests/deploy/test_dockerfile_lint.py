@@ -92,7 +92,7 @@ def test_runtime_stage():
     assert user and user[-1].split(":")[0] not in {"0", "root"}, "runs as a non-root user"
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
     (health,) = [a for kw, a in runtime if kw == "HEALTHCHECK"]
-    assert "/health/ready" in health and "CMD" in health
+    assert '"-m", "service.healthcheck"' in health and "CMD" in health  # GET /health/ready, with the key if any
     (entrypoint,) = [a for kw, a in runtime if kw == "ENTRYPOINT"]
     assert entrypoint == '["spine-serve"]'
     assert "EXPOSE" in keywords
