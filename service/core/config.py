@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         "fp32",
         description=(
             "fp32: the exported graphs. int8: each model's statically quantized variant where the manifest lists one "
-            "(CPU lever, about 2x faster U-Nets; agreement with fp32 in GET /models); fp32 for the others"
+            "(CPU lever: U-Nets 1.2-1.9x faster, docs/benchmarks.md; agreement with fp32 in GET /models); fp32 for the others"
         ),
     )
     verify_sha256: bool = Field(True, description="Check every model file against its manifest sha256 at start-up")
