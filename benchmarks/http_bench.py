@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import summarize
+from benchmarks.timing import PeriodicSampler, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -129,13 +129,12 @@ def _reset_peak_rss(pid: int) -> bool:
         return False
 
 
-class RssSampler:
+class RssSampler(PeriodicSampler):
     """Max RSS of a process sampled every `interval` seconds (a fallback and cross-check for VmHWM)."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval, "rss-sampler")
+        self.pid, self.peak = pid, 0
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -143,14 +142,6 @@ class RssSampler:
             if rss:
                 self.peak = max(self.peak, rss)
             self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass

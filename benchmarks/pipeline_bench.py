@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmarks.http_bench import Images
 from benchmarks.timing import interleaved, summarize
+from training.metrics import dice
 
 
 def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np.ndarray, Any, float]]:
@@ -36,11 +37,6 @@ def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np
         prob = model.session.run([model.entry.output_name], {model.entry.input_name: to_unet_batch([x])})[0][0, :, :, 0]
         out[structure] = (prob, box, model.threshold)
     return out
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 2 * int(np.count_nonzero(a & b)) / total if total else 1.0  # two empty masks agree
 
 
 def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=print) -> dict[str, Any]:
@@ -117,7 +113,7 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
                 a, b = _source_mask(probs[structure][0], box, thr), _source_mask(prob, box, thr)
                 int8_masks[structure] = {
                     "precision": registries["int8"].segmentation_model(structure).precision,
-                    "dice_vs_fp32": _dice(a, b),
+                    "dice_vs_fp32": dice(a, b),
                     "differing_pixels": int(np.count_nonzero(a != b)),
                 }
         for structure, (prob, box, thr) in probs.items():

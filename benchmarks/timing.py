@@ -8,7 +8,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -146,18 +146,36 @@ def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 0.5) -> list
     return busy
 
 
-class ForeignLoad:
+class PeriodicSampler:
+    """A daemon thread running `_run` while the `with` block lasts; `_run` waits on `_stop` between samples."""
+
+    def __init__(self, interval: float, name: str) -> None:
+        import threading
+
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class ForeignLoad(PeriodicSampler):
     """Samples, every `interval` s, the CPU used by processes outside this one and its children (servers it
     starts): a figure measured while something else ran is worth knowing about. Context manager."""
 
     def __init__(self, interval: float = 5.0) -> None:
-        import threading
-
-        self.interval = interval
+        super().__init__(interval, "foreign-load")
         self.samples: list[float] = []
         self.top: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="foreign-load")
 
     def _run(self) -> None:
         try:
@@ -182,14 +200,6 @@ class ForeignLoad:
                     cmd = " ".join(proc.info["cmdline"] or [proc.info["name"] or ""])[:100]
                     self.top[cmd] = max(self.top.get(cmd, 0.0), pct)
             self.samples.append(total)
-
-    def __enter__(self) -> ForeignLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def summary(self) -> dict[str, Any]:
         s = self.samples[1:]  # the first sample has no interval behind it
