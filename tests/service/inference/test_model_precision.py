@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from spine_service_testlib import CPU, SEG_HW, copy_models_dir, make_settings, png_bytes, spine_image, start_client
 
 from service.inference import ModelRegistry
-from spine_core.manifest import ModelVariant, load_manifest, save_manifest, sha256_file
+from spine_core.manifest import load_manifest, sha256_file
 from spine_core.preprocessing import preprocess_image, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME
-from training.quantize import int8_path_for, measure_agreement, quantize_int8
+from training.quantize import add_int8_variant
 
 QUANTIZED = ("Ap_Vertebra", "Lat_Vertebra")
 
@@ -24,22 +24,9 @@ QUANTIZED = ("Ap_Vertebra", "Lat_Vertebra")
 def int8_models_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny models, two of them with an int8 variant calibrated on generated spines."""
     out = copy_models_dir(models_dir, tmp_path_factory.mktemp("int8") / "models")
-    manifest = load_manifest(out)
     calibration = [to_unet_batch([preprocess_image(spine_image(seed=s), SEG_HW)[0]]) for s in range(4)]
-    for entry in manifest.models:
-        if entry.name in QUANTIZED:
-            fp32 = out / entry.file
-            int8 = int8_path_for(fp32)
-            quantize_int8(fp32, int8, calibration, entry.input_name)
-            entry.variants["int8"] = ModelVariant(
-                precision="int8",
-                file=str(int8.relative_to(out)),
-                sha256=sha256_file(int8),
-                method="test",
-                calibration_data="generated",
-                agreement=measure_agreement(entry, fp32, int8, calibration),
-            )
-    save_manifest(manifest, out)
+    for name in QUANTIZED:
+        add_int8_variant(out, name, calibration, calibration, "generated spines")
     return out
 
 
