@@ -28,8 +28,15 @@ class ModelVariant(BaseModel):
 
 class ModelEntry(BaseModel):
     name: str = Field(description="Triton-style model name; the file is <name>/<version>/model.onnx")
-    kind: Literal["segmentation", "classification"]
-    structure: str | None = Field(None, description="Segmented structure (segmentation models)")
+    kind: Literal["segmentation", "classification", "refinement"]
+    structure: str | None = Field(None, description="Segmented structure (segmentation and refinement models)")
+    refines: str | None = Field(
+        None,
+        description=(
+            "Refinement models: the segmentation model whose mask places this model's window; the service "
+            "re-segments that window at a higher resolution and serves the result as that structure's mask"
+        ),
+    )
     view: Literal["AP", "LAT"] | None = None
     version: str = "1"
     file: str = Field(description="Path of the ONNX file relative to the models directory")
@@ -67,6 +74,9 @@ class Manifest(BaseModel):
 
     def segmentation_models(self) -> list[ModelEntry]:
         return [m for m in self.models if m.kind == "segmentation"]
+
+    def refinement_models(self) -> list[ModelEntry]:
+        return [m for m in self.models if m.kind == "refinement"]
 
     def classifier(self) -> ModelEntry | None:
         return next((m for m in self.models if m.kind == "classification"), None)

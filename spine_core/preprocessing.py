@@ -21,6 +21,10 @@ LOWER_PERCENTILE = 0.5
 UPPER_PERCENTILE = 99.5
 MASK_THRESHOLD = 0.5
 PREPROCESSING_NAME = "letterbox-percentile-v1"
+# Second stage: a window around the first stage's mask, seen at a higher resolution.
+REFINE_INPUT_HW: tuple[int, int] = (1024, 256)
+REFINE_MARGIN: tuple[float, float] = (0.05, 0.25)  # of the mask's height / width, added on each side
+REFINE_PREPROCESSING_NAME = "spine-crop-percentile-v1"
 
 
 @dataclass(frozen=True)
@@ -96,13 +100,16 @@ def letterbox(
 
 def normalize_intensity(array: np.ndarray, box: Letterbox) -> np.ndarray:
     """Percentile-normalise the content region to [0, 1] in place; padding stays 0."""
-    content = array[box.top : box.top + box.content_h, box.left : box.left + box.content_w]
+    _normalize_region(array[box.top : box.top + box.content_h, box.left : box.left + box.content_w])
+    return array
+
+
+def _normalize_region(content: np.ndarray) -> None:
     lo, hi = np.percentile(content, [LOWER_PERCENTILE, UPPER_PERCENTILE])
     if hi - lo < 1e-6:
         content[...] = 0.0
     else:
         np.clip((content - lo) / (hi - lo), 0.0, 1.0, out=content)
-    return array
 
 
 def preprocess_image(image: np.ndarray, out_hw: tuple[int, int] = UNET_INPUT_HW) -> tuple[np.ndarray, Letterbox]:
@@ -131,6 +138,140 @@ def probabilities_to_source_mask(probabilities: np.ndarray, box: Letterbox, thre
 def mask_to_classifier_input(mask: np.ndarray, out_hw: tuple[int, int] = CLASSIFIER_INPUT_HW) -> np.ndarray:
     """Binary mask in the U-Net's letterboxed frame -> the classifier's HxW float32 input (box-averaged)."""
     return resize(np.asarray(mask, dtype=np.float32), out_hw, Image.Resampling.BOX)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A window of the source image, in source pixels, that a refinement model sees at out_h x out_w.
+
+    The window has the model input's aspect ratio (so the resize is isotropic) and may reach beyond
+    the image; what lies outside is zero, like the letterbox padding.
+    """
+
+    src_h: int
+    src_w: int
+    top: int
+    left: int
+    height: int
+    width: int
+    out_h: int
+    out_w: int
+
+    @classmethod
+    def around_mask(
+        cls,
+        mask: np.ndarray,
+        out_hw: tuple[int, int] = REFINE_INPUT_HW,
+        margin: tuple[float, float] = REFINE_MARGIN,
+    ) -> CropBox | None:
+        """The window around a source-size mask's bounding box; None when the mask is empty."""
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return None
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        h = (y1 - y0) * (1 + 2 * margin[0])
+        w = (x1 - x0) * (1 + 2 * margin[1])
+        aspect = out_hw[0] / out_hw[1]
+        h, w = max(h, w * aspect), max(w, h / aspect)
+        height, width = max(out_hw[0] // 16, round(h)), max(out_hw[1] // 16, round(w))
+        return cls(
+            src_h=mask.shape[0],
+            src_w=mask.shape[1],
+            top=round((y0 + y1) / 2 - height / 2),
+            left=round((x0 + x1) / 2 - width / 2),
+            height=height,
+            width=width,
+            out_h=out_hw[0],
+            out_w=out_hw[1],
+        )
+
+    def _overlap(self) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the part of the window inside the image, in source pixels."""
+        return (
+            max(0, self.top),
+            min(self.src_h, self.top + self.height),
+            max(0, self.left),
+            min(self.src_w, self.left + self.width),
+        )
+
+    def cut(self, array: np.ndarray) -> np.ndarray:
+        """The window of a source-size 2-D array at source resolution, zero outside the image."""
+        y0, y1, x0, x1 = self._overlap()
+        out = np.zeros((self.height, self.width), dtype=np.float32)
+        out[y0 - self.top : y1 - self.top, x0 - self.left : x1 - self.left] = array[y0:y1, x0:x1]
+        return out
+
+    def content_in_output(self) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the image part of the window in the model's output frame."""
+        y0, y1, x0, x1 = self._overlap()
+        sy, sx = self.out_h / self.height, self.out_w / self.width
+        top, bottom = round((y0 - self.top) * sy), round((y1 - self.top) * sy)
+        left, right = round((x0 - self.left) * sx), round((x1 - self.left) * sx)
+        return top, max(top + 1, bottom), left, max(left + 1, right)
+
+    def as_list(self) -> list[int]:
+        return [self.top, self.left, self.height, self.width]
+
+
+def preprocess_crop(image: np.ndarray, box: CropBox) -> np.ndarray:
+    """Decoded radiograph -> the refinement model's HxW float32 input in [0, 1] (the window of `box`)."""
+    out = np.array(resize(box.cut(to_grayscale(image)), (box.out_h, box.out_w)))  # writable copy
+    y0, y1, x0, x1 = box.content_in_output()
+    _normalize_region(out[y0:y1, x0:x1])
+    outside = np.ones(out.shape, dtype=bool)
+    outside[y0:y1, x0:x1] = False
+    out[outside] = 0.0
+    return out
+
+
+def crop_mask(mask: np.ndarray, box: CropBox) -> np.ndarray:
+    """Ground-truth mask at source size -> boolean mask in the refinement model's frame."""
+    return resize(box.cut(np.asarray(mask, dtype=np.float32)), (box.out_h, box.out_w)) >= 0.5
+
+
+def crop_probabilities_to_source(probabilities: np.ndarray, box: CropBox) -> np.ndarray:
+    """Refinement probabilities -> float probabilities at the source size (0 outside the window)."""
+    window = resize(probabilities, (box.height, box.width))
+    y0, y1, x0, x1 = box._overlap()
+    out = np.zeros((box.src_h, box.src_w), dtype=np.float32)
+    out[y0:y1, x0:x1] = window[y0 - box.top : y1 - box.top, x0 - box.left : x1 - box.left]
+    return out
+
+
+def crop_probabilities_to_letterbox(probabilities: np.ndarray, box: CropBox, frame: Letterbox) -> np.ndarray:
+    """Refinement probabilities -> float probabilities in the first stage's letterboxed frame.
+
+    The classifier reads masks in that frame, so a refined mask reaches it the way a first-stage one does.
+    """
+    scale = frame.content_h / frame.src_h
+    top, left = frame.top + box.top * scale, frame.left + box.left * scale
+    h, w = max(1, round(box.height * scale)), max(1, round(box.width * scale))
+    window = resize(probabilities, (h, w))
+    t, lft = round(top), round(left)
+    out = np.zeros((frame.out_h, frame.out_w), dtype=np.float32)
+    # Clip the window to the content region: the padding of the letterbox stays background.
+    y0, y1 = max(t, frame.top), min(t + h, frame.top + frame.content_h)
+    x0, x1 = max(lft, frame.left), min(lft + w, frame.left + frame.content_w)
+    if y1 > y0 and x1 > x0:
+        out[y0:y1, x0:x1] = window[y0 - t : y1 - t, x0 - lft : x1 - lft]
+    return out
+
+
+def refine_preprocessing_spec() -> dict[str, object]:
+    """What a refinement model's manifest entry records about its input."""
+    return {
+        "name": REFINE_PREPROCESSING_NAME,
+        "module": "spine_core.preprocessing",
+        "input_hw": list(REFINE_INPUT_HW),
+        "layout": "NHWC",
+        "window": (
+            f"bounding box of the first stage's source-size mask, widened by {REFINE_MARGIN[0]:.0%} of its height "
+            f"and {REFINE_MARGIN[1]:.0%} of its width on each side, then grown to the input's aspect ratio; "
+            "zero outside the image"
+        ),
+        "resize": "window resized isotropically to the input, Pillow bilinear",
+        "intensity": f"per-window percentiles {LOWER_PERCENTILE}-{UPPER_PERCENTILE} of the in-image part mapped to 0..1",
+    }
 
 
 def preprocessing_spec() -> dict[str, object]:

@@ -16,8 +16,17 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
-from spine_core.preprocessing import UNET_INPUT_HW, letterbox_mask, preprocess_image
+from spine_core.preprocessing import (
+    REFINE_INPUT_HW,
+    UNET_INPUT_HW,
+    CropBox,
+    crop_mask,
+    letterbox_mask,
+    preprocess_crop,
+    preprocess_image,
+)
 from training.datasets import AasceSample, read_aasce_dataset, read_course_dataset
 
 log = logging.getLogger(__name__)
@@ -109,3 +118,49 @@ def load_course_cache(path: Path) -> list[dict]:
             }
             out.append({"study": str(study), "label": str(label), "view": str(view), "image": z[f"image_{k}"], "masks": masks})
     return out
+
+
+def build_refine_cache(
+    data_dir: Path, out_path: Path, models_dir: Path, out_hw: tuple[int, int] = REFINE_INPUT_HW, threads: int | None = None
+) -> Path:
+    """AASCE windows for the second-stage `Ap_Vertebra` model, cut where the exported first stage puts them.
+
+    The window comes from the first stage's own mask (run through the service's registry), not from
+    the ground truth, so training sees the windows the service will cut, misplacements included.
+    An image where the first stage finds nothing gets the whole image as its window.
+    """
+    from service.inference import ModelRegistry  # onnxruntime, no Keras: the cache step runs anywhere
+
+    registry = ModelRegistry.load(
+        models_dir, providers=["CPUExecutionProvider"], intra_op_threads=threads, warmup=False, use_refinement=False
+    )
+    stage1 = registry.segmentation_model("Ap_Vertebra")
+    if stage1 is None:
+        raise SystemExit(f"{models_dir} has no loadable Ap_Vertebra model: {registry.problems}")
+    samples = read_aasce_dataset(data_dir)
+    images, masks, boxes, fallbacks = [], [], [], 0
+    for sample in tqdm(samples, desc="refine cache", mininterval=5.0):
+        image = sample.image()
+        coarse = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
+        box = CropBox.around_mask(coarse, out_hw)
+        if box is None:
+            fallbacks += 1
+            box = CropBox.around_mask(np.ones(coarse.shape, dtype=bool), out_hw, margin=(0.0, 0.0))
+        images.append(quantize(preprocess_crop(image, box)))
+        masks.append(crop_mask(sample.vertebra_mask(image.shape[0], image.shape[1]), box))
+        boxes.append([box.src_h, box.src_w, *box.as_list()])
+    if fallbacks:
+        log.warning("%d image(s) without a first-stage mask: whole-image windows", fallbacks)
+    np.savez_compressed(
+        out_path,
+        images=np.stack(images),
+        masks=np.packbits(np.stack(masks), axis=-1),
+        mask_width=np.array(out_hw[1]),
+        boxes=np.array(boxes),
+        stage1_sha256=np.array(stage1.sha256),
+        names=np.array([s.name for s in samples]),
+        patient_keys=np.array([s.patient_key for s in samples]),
+        cobb=np.stack([s.cobb_angles for s in samples]),
+    )
+    log.info("refine cache: %d windows -> %s (%.1f MB)", len(samples), out_path, out_path.stat().st_size / 1e6)
+    return out_path

@@ -66,8 +66,14 @@ def _device_description() -> str:
 def cmd_cache(args: argparse.Namespace) -> None:
     from training.cache import build_aasce_cache, build_course_cache
 
-    hw = (args.height, args.width)
-    if args.layout == "aasce":
+    hw = (args.height or UNET_INPUT_HW[0], args.width or UNET_INPUT_HW[1])
+    if args.layout == "aasce-refine":
+        from spine_core.preprocessing import REFINE_INPUT_HW
+        from training.cache import build_refine_cache
+
+        hw = (args.height or REFINE_INPUT_HW[0], args.width or REFINE_INPUT_HW[1])
+        print(build_refine_cache(Path(args.data_dir), Path(args.out), Path(args.stage1_models), hw))
+    elif args.layout == "aasce":
         print(build_aasce_cache(Path(args.data_dir), Path(args.out), hw, jpeg_quality=args.jpeg_quality))
     else:
         print(build_course_cache(Path(args.data_dir), Path(args.out), hw))
@@ -86,8 +92,13 @@ def cmd_unet(args: argparse.Namespace) -> None:
         training_data = (
             f"AASCE 2019 training set ({len(data['images'])} AP radiographs), Ap_Vertebra masks filled from corner landmarks"
         )
+        if "boxes" in data:  # a `cache aasce-refine` file: windows cut around the first stage's masks
+            training_data += (
+                f"; windows cut around the masks of the first-stage Ap_Vertebra model (sha256 {str(data['stage1_sha256'])[:12]}…)"
+            )
         split = f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val images"
         validated = True
+        refines = "Ap_Vertebra" if "boxes" in data else None
     else:
         samples = [s for s in load_course_cache(Path(args.cache)) if args.structure in s["masks"]]
         if not samples:
@@ -107,6 +118,7 @@ def cmd_unet(args: argparse.Namespace) -> None:
             else "trained on both studies; no held-out data (score is on training images)"
         )
         validated = False
+        refines = None
     _, result = train_unet(
         x_tr,
         y_tr,
@@ -124,7 +136,8 @@ def cmd_unet(args: argparse.Namespace) -> None:
         freeze_batchnorm=args.freeze_bn,
     )
     info = {
-        "kind": "segmentation",
+        "kind": "refinement" if refines else "segmentation",
+        "refines": refines,
         "structure": args.structure,
         "view": STRUCTURES[args.structure],
         "filters": args.filters,
@@ -210,11 +223,18 @@ def train_main(argv: list[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cache", help="preprocess a dataset into an npz")
-    c.add_argument("layout", choices=["aasce", "course"])
+    c.add_argument(
+        "layout",
+        choices=["aasce", "course", "aasce-refine"],
+        help="aasce-refine: windows for the second-stage Ap_Vertebra model, cut around the first stage's masks",
+    )
     c.add_argument("data_dir")
     c.add_argument("out")
-    c.add_argument("--height", type=int, default=UNET_INPUT_HW[0])
-    c.add_argument("--width", type=int, default=UNET_INPUT_HW[1])
+    c.add_argument("--height", type=int, default=None, help="model input height (default: the layout's)")
+    c.add_argument("--width", type=int, default=None)
+    c.add_argument(
+        "--stage1-models", default="exported_models", help="aasce-refine: models folder holding the first-stage Ap_Vertebra"
+    )
     c.add_argument("--jpeg-quality", type=int, default=None, help="aasce: store images as JPEG (smaller cache)")
     c.set_defaults(func=cmd_cache)
     u = sub.add_parser("unet", help="train one structure's U-Net")

@@ -43,9 +43,14 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _registry(models_dir: Path, threads: int | None, precision: str = "fp32") -> ModelRegistry:
+def _registry(models_dir: Path, threads: int | None, precision: str = "fp32", refinement: bool = True) -> ModelRegistry:
     registry = ModelRegistry.load(
-        models_dir, providers=["CPUExecutionProvider"], intra_op_threads=threads, warmup=False, precision=precision
+        models_dir,
+        providers=["CPUExecutionProvider"],
+        intra_op_threads=threads,
+        warmup=False,
+        precision=precision,
+        use_refinement=refinement,
     )
     if registry.problems:
         log.warning("models not loaded: %s", registry.problems)
@@ -55,6 +60,12 @@ def _registry(models_dir: Path, threads: int | None, precision: str = "fp32") ->
 def _precisions(registry: ModelRegistry) -> dict[str, str]:
     """What each model ran as (int8 requested: models without an int8 variant still run fp32)."""
     return {name: m.precision for name, m in registry.models.items()}
+
+
+def _refinement(registry: ModelRegistry, structure: str, n_refined: int) -> dict:
+    """Which stage the masks came from: the refinement model (on how many images) or the first stage only."""
+    model = registry.refinement_model(structure)
+    return {"model": model.name if model else None, "images_refined": n_refined}
 
 
 def _classification(labels: list[bool], p_damaged: list[float]) -> dict[str, float]:
@@ -70,14 +81,16 @@ def evaluate_aasce(
     limit: int | None = None,
     threads: int | None = None,
     precision: str = "fp32",
+    refinement: bool = True,
 ) -> dict:
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
         train_idx, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
         samples = [samples[i] for i in (val_idx if subset == "val" else train_idx)]
     samples = samples[:limit] if limit else samples
-    registry = _registry(models_dir, threads, precision)
+    registry = _registry(models_dir, threads, precision, refinement)
     has_classifier = registry.classifier() is not None
+    refined = 0
     dices, labels, p_pred, p_gt, per_image = [], [], [], [], []
     t0 = time.perf_counter()
     for sample in tqdm(samples, desc="aasce", mininterval=5.0):
@@ -86,7 +99,8 @@ def evaluate_aasce(
         result = registry.segment(image, "AP", ["Ap_Vertebra"])
         d = dice(result.masks["Ap_Vertebra"], truth)
         dices.append(d)
-        row = {"image": sample.name, "dice": d, "max_cobb": sample.max_cobb}
+        refined += bool(result.refined)
+        row = {"image": sample.name, "dice": d, "max_cobb": sample.max_cobb, "models": result.models_used}
         if has_classifier:
             frame = result.model_frame_masks["Ap_Vertebra"]
             gt_frame = letterbox_mask(truth, frame.shape)
@@ -106,6 +120,7 @@ def evaluate_aasce(
         "execution_provider": registry.execution_provider,
         "precision": _precisions(registry),
         "seconds": round(time.perf_counter() - t0, 1),
+        "refinement": _refinement(registry, "Ap_Vertebra", refined),
         "segmentation": {"Ap_Vertebra": _summary(dices)},
     }
     if has_classifier:
@@ -119,9 +134,11 @@ def evaluate_aasce(
     return out
 
 
-def evaluate_course(data_dir: Path, models_dir: Path, threads: int | None = None, precision: str = "fp32") -> dict:
+def evaluate_course(
+    data_dir: Path, models_dir: Path, threads: int | None = None, precision: str = "fp32", refinement: bool = True
+) -> dict:
     samples = read_course_dataset(data_dir)
-    registry = _registry(models_dir, threads, precision)
+    registry = _registry(models_dir, threads, precision, refinement)
     has_classifier = registry.classifier() is not None
     dices: dict[str, list[float]] = {}
     studies: dict[str, dict] = {}
@@ -185,13 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precision", choices=["fp32", "int8"], default="fp32", help="int8: the models' quantized variants where listed"
     )
+    parser.add_argument(
+        "--no-refinement",
+        action="store_true",
+        help="score the first-stage U-Nets alone, ignoring refinement models (SPINE_REFINEMENT=false in the service)",
+    )
     args = parser.parse_args(argv)
+    refinement = not args.no_refinement
     if args.layout == "aasce":
         result = evaluate_aasce(
-            args.data_dir, args.models, args.subset, args.cobb_threshold, args.limit, args.threads, args.precision
+            args.data_dir, args.models, args.subset, args.cobb_threshold, args.limit, args.threads, args.precision, refinement
         )
     else:
-        result = evaluate_course(args.data_dir, args.models, args.threads, args.precision)
+        result = evaluate_course(args.data_dir, args.models, args.threads, args.precision, refinement)
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

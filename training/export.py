@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from spine_core.manifest import ModelEntry, load_manifest, save_manifest, sha256_file, upsert_model
-from spine_core.preprocessing import MASK_THRESHOLD, UNET_INPUT_HW, mask_to_classifier_input, preprocessing_spec
+from spine_core.preprocessing import (
+    MASK_THRESHOLD,
+    UNET_INPUT_HW,
+    mask_to_classifier_input,
+    preprocessing_spec,
+    refine_preprocessing_spec,
+)
 from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES
 
 log = logging.getLogger("spine-export")
@@ -109,6 +115,8 @@ def export_unet(
 
     info = json.loads((run_dir / "run_info.json").read_text())
     structure = info["structure"]
+    refines = info.get("refines")  # a second-stage model: its own name, it serves `refines`' structure
+    name = refinement_model_name(structure) if refines else structure
     input_hw = tuple(info.get("input_hw", UNET_INPUT_HW))
     model = build_unet(input_hw, filters=info["filters"], num_layers=info["num_layers"])
     model.load_weights(run_dir / "best.weights.h5")
@@ -118,11 +126,11 @@ def export_unet(
         recalibrate_batchnorm(model, *_course_training_arrays(cache_path, structure), passes=recalibrate_bn)
         model.save_weights(run_dir / "recalibrated.weights.h5")
     onnx_path, diff = _export_and_check(
-        model, models_dir, structure, _parity_inputs_unet(cache_path, structure), UNET_INPUT_NAME, UNET_OUTPUT_NAME
+        model, models_dir, name, _parity_inputs_unet(cache_path, structure), UNET_INPUT_NAME, UNET_OUTPUT_NAME
     )
     # Figures measured during training, in the model's letterboxed frame; spine-evaluate adds original-size ones.
     prefix = {"held-out study": "heldout_model_frame_", "training images": "training_images_model_frame_"}.get(
-        info.get("validation_set", ""), "model_frame_"
+        info.get("validation_set", ""), "window_frame_" if refines else "model_frame_"
     )
     metrics = {f"{prefix}{k}": v for k, v in info["metrics"].items()}
     notes = (
@@ -140,14 +148,20 @@ def export_unet(
         split = f"{split}; held-out figure from a separate run that {held['split']}"
     if recalibrate_bn:
         notes += f" BatchNorm statistics re-estimated after training ({recalibrate_bn} passes over augmented training images)."
+    if refines:
+        notes = (
+            f"Second stage of {refines}: re-segments a window around the first stage's mask at {input_hw[0]}x{input_hw[1]} "
+            f"(the service serves its mask as {structure}'s). " + notes
+        )
     if not info["validated"]:
         notes = (
             "DEMONSTRATION MODEL: trained on public sample studies only (see training_data); "
             "not validated, not for clinical or research use. " + notes
         )
     entry = ModelEntry(
-        name=structure,
-        kind="segmentation",
+        name=name,
+        kind="refinement" if refines else "segmentation",
+        refines=refines,
         structure=structure,
         view=STRUCTURES[structure],
         file=str(onnx_path.relative_to(models_dir)),
@@ -156,7 +170,11 @@ def export_unet(
         output_name=UNET_OUTPUT_NAME,
         input_shape=[None, *input_hw, 1],
         output_shape=[None, *input_hw, 1],
-        preprocessing={**preprocessing_spec(), "unet_input_hw": list(input_hw)},
+        preprocessing=(
+            {**refine_preprocessing_spec(), "input_hw": list(input_hw)}
+            if refines
+            else {**preprocessing_spec(), "unet_input_hw": list(input_hw)}
+        ),
         threshold=MASK_THRESHOLD,
         architecture="U-Net (keras-unet custom_unet design)",
         architecture_config={
@@ -179,6 +197,10 @@ def export_unet(
     )
     upsert_model(models_dir, entry, _now())
     return entry
+
+
+def refinement_model_name(structure: str) -> str:
+    return f"{structure}_refine"
 
 
 def export_classifier(run_dir: Path, cache_path: Path, models_dir: Path) -> ModelEntry:

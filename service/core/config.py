@@ -52,6 +52,13 @@ class Settings(BaseSettings):
             "(CPU lever: U-Nets 1.2-1.9x faster, docs/benchmarks.md; agreement with fp32 in GET /models); fp32 for the others"
         ),
     )
+    refinement: bool = Field(
+        True,
+        description=(
+            "Serve a structure's mask from its refinement model (a second U-Net on a window around the first "
+            "stage's mask, at a higher resolution) where the manifest has one; false serves first-stage masks"
+        ),
+    )
     verify_sha256: bool = Field(True, description="Check every model file against its manifest sha256 at start-up")
     warmup: bool = Field(True, description="Run every session once before reporting ready")
 

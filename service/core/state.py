@@ -43,6 +43,7 @@ class ModelState:
                 require_gpu=s.require_gpu,
                 verify_sha256=s.verify_sha256,
                 precision=s.precision,
+                use_refinement=s.refinement,
                 provider_options={"CUDAExecutionProvider": {"cudnn_conv_algo_search": s.cudnn_conv_algo_search}},
             )
             on_loaded(registry)

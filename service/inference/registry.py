@@ -21,8 +21,12 @@ from PIL import Image
 from spine_core.manifest import MANIFEST_FILE, PRECISIONS, Manifest, ModelEntry, load_manifest, sha256_file
 from spine_core.preprocessing import (
     MASK_THRESHOLD,
+    CropBox,
     Letterbox,
+    crop_probabilities_to_letterbox,
+    crop_probabilities_to_source,
     mask_to_classifier_input,
+    preprocess_crop,
     preprocess_image,
     probabilities_to_source_mask,
     to_unet_batch,
@@ -331,16 +335,19 @@ class SegmentationResult:
     model_frame_masks: dict[str, np.ndarray]  # structure -> bool mask in the letterboxed model frame
     letterbox: Letterbox  # of the first model; see `letterboxes` if a view mixes input sizes
     letterboxes: dict[str, Letterbox]
-    timings_ms: dict[str, float]  # preprocess, inference, postprocess
-    models_used: list[str]  # model names, in the order of `masks`
+    timings_ms: dict[str, float]  # preprocess, inference, postprocess (+ refinement when a model refined a mask)
+    models_used: list[str]  # model names: the U-Nets in the order of `masks`, then any refinement models that ran
+    refined: list[str] = field(default_factory=list)  # structures whose mask came from a refinement model
 
 
 def _validate_entry(entry: ModelEntry) -> str | None:
     shape = entry.input_shape
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[3] != 1:
         return f"manifest input_shape {shape} is not [None, H, W, 1]"
-    if entry.kind == "segmentation" and (entry.structure is None or entry.view is None):
-        return "manifest entry of a segmentation model lacks structure or view"
+    if entry.kind in ("segmentation", "refinement") and (entry.structure is None or entry.view is None):
+        return f"manifest entry of a {entry.kind} model lacks structure or view"
+    if entry.kind == "refinement" and not entry.refines:
+        return "manifest entry of a refinement model does not say which model it refines (refines)"
     if entry.kind == "classification" and entry.classes and sorted(entry.classes) != sorted(CLASSES):
         return f"manifest classes {entry.classes} are not {list(CLASSES)}"
     return None
@@ -379,8 +386,10 @@ class ModelRegistry:
         requested_providers: list[str],
         tuning: RuntimeTuning | None = None,
         precision: str = "fp32",
+        use_refinement: bool = True,
     ) -> None:
         self.models_dir = models_dir
+        self.use_refinement = use_refinement
         self.precision = precision  # requested; each LoadedModel says what it runs
         self.manifest = manifest
         self.models = models
@@ -411,6 +420,7 @@ class ModelRegistry:
         tuning: RuntimeTuning | None = None,
         precision: str = "fp32",
         provider_options: Mapping[str, Mapping[str, str]] | None = None,
+        use_refinement: bool = True,
     ) -> ModelRegistry:
         """Load every manifest model. Never raises for a bad model: the problem is recorded under its name.
 
@@ -419,6 +429,7 @@ class ModelRegistry:
         `provider_options` maps a provider name to its onnxruntime options (e.g. CUDA's
         `cudnn_conv_algo_search`). On a GPU with `warmup`, every batch size the micro-batching can form is
         run once before ready, so no request pays for cuDNN's algorithm search on a new shape.
+        `use_refinement` False serves first-stage masks even where the manifest has a refinement model.
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -430,10 +441,10 @@ class ModelRegistry:
             manifest = load_manifest(models_dir)
         except FileNotFoundError:
             problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} not found (set SPINE_MODELS_DIR?)"
-            return cls(models_dir, None, {}, problems, providers, tuning, precision)
+            return cls(models_dir, None, {}, problems, providers, tuning, precision, use_refinement)
         except Exception as exc:  # invalid JSON or schema: report, do not crash the service
             problems[MANIFEST_KEY] = f"{models_dir / MANIFEST_FILE} is invalid: {exc}"
-            return cls(models_dir, None, {}, problems, providers, tuning, precision)
+            return cls(models_dir, None, {}, problems, providers, tuning, precision, use_refinement)
         if not manifest.models:
             problems[MANIFEST_KEY] = "the manifest lists no models"
 
@@ -460,6 +471,12 @@ class ModelRegistry:
                 problems[entry.name] = model.problem
                 log.error("model %s not servable: %s", entry.name, model.problem)
             models[entry.name] = model
+        first_stage = {m.name for m in manifest.segmentation_models()}
+        for entry in manifest.refinement_models():
+            if entry.refines not in first_stage and entry.name not in problems:
+                models[entry.name].problem = problems[entry.name] = (
+                    f"refines {entry.refines!r}, which is not a segmentation model of the manifest"
+                )
         used = sorted({m.provider for m in models.values() if m.provider})
         if used and used != [providers[0]]:
             # Not an error (the service still works), but never silent.
@@ -468,7 +485,7 @@ class ModelRegistry:
         if precision != "fp32" and served != {precision}:
             fp32_only = sorted(m.name for m in models.values() if m.session is not None and m.precision == "fp32")
             log.warning("precision %s requested; no such variant for %s: those run fp32", precision, ", ".join(fp32_only))
-        registry = cls(models_dir, manifest, models, problems, providers, tuning, precision)
+        registry = cls(models_dir, manifest, models, problems, providers, tuning, precision, use_refinement)
         if warmup and registry.on_gpu:
             registry.warm_up_batches()
         return registry
@@ -516,7 +533,7 @@ class ModelRegistry:
             try:
                 h, w = model.input_hw
                 out = session.run([entry.output_name], {entry.input_name: np.zeros((1, h, w, 1), np.float32)})[0]
-                expected = (1, h, w, 1) if entry.kind == "segmentation" else (1, 2)
+                expected = (1, 2) if entry.kind == "classification" else (1, h, w, 1)
                 if tuple(out.shape) != expected:
                     model.problem = f"output shape {list(out.shape)} for one image, expected {list(expected)}"
                     return model
@@ -567,6 +584,15 @@ class ModelRegistry:
 
     def segmentation_model(self, structure: str) -> LoadedModel | None:
         return next((m for m in self.models.values() if m.entry.kind == "segmentation" and m.entry.structure == structure), None)
+
+    def refinement_model(self, structure: str) -> LoadedModel | None:
+        """The servable model that refines `structure`'s first-stage mask, if refinement is on and one is loaded."""
+        if not self.use_refinement:
+            return None
+        return next(
+            (m for m in self.models.values() if m.entry.kind == "refinement" and m.entry.structure == structure and m.servable),
+            None,
+        )
 
     def classifier(self) -> LoadedModel | None:
         return next((m for m in self.models.values() if m.entry.kind == "classification"), None)
@@ -724,22 +750,36 @@ class ModelRegistry:
             i, model = jobs[k]
             return _source_mask(by_job[k][0, :, :, 0], prepared[i][model.input_hw][1], model.threshold)
 
-        resized = self.parallel_map(to_source, list(range(len(jobs)))) if source_masks else []
+        # A refinement model's window is placed from the first stage's source-size mask, so those are needed anyway.
+        refiners = {k: r for k, (_, model) in enumerate(jobs) if (r := self.refinement_model(model.entry.structure or ""))}
+        needed = list(range(len(jobs))) if source_masks else sorted(refiners)
+        source = dict(zip(needed, self.parallel_map(to_source, needed), strict=True))
+        frame_probabilities = {k: by_job[k][0, :, :, 0] for k in range(len(jobs))}
         t3 = time.perf_counter()
+        refined = self._refine(work, jobs, refiners, source, frame_probabilities, prepared, source_masks) if refiners else set()
+        t4 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000}
+        if refiners:
+            timings["refinement"] = (t4 - t3) * 1000
         results = []
         k = 0
         for i, ((_, view, _), models) in enumerate(zip(work, chosen, strict=True)):
             masks: dict[str, np.ndarray] = {}
             frame_masks: dict[str, np.ndarray] = {}
             boxes: dict[str, Letterbox] = {}
+            used = [m.name for m in models]
+            refined_here: list[str] = []
             for model in models:
                 structure = model.entry.structure
                 assert structure is not None
-                frame_masks[structure] = by_job[k][0, :, :, 0] >= model.threshold
+                threshold = refiners[k].threshold if k in refined else model.threshold
+                frame_masks[structure] = frame_probabilities[k] >= threshold
                 if source_masks:
-                    masks[structure] = resized[k]
+                    masks[structure] = source[k]
                 boxes[structure] = prepared[i][model.input_hw][1]
+                if k in refined:
+                    used.append(refiners[k].name)
+                    refined_here.append(structure)
                 k += 1
             results.append(
                 SegmentationResult(
@@ -749,10 +789,51 @@ class ModelRegistry:
                     letterbox=next(iter(boxes.values())),
                     letterboxes=boxes,
                     timings_ms=dict(timings),
-                    models_used=[m.name for m in models],
+                    models_used=used,
+                    refined=refined_here,
                 )
             )
         return results
+
+    def _refine(
+        self,
+        work: list[tuple[np.ndarray, str, list[str] | None]],
+        jobs: list[tuple[int, LoadedModel]],
+        refiners: dict[int, LoadedModel],
+        source: dict[int, np.ndarray],
+        frame_probabilities: dict[int, np.ndarray],
+        prepared: list[dict[tuple[int, int], tuple[np.ndarray, Letterbox]]],
+        source_masks: bool,
+    ) -> set[int]:
+        """Second stage: re-segment a window around each first-stage mask at the refinement model's resolution.
+
+        Replaces `source[k]` (when source masks are wanted) and `frame_probabilities[k]` of each job it
+        refines and returns those jobs. A first-stage mask that is empty gives no window: it stays as it is.
+        """
+
+        def window(k: int) -> tuple[CropBox, np.ndarray] | None:
+            box = CropBox.around_mask(source[k], refiners[k].input_hw)
+            if box is None:
+                return None
+            return box, to_unet_batch([preprocess_crop(work[jobs[k][0]][0], box)])
+
+        placed = {k: w for k, w in zip(refiners, self.parallel_map(window, list(refiners)), strict=True) if w is not None}
+        outputs = self._infer([(refiners[k], batch) for k, (_, batch) in placed.items()])
+
+        def back(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray | None, np.ndarray]:
+            k, probabilities = item
+            i, model = jobs[k]
+            box, refiner = placed[k][0], refiners[k]
+            in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if source_masks else None
+            return k, in_source, crop_probabilities_to_letterbox(probabilities, box, prepared[i][model.input_hw][1])
+
+        for k, in_source, in_frame in self.parallel_map(
+            back, [(k, out[0, :, :, 0]) for k, out in zip(placed, outputs, strict=True)]
+        ):
+            if in_source is not None:
+                source[k] = in_source
+            frame_probabilities[k] = in_frame
+        return set(placed)
 
     def classify_masks(self, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
         """Score masks (in the U-Net's letterboxed frame) Normal/Damaged: one batch per inference slot."""

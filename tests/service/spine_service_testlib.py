@@ -24,8 +24,8 @@ from PIL import Image
 from service.core.config import Settings
 from service.inference import ModelRegistry
 from service.main import create_app
-from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
-from spine_core.preprocessing import preprocessing_spec
+from spine_core.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_file
+from spine_core.preprocessing import preprocessing_spec, refine_preprocessing_spec
 from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES
 
 SEG_HW = (64, 32)
@@ -140,6 +140,38 @@ def write_models_dir(models_dir: Path, seg_hw: tuple[int, int] = SEG_HW, clf_hw:
     )
     save_manifest(Manifest(created="2026-01-01T00:00:00Z", models=entries), models_dir)
     return models_dir
+
+
+REFINE_HW = (128, 32)
+REFINE_LEVEL = 0.6
+
+
+def add_refinement_model(
+    models_dir: Path, structure: str = "Ap_Vertebra", hw: tuple[int, int] = REFINE_HW, refines: str | None = None
+) -> str:
+    """A tiny second stage for `structure` (thresholds its window's intensity at REFINE_LEVEL); returns its name."""
+    name = f"{structure}_refine"
+    file = f"{name}/1/model.onnx"
+    build_segmenter(models_dir / file, REFINE_LEVEL, hw)
+    manifest = load_manifest(models_dir)
+    entry = _entry(
+        models_dir,
+        name,
+        "refinement",
+        file,
+        hw=hw,
+        structure=structure,
+        refines=refines or structure,
+        view=STRUCTURES[structure],
+        input_name="input_image",
+        output_name="mask_prob",
+        output_shape=[None, *hw, 1],
+        threshold=0.5,
+        preprocessing=refine_preprocessing_spec(),
+        architecture="tiny-threshold",
+    )
+    save_manifest(Manifest(created=manifest.created, models=[*manifest.models, entry]), models_dir)
+    return name
 
 
 def copy_models_dir(src: Path, dst: Path) -> Path:

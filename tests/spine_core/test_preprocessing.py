@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 from spine_core.preprocessing import (
+    CropBox,
     Letterbox,
+    crop_mask,
+    crop_probabilities_to_letterbox,
+    crop_probabilities_to_source,
     letterbox_mask,
     mask_to_classifier_input,
+    preprocess_crop,
     preprocess_image,
     probabilities_to_source_mask,
     to_grayscale,
@@ -85,3 +90,60 @@ def test_grayscale_rejects_nonsense_shapes():
         to_grayscale(np.zeros((4, 4, 2)))
     with pytest.raises(ValueError):
         to_grayscale(np.zeros((4,)))
+
+
+# --------------------------------------------------------------------------- second-stage windows
+
+
+def _tall_mask(h: int = 1000, w: int = 400) -> np.ndarray:
+    mask = np.zeros((h, w), bool)
+    mask[100:900, 150:250] = True  # an 800 x 100 "spine"
+    return mask
+
+
+def test_window_has_the_model_aspect_and_contains_the_widened_box():
+    box = CropBox.around_mask(_tall_mask(), (1024, 256), margin=(0.05, 0.25))
+    assert box is not None
+    assert abs(box.height / box.width - 4.0) < 0.01
+    # 5% of 800 above and below; the width grows to the aspect ratio, centred on the mask.
+    assert box.top <= 60 and box.top + box.height >= 940
+    assert box.height == 880 and box.width == 220
+    assert box.left == 200 - 110
+    assert CropBox.around_mask(np.zeros((50, 40), bool)) is None
+
+
+def test_wide_mask_grows_the_window_height_instead():
+    mask = np.zeros((300, 300), bool)
+    mask[100:200, 20:280] = True
+    box = CropBox.around_mask(mask, (1024, 256), margin=(0.0, 0.0))
+    assert box is not None and box.width == 260 and box.height == 1040
+    assert box.top < 0  # beyond the image: padded, see below
+
+
+def test_window_beyond_the_image_is_zero_and_the_rest_normalised():
+    rng = np.random.default_rng(0)
+    image = rng.integers(50, 200, size=(300, 300)).astype(np.uint8)
+    mask = np.zeros((300, 300), bool)
+    mask[100:200, 20:280] = True
+    box = CropBox.around_mask(mask, (256, 64), margin=(0.0, 0.0))
+    x = preprocess_crop(image, box)
+    assert x.shape == (256, 64) and x.dtype == np.float32
+    y0, y1, x0, x1 = box.content_in_output()
+    assert 0 < y0 < y1 < 256 and (x0, x1) == (0, 64)
+    assert not x[:y0].any() and not x[y1:].any()
+    inside = x[y0:y1]
+    assert inside.min() >= 0.0 and inside.max() <= 1.0 and inside.std() > 0.1
+
+
+def test_mask_round_trip_through_the_window():
+    mask = _tall_mask()
+    box = CropBox.around_mask(mask, (1024, 256))
+    in_window = crop_mask(mask, box).astype(np.float32)
+    back = crop_probabilities_to_source(in_window, box) >= 0.5
+    assert back.shape == mask.shape
+    assert 2 * (back & mask).sum() / (back.sum() + mask.sum()) > 0.99
+    _, frame = preprocess_image(np.zeros(mask.shape, np.uint8), (512, 256))
+    in_frame = crop_probabilities_to_letterbox(in_window, box, frame) >= 0.5
+    expected = letterbox_mask(mask, (512, 256))
+    assert 2 * (in_frame & expected).sum() / (in_frame.sum() + expected.sum()) > 0.97
+    assert not in_frame[:, : frame.left].any()  # letterbox padding stays background

@@ -217,3 +217,41 @@ def test_quantize_cli_adds_checked_int8_variants(pipeline, tmp_path):
     annotated = load_manifest(models).by_name()["Ap_Vertebra"]
     assert annotated.variants["int8"].metrics["val_dice_mean"] == result["segmentation"]["Ap_Vertebra"]["dice_mean"]
     assert annotated.metrics == ap.metrics  # the fp32 figures stay as they were
+
+
+def test_second_stage_trains_on_first_stage_windows_and_is_served(pipeline, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(pipeline["models"], models)
+    refine_cache = tmp_path / "refine.npz"
+    train_main(
+        ["cache", "aasce-refine", str(pipeline["aasce"]), str(refine_cache), "--height", "128", "--width", "32",
+         "--stage1-models", str(models)]
+    )  # fmt: skip
+    with np.load(refine_cache) as z:
+        assert z["images"].shape == (9, 128, 32) and z["boxes"].shape == (9, 6)
+        assert str(z["stage1_sha256"]) == load_manifest(models).by_name()["Ap_Vertebra"].sha256
+    run = tmp_path / "runs/refine"
+    train_main(
+        ["unet", "--cache", str(refine_cache), "--structure", "Ap_Vertebra", "--run-dir", str(run), "--epochs", "1",
+         "--batch-size", "4", "--filters", "4", "--num-layers", "2", "--crop", "64", "32"]
+    )  # fmt: skip
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["kind"] == "refinement" and info["refines"] == "Ap_Vertebra" and info["input_hw"] == [128, 32]
+    export_main(["unet", "--run-dir", str(run), "--cache", str(refine_cache), "--models", str(models)])
+    entry = load_manifest(models).by_name()["Ap_Vertebra_refine"]
+    assert entry.kind == "refinement" and entry.refines == "Ap_Vertebra" and entry.structure == "Ap_Vertebra"
+    assert entry.input_shape == [None, 128, 32, 1] and entry.preprocessing["name"] == "spine-crop-percentile-v1"
+    assert entry.parity_max_abs_diff is not None and entry.parity_max_abs_diff <= 1e-4
+    assert "refinement, Ap_Vertebra" in (models / "Ap_Vertebra_refine/config.pbtxt").read_text()
+
+    two_stage, one_stage = tmp_path / "two.json", tmp_path / "one.json"
+    common = ["aasce", str(pipeline["aasce"]), "--models", str(models)]
+    assert evaluate_main([*common, "--json", str(two_stage)]) == 0
+    assert evaluate_main([*common, "--json", str(one_stage), "--no-refinement"]) == 0
+    refined, plain = json.loads(two_stage.read_text()), json.loads(one_stage.read_text())
+    assert refined["refinement"]["model"] == "Ap_Vertebra_refine"
+    assert refined["refinement"]["images_refined"] + sum(r["models"] == ["Ap_Vertebra"] for r in refined["per_image"]) == 9
+    assert plain["refinement"] == {"model": None, "images_refined": 0}
+    assert all(r["models"] == ["Ap_Vertebra"] for r in plain["per_image"])
