@@ -53,6 +53,17 @@ def _jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def _image_arrays(images: list[np.ndarray], jpeg_quality: int | None) -> dict[str, np.ndarray]:
+    """uint8 frames as one stacked array, or JPEG-encoded into one byte array with offsets."""
+    if jpeg_quality is None:
+        return {"images": np.stack(images)}
+    encoded = [_jpeg(image, jpeg_quality) for image in images]
+    return {
+        "images": np.frombuffer(b"".join(encoded), dtype=np.uint8),
+        "jpeg_offsets": np.cumsum([0] + [len(e) for e in encoded]),
+    }
+
+
 def build_aasce_cache(
     data_dir: Path, out_path: Path, out_hw: tuple[int, int] = UNET_INPUT_HW, workers: int = 2, jpeg_quality: int | None = None
 ) -> Path:
@@ -60,17 +71,10 @@ def build_aasce_cache(
     samples = read_aasce_dataset(data_dir)
     with ThreadPoolExecutor(workers) as pool:
         items = list(pool.map(lambda s: _aasce_item(s, out_hw), samples))
-    if jpeg_quality is None:
-        images = np.stack([i[0] for i in items])
-    else:
-        encoded = [_jpeg(i[0], jpeg_quality) for i in items]
-        images = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        offsets = np.cumsum([0] + [len(e) for e in encoded])
     masks = np.stack([i[1] for i in items])
     np.savez_compressed(
         out_path,
-        images=images,
-        **({} if jpeg_quality is None else {"jpeg_offsets": offsets}),
+        **_image_arrays([i[0] for i in items], jpeg_quality),
         masks=np.packbits(masks, axis=-1),
         mask_width=np.array(out_hw[1]),
         names=np.array([s.name for s in samples]),
@@ -121,7 +125,12 @@ def load_course_cache(path: Path) -> list[dict]:
 
 
 def build_refine_cache(
-    data_dir: Path, out_path: Path, models_dir: Path, out_hw: tuple[int, int] = REFINE_INPUT_HW, threads: int | None = None
+    data_dir: Path,
+    out_path: Path,
+    models_dir: Path,
+    out_hw: tuple[int, int] = REFINE_INPUT_HW,
+    threads: int | None = None,
+    jpeg_quality: int | None = None,
 ) -> Path:
     """AASCE windows for the second-stage `Ap_Vertebra` model, cut where the exported first stage puts them.
 
@@ -153,7 +162,7 @@ def build_refine_cache(
         log.warning("%d image(s) without a first-stage mask: whole-image windows", fallbacks)
     np.savez_compressed(
         out_path,
-        images=np.stack(images),
+        **_image_arrays(images, jpeg_quality),
         masks=np.packbits(np.stack(masks), axis=-1),
         mask_width=np.array(out_hw[1]),
         boxes=np.array(boxes),

@@ -72,7 +72,9 @@ def cmd_cache(args: argparse.Namespace) -> None:
         from training.cache import build_refine_cache
 
         hw = (args.height or REFINE_INPUT_HW[0], args.width or REFINE_INPUT_HW[1])
-        print(build_refine_cache(Path(args.data_dir), Path(args.out), Path(args.stage1_models), hw))
+        print(
+            build_refine_cache(Path(args.data_dir), Path(args.out), Path(args.stage1_models), hw, jpeg_quality=args.jpeg_quality)
+        )
     elif args.layout == "aasce":
         print(build_aasce_cache(Path(args.data_dir), Path(args.out), hw, jpeg_quality=args.jpeg_quality))
     else:
@@ -235,7 +237,12 @@ def train_main(argv: list[str] | None = None) -> None:
     c.add_argument(
         "--stage1-models", default="exported_models", help="aasce-refine: models folder holding the first-stage Ap_Vertebra"
     )
-    c.add_argument("--jpeg-quality", type=int, default=None, help="aasce: store images as JPEG (smaller cache)")
+    c.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=None,
+        help="aasce, aasce-refine: store images as JPEG (smaller, e.g. to carry to a GPU machine)",
+    )
     c.set_defaults(func=cmd_cache)
     u = sub.add_parser("unet", help="train one structure's U-Net")
     _add_fit_args(u, epochs=150, batch_size=16, lr=1e-3)

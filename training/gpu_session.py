@@ -20,26 +20,63 @@ def main() -> None:
     p.add_argument("--course-cache", default=".devdata/course.npz")
     p.add_argument("--vertebra-budget", type=float, default=240)
     p.add_argument("--demo-budget", type=float, default=8)
+    p.add_argument(
+        "--refine-cache",
+        default=".devdata/aasce_refine.npz",
+        help="spine-train cache aasce-refine ... (--jpeg-quality 95 to carry it: the raw file is 75 MB)",
+    )
+    p.add_argument("--refine-budget", type=float, default=300)
+    p.add_argument("--refine-filters", type=int, default=16)
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        choices=["vertebra", "demos", "refine"],
+        default=["vertebra", "demos"],
+        help="refine: the second-stage Ap_Vertebra model, from scratch on whole windows",
+    )
     args = p.parse_args()
     t0 = time.perf_counter()
-    train_main(
-        [
-            "unet",
-            "--cache",
-            args.aasce_cache,
-            "--structure",
-            "Ap_Vertebra",
-            "--run-dir",
-            f"{args.runs}/Ap_Vertebra",
-            "--epochs",
-            "400",
-            "--patience",
-            "40",
-            "--time-budget",
-            str(args.vertebra_budget),
-        ]
-    )
-    for structure in STRUCTURES:
+    if "refine" in args.stages:
+        train_main(
+            [
+                "unet",
+                "--cache",
+                args.refine_cache,
+                "--structure",
+                "Ap_Vertebra",
+                "--run-dir",
+                f"{args.runs}/Ap_Vertebra_refine",
+                "--filters",
+                str(args.refine_filters),
+                "--batch-size",
+                "8",
+                "--epochs",
+                "400",
+                "--patience",
+                "40",
+                "--time-budget",
+                str(args.refine_budget),
+            ]
+        )
+    if "vertebra" in args.stages:
+        train_main(
+            [
+                "unet",
+                "--cache",
+                args.aasce_cache,
+                "--structure",
+                "Ap_Vertebra",
+                "--run-dir",
+                f"{args.runs}/Ap_Vertebra",
+                "--epochs",
+                "400",
+                "--patience",
+                "40",
+                "--time-budget",
+                str(args.vertebra_budget),
+            ]
+        )
+    for structure in STRUCTURES if "demos" in args.stages else []:
         if structure == "Ap_Vertebra":
             continue
         common = [
