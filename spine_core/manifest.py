@@ -37,6 +37,13 @@ class ModelEntry(BaseModel):
             "re-segments that window at a higher resolution and serves the result as that structure's mask"
         ),
     )
+    combine: Literal["replace", "mean"] = Field(
+        "replace",
+        description=(
+            "Refinement models: how the window's probabilities are formed; replace = this model's alone, "
+            "mean = the average of this model's and the first stage's (resampled into the window)"
+        ),
+    )
     view: Literal["AP", "LAT"] | None = None
     version: str = "1"
     file: str = Field(description="Path of the ONNX file relative to the models directory")

@@ -257,6 +257,22 @@ def crop_probabilities_to_letterbox(probabilities: np.ndarray, box: CropBox, fra
     return out
 
 
+def letterbox_probabilities_to_crop(probabilities: np.ndarray, frame: Letterbox, box: CropBox) -> np.ndarray:
+    """First-stage probabilities (letterboxed frame) resampled into a refinement window (0 beyond the image)."""
+    content = probabilities[frame.top : frame.top + frame.content_h, frame.left : frame.left + frame.content_w]
+    sy, sx = frame.content_h / frame.src_h, frame.content_w / frame.src_w
+    y0, x0 = box.top * sy, box.left * sx
+    y1, x1 = (box.top + box.height) * sy, (box.left + box.width) * sx
+    # Pillow samples a region inside the image only: pad the content with zeros to hold the whole window.
+    pad_top, pad_left = max(0, int(np.ceil(-y0)) + 1), max(0, int(np.ceil(-x0)) + 1)
+    pad_bottom = max(0, int(np.ceil(y1 - content.shape[0])) + 1)
+    pad_right = max(0, int(np.ceil(x1 - content.shape[1])) + 1)
+    padded = np.pad(content.astype(np.float32), ((pad_top, pad_bottom), (pad_left, pad_right)))
+    img = Image.fromarray(np.ascontiguousarray(padded), mode="F")
+    region = (x0 + pad_left, y0 + pad_top, x1 + pad_left, y1 + pad_top)
+    return np.asarray(img.resize((box.out_w, box.out_h), Image.Resampling.BILINEAR, box=region), dtype=np.float32)
+
+
 def refine_preprocessing_spec() -> dict[str, object]:
     """What a refinement model's manifest entry records about its input."""
     return {

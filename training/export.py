@@ -109,7 +109,12 @@ def _course_training_arrays(cache_path: Path, structure: str) -> tuple[np.ndarra
 
 
 def export_unet(
-    run_dir: Path, cache_path: Path, models_dir: Path, holdout_run: Path | None = None, recalibrate_bn: int = 0
+    run_dir: Path,
+    cache_path: Path,
+    models_dir: Path,
+    holdout_run: Path | None = None,
+    recalibrate_bn: int = 0,
+    combine: str = "replace",
 ) -> ModelEntry:
     from training.models import UNET_INPUT_NAME, UNET_OUTPUT_NAME, build_unet
 
@@ -162,6 +167,7 @@ def export_unet(
         name=name,
         kind="refinement" if refines else "segmentation",
         refines=refines,
+        combine=combine if refines else "replace",
         structure=structure,
         view=STRUCTURES[structure],
         file=str(onnx_path.relative_to(models_dir)),
@@ -280,6 +286,12 @@ def export_main(argv: list[str] | None = None) -> None:
     u.add_argument("--run-dir", required=True)
     u.add_argument("--holdout-run", default=None, help="demo models: the held-out run whose score to record")
     u.add_argument("--recalibrate-bn", type=int, default=0, help="course-trained models: BatchNorm re-estimation passes")
+    u.add_argument(
+        "--combine",
+        choices=["replace", "mean"],
+        default="replace",
+        help="refinement runs: serve this model's window probabilities, or their mean with the first stage's",
+    )
     k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
     k.add_argument("--run-dir", required=True)
     for p in (u, k):
@@ -321,7 +333,7 @@ def export_main(argv: list[str] | None = None) -> None:
     models_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "unet":
         holdout = Path(args.holdout_run) if args.holdout_run else None
-        entry = export_unet(Path(args.run_dir), Path(args.cache), models_dir, holdout, args.recalibrate_bn)
+        entry = export_unet(Path(args.run_dir), Path(args.cache), models_dir, holdout, args.recalibrate_bn, args.combine)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

@@ -25,6 +25,7 @@ from spine_core.preprocessing import (
     Letterbox,
     crop_probabilities_to_letterbox,
     crop_probabilities_to_source,
+    letterbox_probabilities_to_crop,
     mask_to_classifier_input,
     preprocess_crop,
     preprocess_image,
@@ -807,8 +808,10 @@ class ModelRegistry:
     ) -> set[int]:
         """Second stage: re-segment a window around each first-stage mask at the refinement model's resolution.
 
-        Replaces `source[k]` (when source masks are wanted) and `frame_probabilities[k]` of each job it
-        refines and returns those jobs. A first-stage mask that is empty gives no window: it stays as it is.
+        The window's probabilities are the refinement model's, or (manifest `combine: mean`) their average
+        with the first stage's resampled into the window. Replaces `source[k]` (when source masks are
+        wanted) and `frame_probabilities[k]` of each job it refines and returns those jobs.
+        A first-stage mask that is empty gives no window: it stays as it is.
         """
 
         def window(k: int) -> tuple[CropBox, np.ndarray] | None:
@@ -824,6 +827,9 @@ class ModelRegistry:
             k, probabilities = item
             i, model = jobs[k]
             box, refiner = placed[k][0], refiners[k]
+            if refiner.entry.combine == "mean":
+                first = letterbox_probabilities_to_crop(frame_probabilities[k], prepared[i][model.input_hw][1], box)
+                probabilities = (probabilities + first) / 2
             in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if source_masks else None
             return k, in_source, crop_probabilities_to_letterbox(probabilities, box, prepared[i][model.input_hw][1])
 

@@ -12,6 +12,7 @@ from spine_core.preprocessing import (
     crop_probabilities_to_letterbox,
     crop_probabilities_to_source,
     letterbox_mask,
+    letterbox_probabilities_to_crop,
     mask_to_classifier_input,
     preprocess_crop,
     preprocess_image,
@@ -147,3 +148,26 @@ def test_mask_round_trip_through_the_window():
     expected = letterbox_mask(mask, (512, 256))
     assert 2 * (in_frame & expected).sum() / (in_frame.sum() + expected.sum()) > 0.97
     assert not in_frame[:, : frame.left].any()  # letterbox padding stays background
+
+
+def test_first_stage_probabilities_resampled_into_the_window():
+    mask = _tall_mask()
+    box = CropBox.around_mask(mask, (1024, 256))
+    _, frame = preprocess_image(np.zeros(mask.shape, np.uint8), (512, 256))
+    in_frame = letterbox_mask(mask, (512, 256)).astype(np.float32)
+    in_window = letterbox_probabilities_to_crop(in_frame, frame, box) >= 0.5
+    expected = crop_mask(mask, box)
+    assert in_window.shape == (1024, 256)
+    assert 2 * (in_window & expected).sum() / (in_window.sum() + expected.sum()) > 0.97
+
+
+def test_first_stage_probabilities_are_zero_where_the_window_leaves_the_image():
+    mask = np.zeros((300, 300), bool)
+    mask[100:200, 20:280] = True
+    box = CropBox.around_mask(mask, (256, 64), margin=(0.0, 0.0))
+    _, frame = preprocess_image(np.zeros(mask.shape, np.uint8), (128, 128))
+    everywhere = np.ones((128, 128), np.float32)  # probability 1 over the whole frame, padding included
+    in_window = letterbox_probabilities_to_crop(everywhere, frame, box)
+    y0, y1, _, _ = box.content_in_output()
+    assert np.all(in_window[y0 + 1 : y1 - 1] > 0.99)
+    assert np.all(in_window[: max(0, y0 - 1)] == 0) and np.all(in_window[y1 + 1 :] == 0)

@@ -239,9 +239,12 @@ def test_second_stage_trains_on_first_stage_windows_and_is_served(pipeline, tmp_
     )  # fmt: skip
     info = json.loads((run / "run_info.json").read_text())
     assert info["kind"] == "refinement" and info["refines"] == "Ap_Vertebra" and info["input_hw"] == [128, 32]
-    export_main(["unet", "--run-dir", str(run), "--cache", str(refine_cache), "--models", str(models)])
+    export_main(
+        ["unet", "--run-dir", str(run), "--cache", str(refine_cache), "--models", str(models), "--combine", "mean"]
+    )  # fmt: skip
     entry = load_manifest(models).by_name()["Ap_Vertebra_refine"]
     assert entry.kind == "refinement" and entry.refines == "Ap_Vertebra" and entry.structure == "Ap_Vertebra"
+    assert entry.combine == "mean"
     assert entry.input_shape == [None, 128, 32, 1] and entry.preprocessing["name"] == "spine-crop-percentile-v1"
     assert entry.parity_max_abs_diff is not None and entry.parity_max_abs_diff <= 1e-4
     assert "refinement, Ap_Vertebra" in (models / "Ap_Vertebra_refine/config.pbtxt").read_text()

@@ -23,7 +23,9 @@ from spine_core.preprocessing import (
     CropBox,
     crop_probabilities_to_letterbox,
     crop_probabilities_to_source,
+    letterbox_probabilities_to_crop,
     preprocess_crop,
+    preprocess_image,
     to_unet_batch,
 )
 
@@ -68,6 +70,32 @@ def test_mask_comes_from_the_window_the_first_stage_places(refined: ModelRegistr
     assert np.array_equal(result.model_frame_masks["Ap_Vertebra"], expected_frame)
     # ... and it is not the first stage's mask (the tiny refiner thresholds at another level).
     assert not np.array_equal(result.masks["Ap_Vertebra"], coarse.masks["Ap_Vertebra"])
+
+
+def test_combine_mean_averages_the_two_stages_in_the_window(refined_dir: Path, tmp_path: Path) -> None:
+    from spine_core.manifest import load_manifest, save_manifest
+
+    out = copy_models_dir(refined_dir, tmp_path / "models")
+    manifest = load_manifest(out)
+    for entry in manifest.models:
+        if entry.kind == "refinement":
+            entry.combine = "mean"
+    save_manifest(manifest, out)
+    image = spine_image(300, 120, seed=3)
+    first = ModelRegistry.load(out, providers=CPU, intra_op_threads=1, use_refinement=False)
+    coarse = first.segment(image, "AP", ["Ap_Vertebra"])
+    frame_probs = first.models["Ap_Vertebra"].session.run(
+        None, {"input_image": to_unet_batch([preprocess_image(image, first.models["Ap_Vertebra"].input_hw)[0]])}
+    )[0][0, :, :, 0]
+    result = ModelRegistry.load(out, providers=CPU, intra_op_threads=1).segment(image, "AP", ["Ap_Vertebra"])
+    box = CropBox.around_mask(coarse.masks["Ap_Vertebra"], REFINE_HW)
+    session = ort.InferenceSession(str(out / "Ap_Vertebra_refine/1/model.onnx"), providers=CPU)
+    second = session.run(None, {"input_image": to_unet_batch([preprocess_crop(image, box)])})[0][0, :, :, 0]
+    mean = (second + letterbox_probabilities_to_crop(frame_probs, coarse.letterbox, box)) / 2
+    assert result.refined == ["Ap_Vertebra"]
+    assert np.array_equal(result.masks["Ap_Vertebra"], crop_probabilities_to_source(mean, box) >= 0.5)
+    # ... which is neither stage alone.
+    assert not np.array_equal(result.masks["Ap_Vertebra"], crop_probabilities_to_source(second, box) >= 0.5)
 
 
 def test_other_structures_and_views_are_untouched(refined: ModelRegistry, refined_dir: Path) -> None:
