@@ -72,7 +72,9 @@ class SegmentResponse(BaseModel):
     overlay_png: str | None = Field(None, description="base64 PNG of the radiograph with coloured masks (overlay=true)")
     models: list[ModelRef]
     execution_provider: str = Field(description="onnxruntime provider the sessions actually run on")
-    timings_ms: dict[str, float] = Field(description="decode, preprocess, inference, postprocess, encode, total")
+    timings_ms: dict[str, float] = Field(
+        description="decode, preprocess, inference, postprocess, encode, total; refinement when a second stage ran"
+    )
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -120,7 +122,7 @@ class ClassifyResponse(BaseModel):
     views: list[ViewMasks]
     models: list[ModelRef]
     execution_provider: str
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float] = Field(description="as /segment's, plus classification")
     warnings: list[str] = Field(default_factory=list)
 
 
