@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (python3 with torch, no TensorFlow): install the carried Keras wheels,
 # train every U-Net with the torch backend, and pack the weights into $OUT in parts of < 16 MB.
-# Needs .devdata/{aasce,course}.npz (spine-train cache ...) and .whl/ (keras, namex, optree wheels).
+# Needs the caches it trains on (spine-train cache ...; see training/gpu_session.py --help) and the keras,
+# namex and optree wheels in $WHEELS (default .whl/; training/gpu_prepare.sh stages both for --stages refine).
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+WHEELS=${WHEELS:-.whl}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
 export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=torch PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -m training.gpu_session "$@" 2>&1 | tee "$OUT/train.log"

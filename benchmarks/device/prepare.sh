@@ -35,6 +35,6 @@ for part in "$KIT"/part-*; do
 done
 cp "$KIT/kit.tar.sha256" "$KIT/p00/"
 rm -rf "$KIT/stage" "$KIT/kit.tar"
-tree_mb=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+tree_mb=$( { git ls-files -z | xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')  # files moved out are skipped
 echo "tracked tree now $((tree_mb / 1000000)) MB (classifier moved out); parts:"
 du -sh "$KIT"/p*
