@@ -256,7 +256,17 @@ def pipeline_tables(results: dict[str, Any]) -> str:
         nm = p.get("classify_no_masks")
         if nm:
             rows.append(["fp32, include_masks=false", *[f"{nm['stages_ms_median'].get(k, 0):.1f}" for k in s]])
+        single = p.get("classify_first_stage_only")
+        if single:
+            rows.append(["fp32, first stage only", *[f"{single['stages_ms_median'].get(k, 0):.1f}" for k in s]])
         parts += [_table(["precision", *s], rows), ""]
+        if single:
+            parts += [
+                f"Two-stage `/classify` ({', '.join(single['refinement_models'])}) total "
+                f"{p['classify_total']['median_ms']:.0f} ms vs first stage only {single['total']['median_ms']:.0f} ms "
+                f"({single['two_stage_cost_ratio']:.2f}× the time; same loop, SPINE_REFINEMENT=false).",
+                "",
+            ]
         if nm:
             parts += [
                 f"Label-only `/classify` (include_masks=false) total {nm['total']['median_ms']:.0f} ms vs "

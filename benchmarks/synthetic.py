@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
-from spine_core.preprocessing import MASK_THRESHOLD, preprocessing_spec
+from spine_core.preprocessing import MASK_THRESHOLD, preprocessing_spec, refine_preprocessing_spec
 from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES
 
 UNET_CONFIG: dict[str, Any] = {"builder": "training.models.build_unet", "input_hw": [512, 256], "filters": 16, "num_layers": 4}
@@ -49,7 +49,7 @@ def build_from_config(config: dict[str, Any]):
     return builder(**kwargs)
 
 
-def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path: Path) -> ModelEntry:
+def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path: Path, refines: str | None = None) -> ModelEntry:
     hw = list(config["input_hw"])
     is_seg = name != CLASSIFIER_MODEL_NAME
     common: dict[str, Any] = {
@@ -66,6 +66,20 @@ def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path
         "validated": False,
         "notes": "random-weight model with the production architecture, built by benchmarks.synthetic",
     }
+    if refines:
+        return ModelEntry(
+            kind="refinement",
+            refines=refines,
+            structure=refines,
+            view=STRUCTURES[refines],
+            input_name="image",
+            output_name="mask",
+            input_shape=[None, *hw, 1],
+            output_shape=[None, *hw, 1],
+            threshold=MASK_THRESHOLD,
+            architecture="U-Net (random weights)",
+            **{**common, "preprocessing": refine_preprocessing_spec()},
+        )
     if is_seg:
         return ModelEntry(
             kind="segmentation",
@@ -124,10 +138,12 @@ def write_synthetic_models(
     classifier_config: dict[str, Any] | None = None,
     seed: int = 0,
     int8: bool = True,
+    refine: bool = True,
 ) -> Path:
     """Export random-weight Keras models to `<models_dir>/<name>/1/model.onnx` and write the manifest.
 
     `int8`: also give every U-Net an int8 variant (`<name>/1/model.int8.onnx`, manifest `variants["int8"]`).
+    `refine`: also a second-stage `Ap_Vertebra_refine` (the U-Net at twice the height, as the committed one).
     """
     import keras
 
@@ -147,6 +163,13 @@ def write_synthetic_models(
         in_name, out_name = ("mask", "probabilities") if name == CLASSIFIER_MODEL_NAME else ("image", "mask")
         keras_to_onnx(model, onnx_path, in_name, out_name)
         entries.append(_entry(models_dir, name, model, config, onnx_path))
+    if refine and "Ap_Vertebra" in names:
+        h, w = unet_config["input_hw"]
+        config = {**unet_config, "input_hw": [2 * h, w]}
+        model = build_from_config(config)
+        onnx_path = models_dir / "Ap_Vertebra_refine" / "1" / "model.onnx"
+        keras_to_onnx(model, onnx_path, "image", "mask")
+        entries.append(_entry(models_dir, "Ap_Vertebra_refine", model, config, onnx_path, refines="Ap_Vertebra"))
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     save_manifest(Manifest(created=created, models=entries), models_dir)
     if int8:
@@ -164,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="small stand-ins (CI smoke test)")
     parser.add_argument("--structures", default=None, help="comma-separated subset (default: all eight)")
     parser.add_argument("--no-int8", action="store_true", help="no int8 variants of the U-Nets")
+    parser.add_argument("--no-refine", action="store_true", help="no second-stage Ap_Vertebra_refine")
     args = parser.parse_args(argv)
     structures = args.structures.split(",") if args.structures else None
     write_synthetic_models(
@@ -172,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         TINY_UNET_CONFIG if args.tiny else None,
         TINY_CLASSIFIER_CONFIG if args.tiny else None,
         int8=not args.no_int8,
+        refine=not args.no_refine,
     )
     print(args.models_dir)
     return 0

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow  # exports (tiny) Keras models with tf2onnx
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ["models", "efficiency", "tuning", "pipeline", "http", "gpu"]
-UNETS = ["Ap_Vertebra", "Lat_Vertebra"]  # with an int8 variant; Mask_Classifier without
+UNETS = ["Ap_Vertebra", "Lat_Vertebra"]  # with an int8 variant; Mask_Classifier and Ap_Vertebra_refine without
+FP32_ONLY = ["Ap_Vertebra_refine", "Mask_Classifier"]
+# What SPINE_PRECISION=int8 serves: the variants where there are some, fp32 for the rest.
+INT8_SERVED = {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32", "Ap_Vertebra_refine": "fp32"}
 INT8_VARIANT = "current, int8 (SPINE_PRECISION=int8)"
 
 
@@ -58,7 +61,7 @@ def test_run_header(results: dict) -> None:
     assert results["mode"] == "quick"
     assert results["suite_version"] == 1
     assert results["machine"]["cpu_threads_usable"] >= 1
-    assert results["models_in_manifest"] == ["Ap_Vertebra", "Lat_Vertebra", "Mask_Classifier"]
+    assert results["models_in_manifest"] == ["Ap_Vertebra", "Lat_Vertebra", "Mask_Classifier", "Ap_Vertebra_refine"]
     assert results["models_with_int8_variant"] == UNETS
     assert set(results["sections"]) == set(SECTIONS)
     assert results["duration_s"] > 0
@@ -131,9 +134,12 @@ def test_pipeline_section(results: dict) -> None:
     assert p["classify_total"]["median_ms"] > 0
     no_masks = p["classify_no_masks"]  # include_masks=false in the same loop
     assert no_masks["total"]["median_ms"] > 0 and no_masks["speedup_total_vs_with_masks"] > 0
+    single = p["classify_first_stage_only"]  # the same /classify without the refinement model, same loop
+    assert single["refinement_models"] == ["Ap_Vertebra_refine"] and single["two_stage_cost_ratio"] > 0
+    assert "refinement" in p["classify_stages_ms_median"] and "refinement" not in single["stages_ms_median"]
     c8 = p["classify_int8"]  # the same /classify on ModelRegistry.load(precision="int8")
     assert c8["total"]["median_ms"] > 0 and c8["speedup_total_vs_fp32"] > 0
-    assert c8["precision_served"] == {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32"}
+    assert c8["precision_served"] == INT8_SERVED
     assert set(p["int8_masks_vs_fp32"]) == set(UNETS)
     for d in p["int8_masks_vs_fp32"].values():
         assert d["precision"] == "int8" and 0 <= d["dice_vs_fp32"] <= 1
@@ -166,7 +172,7 @@ def test_http_section(results: dict) -> None:
 def test_http_int8_variant(results: dict) -> None:
     v = results["sections"]["http"]["variants"][INT8_VARIANT]
     assert v["env"] == {"SPINE_PRECISION": "int8"}
-    assert v["precision_served"] == {"Ap_Vertebra": "int8", "Lat_Vertebra": "int8", "Mask_Classifier": "fp32"}
+    assert v["precision_served"] == INT8_SERVED
     assert set(v["scenarios"]) == {"classify_ap_lat"}
     for row in v["scenarios"]["classify_ap_lat"].values():
         assert row["errors"] == 0, row["error_samples"]
@@ -198,7 +204,7 @@ def test_targets_and_tables(results: dict) -> None:
         assert target["met"] == all(v["met"] for v in target["by_batch"].values())
         assert target["worst_ratio"] == min(v["worst_ratio"] for v in target["by_batch"].values())
     int8 = results["targets"]["ort_int8_3x_keras_predict"]
-    assert set(int8["per_model_min_over_batches"]) == set(UNETS) and int8["models_without_int8"] == ["Mask_Classifier"]
-    assert "int8 variants (2 of 3 models)" in results["_markdown"]
+    assert set(int8["per_model_min_over_batches"]) == set(UNETS) and sorted(int8["models_without_int8"]) == FP32_ONLY
+    assert "int8 variants (2 of 4 models)" in results["_markdown"]
     for heading in ("## 1. Per model", "## 2. Efficiency", "## 3. End-to-end HTTP", "## 4. GPU"):
         assert heading in results["_stdout"]
