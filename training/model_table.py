@@ -41,8 +41,11 @@ def model_table(models_dir: Path) -> str:
         validated = "yes" if e.validated else "**no — demonstration**"
         data = e.training_data.split(";")[0]
         shape = "×".join(str(d) for d in e.input_shape[1:3])
+        view = e.view or "any mask"
+        if e.kind == "refinement":
+            view += f", second stage of `{e.refines}` (combine: {e.combine})"
         rows.append(
-            f"| `{e.name}` | {e.view or 'any mask'} | {validated} | {data} | {e.epochs} | {shape} | "
+            f"| `{e.name}` | {view} | {validated} | {data} | {e.epochs} | {shape} | "
             f"{e.parameters / 1e6:.2f} M | {e.parity_max_abs_diff:.1e} | {_figures(e)} | {_int8(e)} |"
         )
     return "\n".join(rows)
