@@ -43,7 +43,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _registry(models_dir: Path, threads: int | None, precision: str = "fp32", refinement: bool = True) -> ModelRegistry:
+def _registry(models_dir: Path, threads: int | None, precision: str = "fp32", refinement: bool = False) -> ModelRegistry:
     registry = ModelRegistry.load(
         models_dir,
         providers=["CPUExecutionProvider"],
@@ -81,7 +81,7 @@ def evaluate_aasce(
     limit: int | None = None,
     threads: int | None = None,
     precision: str = "fp32",
-    refinement: bool = True,
+    refinement: bool = False,
 ) -> dict:
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
@@ -135,7 +135,7 @@ def evaluate_aasce(
 
 
 def evaluate_course(
-    data_dir: Path, models_dir: Path, threads: int | None = None, precision: str = "fp32", refinement: bool = True
+    data_dir: Path, models_dir: Path, threads: int | None = None, precision: str = "fp32", refinement: bool = False
 ) -> dict:
     samples = read_course_dataset(data_dir)
     registry = _registry(models_dir, threads, precision, refinement)
@@ -203,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", choices=["fp32", "int8"], default="fp32", help="int8: the models' quantized variants where listed"
     )
     parser.add_argument(
-        "--no-refinement",
+        "--refinement",
         action="store_true",
-        help="score the first-stage U-Nets alone, ignoring refinement models (SPINE_REFINEMENT=false in the service)",
+        help="serve masks from the manifest's refinement models where there are some (SPINE_REFINEMENT=true)",
     )
     args = parser.parse_args(argv)
-    refinement = not args.no_refinement
+    refinement = args.refinement
     if args.layout == "aasce":
         result = evaluate_aasce(
             args.data_dir, args.models, args.subset, args.cobb_threshold, args.limit, args.threads, args.precision, refinement

@@ -7,8 +7,8 @@
 #   1. builds the refinement cache as JPEG (27 MB instead of 75 MB) unless it exists;
 #   2. downloads the CPython 3.12 wheels of Keras and the two dependencies the device image lacks
 #      (keras, namex, optree, at this .venv's versions);
-#   3. puts both into .devkit/train/ (git-ignored: the folder to carry) and moves the classifier's ONNX
-#      to .devkit/away/ (not carried; `git checkout -- exported_models` puts it back).
+#   3. puts both into .devkit/train/ (git-ignored: the folder to carry) and moves every exported ONNX file
+#      (training needs none) to .devkit/away/ (not carried; `git checkout -- exported_models` puts them back).
 # Then, on the device (one call, timeout 600 s):
 #   run(command="WHEELS=.devkit/train bash training/gpu_train.sh --stages refine
 #        --refine-cache .devkit/train/aasce_refine_q95.npz", carry=[".devkit/train"])
@@ -25,10 +25,9 @@ echo "wheels: ${pins[*]}"
 "$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT" "${pins[@]}"
-classifier=exported_models/Mask_Classifier/1/model.onnx
-if [ -f "$classifier" ]; then
-    mv "$classifier" .devkit/away/
-fi
+find exported_models -name '*.onnx' -print0 | while IFS= read -r -d '' model; do
+    mkdir -p ".devkit/away/$(dirname "$model")" && mv "$model" ".devkit/away/$model"
+done
 tree_b=$( { git ls-files -z | xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')  # files moved out are skipped
 kit_b=$(du -sb "$KIT" | cut -f1)
 echo "tracked tree $((tree_b / 1000000)) MB + carried kit $((kit_b / 1000000)) MB (limit 67 MB)"

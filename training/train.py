@@ -99,12 +99,14 @@ def fit(
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
     history: list[dict] = []
     start_epoch, best, best_epoch, lr, stale = 0, -np.inf, -1, cfg.learning_rate, 0
+    earlier_seconds = 0.0  # training time of the runs this one resumes, so a resumed run reports its total
     if resume and state_path.exists() and (run_dir / "last.weights.h5").exists():
         state = json.loads(state_path.read_text())
         model.optimizer.build(model.trainable_variables)  # so the Adam moments in the checkpoint load too
         model.load_weights(run_dir / "last.weights.h5")
         history, start_epoch = state["history"], state["epoch"] + 1
         best, best_epoch, lr, stale = state["best"], state["best_epoch"], state["lr"], state["stale"]
+        earlier_seconds = float(state.get("seconds", 0.0))
         log.info("resuming %s at epoch %d (best %s=%.4f)", run_dir, start_epoch, monitor, best)
     model.optimizer.learning_rate.assign(lr)
     rng = np.random.default_rng(cfg.seed + start_epoch)
@@ -141,7 +143,17 @@ def fit(
                 model.optimizer.learning_rate.assign(lr)
         model.save_weights(run_dir / "last.weights.h5")
         state_path.write_text(
-            json.dumps({"epoch": epoch, "best": best, "best_epoch": best_epoch, "lr": lr, "stale": stale, "history": history})
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "lr": lr,
+                    "stale": stale,
+                    "seconds": earlier_seconds + time.perf_counter() - t0,
+                    "history": history,
+                }
+            )
         )
         epoch_time = time.perf_counter() - te
         log.info(
@@ -158,7 +170,7 @@ def fit(
         if stale >= cfg.patience:
             stopped = "early stopping"
             break
-    seconds = time.perf_counter() - t0
+    seconds = earlier_seconds + time.perf_counter() - t0
     if history:
         _save_curves(history, run_dir / "curves.png")
     if (run_dir / "best.weights.h5").exists():

@@ -7,7 +7,7 @@ KIT=/tmp/kit
 cat "$KIT"/part-* > "$KIT/kit.tar"
 (cd "$KIT" && sha256sum -c kit.tar.sha256)
 tar -xf "$KIT/kit.tar" -C "$KIT"
-[ -f "$KIT/Mask_Classifier.onnx" ] && cp "$KIT/Mask_Classifier.onnx" exported_models/Mask_Classifier/1/model.onnx
+[ -d "$KIT/moved" ] && cp -r "$KIT/moved/." .  # the model files prepare.sh took out of the tree
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$KIT"/wheels/*.whl
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 nvidia_dir=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')

@@ -5,9 +5,9 @@
 # tree is ~120 MB because of the ResNet50 (90 MB), so it cannot travel as it is. This script:
 #   1. downloads the CPython 3.12 wheels the device image lacks (onnxruntime-gpu and the service's
 #      pure-Python dependencies, at the versions this checkout's .venv runs);
-#   2. moves exported_models/Mask_Classifier/1/model.onnx out of the tree into the kit
-#      (`git checkout -- exported_models` puts it back);
-#   3. tars wheels + classifier and splits the tar into parts of 30 MB, one folder each (.devkit/ is
+#   2. moves the largest model files (the classifier, 90 MB, and the second-stage U-Net) out of the tree
+#      into the kit (`git checkout -- exported_models` puts them back);
+#   3. tars wheels + models and splits the tar into parts of 30 MB, one folder each (.devkit/ is
 #      git-ignored: p00, p01, ...), so each device call carries one part beside a ~28 MB tree.
 # Then follow docs/benchmarks.md, "Running the GPU section on a lent device".
 set -euo pipefail
@@ -23,10 +23,11 @@ echo "wheels: ${pins[*]}"
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$KIT/stage/wheels" "${pins[@]}"
 
-classifier=exported_models/Mask_Classifier/1/model.onnx
-if [ -f "$classifier" ]; then
-    mv "$classifier" "$KIT/stage/Mask_Classifier.onnx"
-fi
+for model in exported_models/Mask_Classifier/1/model.onnx exported_models/Ap_Vertebra_refine/1/model.onnx; do
+    if [ -f "$model" ]; then
+        mkdir -p "$KIT/stage/moved/$(dirname "$model")" && mv "$model" "$KIT/stage/moved/$model"
+    fi
+done
 tar -cf "$KIT/kit.tar" -C "$KIT/stage" .
 (cd "$KIT" && sha256sum kit.tar > kit.tar.sha256 && split -b 30m -d -a 2 kit.tar part-)
 for part in "$KIT"/part-*; do
@@ -36,5 +37,5 @@ done
 cp "$KIT/kit.tar.sha256" "$KIT/p00/"
 rm -rf "$KIT/stage" "$KIT/kit.tar"
 tree_mb=$( { git ls-files -z | xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')  # files moved out are skipped
-echo "tracked tree now $((tree_mb / 1000000)) MB (classifier moved out); parts:"
+echo "tracked tree now $((tree_mb / 1000000)) MB (largest models moved out); parts:"
 du -sh "$KIT"/p*

@@ -86,6 +86,8 @@ def test_one_epoch_training_writes_checkpoints_curves_and_resumable_state(pipeli
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 0 and len(state["history"]) == 1
     assert 0.0 <= state["history"][0]["val_dice"] <= 1.0
+    first_seconds = state["seconds"]
+    assert first_seconds > 0
     # Resuming with a larger epoch budget continues at epoch 2 instead of starting over.
     train_main(
         [
@@ -108,6 +110,9 @@ def test_one_epoch_training_writes_checkpoints_curves_and_resumable_state(pipeli
     )
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1, 2]
+    # The training time reported is the total over both invocations, not the resumed part alone.
+    assert state["seconds"] > first_seconds
+    assert json.loads((run / "run_info.json").read_text())["training_time_s"] >= round(first_seconds, 1)
 
 
 def test_manifest_round_trip_matches_files(pipeline):
@@ -251,8 +256,8 @@ def test_second_stage_trains_on_first_stage_windows_and_is_served(pipeline, tmp_
 
     two_stage, one_stage = tmp_path / "two.json", tmp_path / "one.json"
     common = ["aasce", str(pipeline["aasce"]), "--models", str(models)]
-    assert evaluate_main([*common, "--json", str(two_stage)]) == 0
-    assert evaluate_main([*common, "--json", str(one_stage), "--no-refinement"]) == 0
+    assert evaluate_main([*common, "--json", str(two_stage), "--refinement"]) == 0
+    assert evaluate_main([*common, "--json", str(one_stage)]) == 0  # refinement is opt-in
     refined, plain = json.loads(two_stage.read_text()), json.loads(one_stage.read_text())
     assert refined["refinement"]["model"] == "Ap_Vertebra_refine"
     assert refined["refinement"]["images_refined"] + sum(r["models"] == ["Ap_Vertebra"] for r in refined["per_image"]) == 9

@@ -39,7 +39,13 @@ def refined_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def refined(refined_dir: Path) -> ModelRegistry:
-    return ModelRegistry.load(refined_dir, providers=CPU, intra_op_threads=1)
+    return ModelRegistry.load(refined_dir, providers=CPU, intra_op_threads=1, use_refinement=True)
+
+
+def test_refinement_is_opt_in(refined_dir: Path) -> None:
+    default = ModelRegistry.load(refined_dir, providers=CPU, intra_op_threads=1)
+    assert default.ready and default.refinement_model("Ap_Vertebra") is None
+    assert default.segment(spine_image(), "AP", ["Ap_Vertebra"]).refined == []
 
 
 def test_refinement_model_loads_but_is_not_a_structure(refined: ModelRegistry) -> None:
@@ -87,7 +93,8 @@ def test_combine_mean_averages_the_two_stages_in_the_window(refined_dir: Path, t
     frame_probs = first.models["Ap_Vertebra"].session.run(
         None, {"input_image": to_unet_batch([preprocess_image(image, first.models["Ap_Vertebra"].input_hw)[0]])}
     )[0][0, :, :, 0]
-    result = ModelRegistry.load(out, providers=CPU, intra_op_threads=1).segment(image, "AP", ["Ap_Vertebra"])
+    two_stage = ModelRegistry.load(out, providers=CPU, intra_op_threads=1, use_refinement=True)
+    result = two_stage.segment(image, "AP", ["Ap_Vertebra"])
     box = CropBox.around_mask(coarse.masks["Ap_Vertebra"], REFINE_HW)
     session = ort.InferenceSession(str(out / "Ap_Vertebra_refine/1/model.onnx"), providers=CPU)
     second = session.run(None, {"input_image": to_unet_batch([preprocess_crop(image, box)])})[0][0, :, :, 0]
@@ -126,7 +133,7 @@ def test_an_empty_first_stage_mask_is_not_refined(refined: ModelRegistry) -> Non
 def test_a_refinement_of_an_unknown_model_is_reported(models_dir: Path, tmp_path: Path) -> None:
     out = copy_models_dir(models_dir, tmp_path / "models")
     name = add_refinement_model(out, refines="No_Such_Model")
-    reg = ModelRegistry.load(out, providers=CPU, intra_op_threads=1)
+    reg = ModelRegistry.load(out, providers=CPU, intra_op_threads=1, use_refinement=True)
     assert not reg.ready
     assert "No_Such_Model" in reg.problems[name]
     assert reg.refinement_model("Ap_Vertebra") is None  # never served
@@ -134,7 +141,7 @@ def test_a_refinement_of_an_unknown_model_is_reported(models_dir: Path, tmp_path
 
 
 def test_http_reports_the_refinement_model(refined_dir: Path) -> None:
-    client = start_client(make_settings(refined_dir))
+    client = start_client(make_settings(refined_dir, refinement=True))
     try:
         models = {m["name"]: m for m in client.get("/models").json()["models"]}
         entry = models["Ap_Vertebra_refine"]
@@ -146,7 +153,7 @@ def test_http_reports_the_refinement_model(refined_dir: Path) -> None:
         assert "refinement" in body["timings_ms"]
     finally:
         client.__exit__(None, None, None)
-    off = start_client(make_settings(refined_dir, refinement=False))
+    off = start_client(make_settings(refined_dir))  # the default: first-stage masks
     try:
         r = off.post("/segment", files={"file": ("x.png", png_bytes(), "image/png")}, data={"view": "AP"})
         assert r.status_code == 200, r.text
