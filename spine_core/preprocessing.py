@@ -214,14 +214,40 @@ class CropBox:
 
 
 def preprocess_crop(image: np.ndarray, box: CropBox) -> np.ndarray:
-    """Decoded radiograph -> the refinement model's HxW float32 input in [0, 1] (the window of `box`)."""
-    out = np.array(resize(box.cut(to_grayscale(image)), (box.out_h, box.out_w)))  # writable copy
+    """Decoded radiograph -> the refinement model's HxW float32 input in [0, 1] (the window of `box`).
+
+    Defined as: cut the window out of the image (`box.cut`, zero beyond the image), resize it to the input
+    size, keep only the image part. Computed without materialising the window at source resolution (a wide
+    first-stage mask makes a window several times the image's size): only the image part, with enough of
+    the zero border for the filter, is resampled, at the same sample positions.
+    """
     y0, y1, x0, x1 = box.content_in_output()
+    out = np.zeros((box.out_h, box.out_w), dtype=np.float32)
+    out[y0:y1, x0:x1] = _window_part(to_grayscale(image), box, (y0, y1, x0, x1))
     _normalize_region(out[y0:y1, x0:x1])
-    outside = np.ones(out.shape, dtype=bool)
-    outside[y0:y1, x0:x1] = False
-    out[outside] = 0.0
     return out
+
+
+def _window_part(array: np.ndarray, box: CropBox, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """`resize(box.cut(array), (out_h, out_w))[y0:y1, x0:x1]` for the output rect over the image."""
+    y0, y1, x0, x1 = rect
+    sy, sx = box.height / box.out_h, box.width / box.out_w  # source pixels per output pixel
+    oy0, oy1, ox0, ox1 = box._overlap()
+    # Zero border beyond the image, as wide as the filter can reach from the rect (never wider than the window's).
+    reach_y, reach_x = int(np.ceil(2 * sy)) + 2, int(np.ceil(2 * sx)) + 2
+    pad_top, pad_bottom = min(reach_y, max(0, -box.top)), min(reach_y, max(0, box.top + box.height - box.src_h))
+    pad_left, pad_right = min(reach_x, max(0, -box.left)), min(reach_x, max(0, box.left + box.width - box.src_w))
+    part = np.pad(array[oy0:oy1, ox0:ox1].astype(np.float32), ((pad_top, pad_bottom), (pad_left, pad_right)))
+    origin_y, origin_x = oy0 - box.top - pad_top, ox0 - box.left - pad_left  # part's (0, 0) in window pixels
+    h, w = part.shape
+    region = (
+        min(max(x0 * sx - origin_x, 0.0), w),
+        min(max(y0 * sy - origin_y, 0.0), h),
+        min(max(x1 * sx - origin_x, 0.0), w),
+        min(max(y1 * sy - origin_y, 0.0), h),
+    )
+    img = Image.fromarray(np.ascontiguousarray(part), mode="F")
+    return np.asarray(img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=region), dtype=np.float32)
 
 
 def crop_mask(mask: np.ndarray, box: CropBox) -> np.ndarray:
@@ -230,11 +256,18 @@ def crop_mask(mask: np.ndarray, box: CropBox) -> np.ndarray:
 
 
 def crop_probabilities_to_source(probabilities: np.ndarray, box: CropBox) -> np.ndarray:
-    """Refinement probabilities -> float probabilities at the source size (0 outside the window)."""
-    window = resize(probabilities, (box.height, box.width))
+    """Refinement probabilities -> float probabilities at the source size (0 outside the window).
+
+    Defined as: resize to the window's size at source resolution, keep the part over the image. Only that
+    part is computed (same sample positions, equal to < 1e-4), so a window larger than the image costs no
+    more than the image.
+    """
     y0, y1, x0, x1 = box._overlap()
     out = np.zeros((box.src_h, box.src_w), dtype=np.float32)
-    out[y0:y1, x0:x1] = window[y0 - box.top : y1 - box.top, x0 - box.left : x1 - box.left]
+    sy, sx = box.out_h / box.height, box.out_w / box.width  # output pixels per source pixel
+    region = ((x0 - box.left) * sx, (y0 - box.top) * sy, (x1 - box.left) * sx, (y1 - box.top) * sy)
+    img = Image.fromarray(np.ascontiguousarray(probabilities, dtype=np.float32), mode="F")
+    out[y0:y1, x0:x1] = np.asarray(img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=region))
     return out
 
 

@@ -17,6 +17,7 @@ from spine_core.preprocessing import (
     preprocess_crop,
     preprocess_image,
     probabilities_to_source_mask,
+    resize,
     to_grayscale,
 )
 
@@ -171,3 +172,42 @@ def test_first_stage_probabilities_are_zero_where_the_window_leaves_the_image():
     y0, y1, _, _ = box.content_in_output()
     assert np.all(in_window[y0 + 1 : y1 - 1] > 0.99)
     assert np.all(in_window[: max(0, y0 - 1)] == 0) and np.all(in_window[y1 + 1 :] == 0)
+
+
+def _reference_crop(image: np.ndarray, box: CropBox) -> np.ndarray:
+    """The definition preprocess_crop computes: cut the whole window, resize it, keep the image part."""
+    from spine_core.preprocessing import _normalize_region, resize, to_grayscale
+
+    out = np.array(resize(box.cut(to_grayscale(image)), (box.out_h, box.out_w)))
+    y0, y1, x0, x1 = box.content_in_output()
+    _normalize_region(out[y0:y1, x0:x1])
+    outside = np.ones(out.shape, dtype=bool)
+    outside[y0:y1, x0:x1] = False
+    out[outside] = 0.0
+    return out
+
+
+@pytest.mark.parametrize(
+    "rows, cols",
+    [
+        ((100, 900), (150, 250)),  # tall spine inside the film: the usual window
+        ((0, 1000), (150, 250)),  # touching the top and bottom: the window leaves the image there
+        ((100, 900), (0, 400)),  # as wide as the film: a window several times the image's height
+        ((400, 420), (10, 390)),  # a flat stripe: the window leaves the image on all four sides
+        ((5, 300), (300, 400)),  # in a corner
+    ],
+)
+def test_window_computations_equal_their_definition(rows, cols):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, size=(1000, 400)).astype(np.uint8)
+    mask = np.zeros(image.shape, bool)
+    mask[rows[0] : rows[1], cols[0] : cols[1]] = True
+    box = CropBox.around_mask(mask, (1024, 256))
+    np.testing.assert_allclose(preprocess_crop(image, box), _reference_crop(image, box), atol=2e-6)
+    probabilities = rng.random((1024, 256)).astype(np.float32)
+    window = resize(probabilities, (box.height, box.width))
+    y0, y1, x0, x1 = box._overlap()
+    reference = np.zeros(image.shape, np.float32)
+    reference[y0:y1, x0:x1] = window[y0 - box.top : y1 - box.top, x0 - box.left : x1 - box.left]
+    # Upsampling through Pillow's `box` rounds the sample positions differently in the last bits.
+    np.testing.assert_allclose(crop_probabilities_to_source(probabilities, box), reference, atol=1e-4)
