@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         description=(
             "Opt-in: serve a structure's mask from its refinement model (a second U-Net on a window around the "
             "first stage's mask, at a higher resolution) where the manifest has one. Ap_Vertebra: +0.007 validation "
-            "Dice for about twice the CPU time of an AP+LAT /classify (docs/training.md, 'Second stage')"
+            "Dice for 1.6x the CPU time of an AP+LAT /classify (docs/training.md, 'Second stage')"
         ),
     )
     verify_sha256: bool = Field(True, description="Check every model file against its manifest sha256 at start-up")

@@ -431,7 +431,7 @@ class ModelRegistry:
         `cudnn_conv_algo_search`). On a GPU with `warmup`, every batch size the micro-batching can form is
         run once before ready, so no request pays for cuDNN's algorithm search on a new shape.
         `use_refinement` serves a structure's mask from its refinement model where the manifest has one
-        (SPINE_REFINEMENT; off by default, as in the service: it roughly doubles a study's CPU time).
+        (SPINE_REFINEMENT; off by default, as in the service: 1.6x a study's CPU time, docs/training.md).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
