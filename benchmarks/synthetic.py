@@ -18,7 +18,7 @@ import numpy as np
 
 from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
 from spine_core.preprocessing import MASK_THRESHOLD, preprocessing_spec, refine_preprocessing_spec
-from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES
+from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES, refinement_model_name
 
 UNET_CONFIG: dict[str, Any] = {"builder": "training.models.build_unet", "input_hw": [512, 256], "filters": 16, "num_layers": 4}
 CLASSIFIER_CONFIG: dict[str, Any] = {"builder": "training.models.build_classifier", "input_hw": [128, 64]}
@@ -56,7 +56,7 @@ def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path
         "name": name,
         "file": str(onnx_path.relative_to(models_dir)),
         "sha256": sha256_file(onnx_path),
-        "preprocessing": preprocessing_spec(),
+        "preprocessing": preprocessing_spec(),  # the classifier's record; U-Nets choose theirs below
         "architecture_config": config,
         "parameters": int(model.count_params()),
         "opset": 17,
@@ -66,32 +66,20 @@ def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path
         "validated": False,
         "notes": "random-weight model with the production architecture, built by benchmarks.synthetic",
     }
-    if refines:
-        return ModelEntry(
-            kind="refinement",
-            refines=refines,
-            structure=refines,
-            view=STRUCTURES[refines],
-            input_name="image",
-            output_name="mask",
-            input_shape=[None, *hw, 1],
-            output_shape=[None, *hw, 1],
-            threshold=MASK_THRESHOLD,
-            architecture="U-Net (random weights)",
-            **{**common, "preprocessing": refine_preprocessing_spec()},
-        )
     if is_seg:
+        structure = refines or name  # a second stage serves the structure it refines
         return ModelEntry(
-            kind="segmentation",
-            structure=name,
-            view=STRUCTURES[name],
+            kind="refinement" if refines else "segmentation",
+            refines=refines,
+            structure=structure,
+            view=STRUCTURES[structure],
             input_name="image",
             output_name="mask",
             input_shape=[None, *hw, 1],
             output_shape=[None, *hw, 1],
             threshold=MASK_THRESHOLD,
             architecture="U-Net (random weights)",
-            **common,
+            **{**common, "preprocessing": refine_preprocessing_spec() if refines else preprocessing_spec()},
         )
     return ModelEntry(
         kind="classification",
@@ -167,9 +155,10 @@ def write_synthetic_models(
         h, w = unet_config["input_hw"]
         config = {**unet_config, "input_hw": [2 * h, w]}
         model = build_from_config(config)
-        onnx_path = models_dir / "Ap_Vertebra_refine" / "1" / "model.onnx"
+        name = refinement_model_name("Ap_Vertebra")
+        onnx_path = models_dir / name / "1" / "model.onnx"
         keras_to_onnx(model, onnx_path, "image", "mask")
-        entries.append(_entry(models_dir, "Ap_Vertebra_refine", model, config, onnx_path, refines="Ap_Vertebra"))
+        entries.append(_entry(models_dir, name, model, config, onnx_path, refines="Ap_Vertebra"))
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     save_manifest(Manifest(created=created, models=entries), models_dir)
     if int8:

@@ -23,5 +23,10 @@ CLASSES: tuple[str, str] = ("Normal", "Damaged")
 CLASSIFIER_MODEL_NAME = "Mask_Classifier"
 
 
+def refinement_model_name(structure: str) -> str:
+    """Manifest name of the second-stage model that refines `structure`'s masks."""
+    return f"{structure}_refine"
+
+
 def structures_for_view(view: View) -> list[str]:
     return [name for name, v in STRUCTURES.items() if v == view]

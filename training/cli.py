@@ -94,13 +94,13 @@ def cmd_unet(args: argparse.Namespace) -> None:
         training_data = (
             f"AASCE 2019 training set ({len(data['images'])} AP radiographs), Ap_Vertebra masks filled from corner landmarks"
         )
-        if "boxes" in data:  # a `cache aasce-refine` file: windows cut around the first stage's masks
+        refines = "Ap_Vertebra" if "boxes" in data else None  # `cache aasce-refine`: windows around first-stage masks
+        if refines:
             training_data += (
                 f"; windows cut around the masks of the first-stage Ap_Vertebra model (sha256 {str(data['stage1_sha256'])[:12]}…)"
             )
         split = f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val images"
         validated = True
-        refines = "Ap_Vertebra" if "boxes" in data else None
     else:
         samples = [s for s in load_course_cache(Path(args.cache)) if args.structure in s["masks"]]
         if not samples:

@@ -208,13 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         help="serve masks from the manifest's refinement models where there are some (SPINE_REFINEMENT=true)",
     )
     args = parser.parse_args(argv)
-    refinement = args.refinement
     if args.layout == "aasce":
         result = evaluate_aasce(
-            args.data_dir, args.models, args.subset, args.cobb_threshold, args.limit, args.threads, args.precision, refinement
+            args.data_dir,
+            args.models,
+            args.subset,
+            args.cobb_threshold,
+            args.limit,
+            args.threads,
+            args.precision,
+            args.refinement,
         )
     else:
-        result = evaluate_course(args.data_dir, args.models, args.threads, args.precision, refinement)
+        result = evaluate_course(args.data_dir, args.models, args.threads, args.precision, args.refinement)
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

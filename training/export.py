@@ -27,7 +27,7 @@ from spine_core.preprocessing import (
     preprocessing_spec,
     refine_preprocessing_spec,
 )
-from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES
+from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES, refinement_model_name
 
 log = logging.getLogger("spine-export")
 
@@ -203,10 +203,6 @@ def export_unet(
     )
     upsert_model(models_dir, entry, _now())
     return entry
-
-
-def refinement_model_name(structure: str) -> str:
-    return f"{structure}_refine"
 
 
 def export_classifier(run_dir: Path, cache_path: Path, models_dir: Path) -> ModelEntry:

@@ -26,7 +26,7 @@ from service.inference import ModelRegistry
 from service.main import create_app
 from spine_core.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_file
 from spine_core.preprocessing import preprocessing_spec, refine_preprocessing_spec
-from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES
+from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES, refinement_model_name
 
 SEG_HW = (64, 32)
 CLF_HW = (16, 8)
@@ -150,7 +150,7 @@ def add_refinement_model(
     models_dir: Path, structure: str = "Ap_Vertebra", hw: tuple[int, int] = REFINE_HW, refines: str | None = None
 ) -> str:
     """A tiny second stage for `structure` (thresholds its window's intensity at REFINE_LEVEL); returns its name."""
-    name = f"{structure}_refine"
+    name = refinement_model_name(structure)
     file = f"{name}/1/model.onnx"
     build_segmenter(models_dir / file, REFINE_LEVEL, hw)
     manifest = load_manifest(models_dir)
