@@ -6,6 +6,8 @@ second stage's windows allow.
 On the 90 patient-held-out validation images, in the first stage's 512x256 model frame:
   - the wrong pixels (false positive or negative) by distance to the ground truth's edge (1, 2, 3, 4,
     5 px, farther) and the share beyond the first/last labelled row;
+  - Dice per vertebral level (T1..L5), each level's band of rows running from the middle of the disc
+    above to the middle of the disc below (T1's band from the film's top, L5's to its bottom);
   - Dice when each predicted vertebra (connected component) is replaced by its convex hull, or by the
     quadrilateral of its four diagonal extremes (the labels are corner quadrilaterals);
 and at the original size, for the windows the second stage sees (placed from the first stage's masks,
@@ -30,7 +32,8 @@ from spine_core.preprocessing import (
     letterbox_mask,
 )
 from training.cli import SPLIT_SEED, VAL_FRACTION
-from training.datasets import read_aasce_dataset, split_by_patient
+from training.datasets import N_VERTEBRAE, read_aasce_dataset, split_by_patient
+from training.label_analysis import LEVELS, level_bands
 from training.metrics import dice
 
 
@@ -112,7 +115,8 @@ def main() -> None:
     beyond_rows = total_wrong = 0
     shaped: dict[str, list[float]] = {"as predicted": [], "convex hull per vertebra": [], "corner quadrilateral per vertebra": []}
     ceiling, coverage = [], []
-    for i in val_idx:
+    by_level = np.zeros((len(val_idx), N_VERTEBRAE))
+    for row, i in enumerate(val_idx):
         sample = samples[i]
         image = sample.image()
         truth = sample.vertebra_mask(image.shape[0], image.shape[1])
@@ -138,6 +142,9 @@ def main() -> None:
         shaped["convex hull per vertebra"].append(dice(_reshaped(predicted, "hull"), labelled))
         shaped["corner quadrilateral per vertebra"].append(dice(_reshaped(predicted, "quad"), labelled))
 
+        for level, (top, bottom) in enumerate(level_bands(sample.landmarks, *truth.shape)):
+            by_level[row, level] = dice(result.masks["Ap_Vertebra"][top:bottom], truth[top:bottom])
+
         box = CropBox.around_mask(result.masks["Ap_Vertebra"], REFINE_INPUT_HW)
         if box is not None:
             back = crop_probabilities_to_source(crop_mask(truth, box).astype(np.float32), box) >= 0.5
@@ -154,6 +161,11 @@ def main() -> None:
     print("| mask | mean | median |\n| --- | --- | --- |")
     for name, values in shaped.items():
         print(f"| {name} | {np.mean(values):.4f} | {np.median(values):.4f} |")
+    print("\nDice per vertebral level at the original size (band of rows from mid-disc to mid-disc):\n")
+    print("| | " + " | ".join(LEVELS) + " |")
+    print("| --- " * (N_VERTEBRAE + 1) + "|")
+    print("| mean | " + " | ".join(f"{v:.3f}" for v in by_level.mean(axis=0)) + " |")
+    print("| median | " + " | ".join(f"{v:.3f}" for v in np.median(by_level, axis=0)) + " |")
     print(
         f"\nSecond-stage windows ({len(ceiling)} placed): ground truth through the window and back, Dice mean "
         f"{np.mean(ceiling):.4f} (min {np.min(ceiling):.4f}); labelled pixels inside the window mean "
