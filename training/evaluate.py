@@ -25,7 +25,7 @@ from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
 from training.cli import COBB_THRESHOLD_DEG, SPLIT_SEED, VAL_FRACTION, split_description
 from training.datasets import read_aasce_dataset, read_course_dataset, split_by_patient
-from training.metrics import accuracy, dice, roc_auc
+from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
 
 log = logging.getLogger("spine-evaluate")
 
@@ -68,9 +68,23 @@ def _refinement(registry: ModelRegistry, structure: str, n_refined: int) -> dict
     return {"model": model.name if model else None, "images_refined": n_refined}
 
 
+# The service's cut-off for one mask: Damaged when p_damaged >= p_normal (service.inference.aggregation).
+DECISION_THRESHOLD = 0.5
+
+
 def _classification(labels: list[bool], p_damaged: list[float]) -> dict[str, float]:
+    """AUC, and at the served cut-off accuracy, sensitivity (Damaged films flagged) and specificity."""
     y, p = np.asarray(labels, bool), np.asarray(p_damaged)
-    return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p >= 0.5), "n": len(y), "n_damaged": int(y.sum())}
+    flagged = p >= DECISION_THRESHOLD
+    return {
+        "auc": roc_auc(y, p),
+        "accuracy": accuracy(y, flagged),
+        "sensitivity": sensitivity(y, flagged),
+        "specificity": specificity(y, flagged),
+        "decision_threshold": DECISION_THRESHOLD,
+        "n": len(y),
+        "n_damaged": int(y.sum()),
+    }
 
 
 def evaluate_aasce(

@@ -37,3 +37,15 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     labels, predictions = np.asarray(labels, bool), np.asarray(predictions, bool)
     return float((labels == predictions).mean()) if len(labels) else float("nan")
+
+
+def sensitivity(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Share of the positives predicted positive (recall); NaN when there is no positive."""
+    labels, predictions = np.asarray(labels, bool), np.asarray(predictions, bool)
+    return float(predictions[labels].mean()) if labels.any() else float("nan")
+
+
+def specificity(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Share of the negatives predicted negative; NaN when there is no negative."""
+    labels, predictions = np.asarray(labels, bool), np.asarray(predictions, bool)
+    return float((~predictions[~labels]).mean()) if (~labels).any() else float("nan")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import accuracy, dice, roc_auc
+from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
 
 
 def test_dice_hand_values():
@@ -28,3 +28,11 @@ def test_auc_hand_values_and_ties():
 
 def test_accuracy():
     assert accuracy([1, 0, 1], [1, 1, 1]) == pytest.approx(2 / 3)
+
+
+def test_sensitivity_and_specificity():
+    labels = [1, 1, 1, 0, 0]
+    predictions = [1, 1, 0, 1, 0]
+    assert sensitivity(labels, predictions) == pytest.approx(2 / 3)
+    assert specificity(labels, predictions) == pytest.approx(1 / 2)
+    assert np.isnan(sensitivity([0, 0], [1, 0])) and np.isnan(specificity([1, 1], [1, 0]))

@@ -165,6 +165,15 @@ def test_evaluate_aasce_cli_contract(pipeline, tmp_path, capsys):
     assert cls["threshold_deg"] == 40.0 and 0.0 <= cls["accuracy"] <= 1.0
     assert np.isnan(cls["auc"]) or 0.0 <= cls["auc"] <= 1.0
     assert len(result["per_image"]) == 9
+    # The cut-off figures agree with the per-image scores written beside them.
+    damaged = np.array([r["max_cobb"] >= cls["threshold_deg"] for r in result["per_image"]])
+    flagged = np.array([r["p_damaged"] >= cls["decision_threshold"] for r in result["per_image"]])
+    assert cls["decision_threshold"] == 0.5 and cls["accuracy"] == pytest.approx(np.mean(flagged == damaged))
+    for key, subset, expected in (("sensitivity", damaged, True), ("specificity", ~damaged, False)):
+        if subset.any():
+            assert cls[key] == pytest.approx(np.mean(flagged[subset] == expected))
+        else:
+            assert np.isnan(cls[key])
     val = tmp_path / "val.json"
     evaluate_main(["aasce", str(pipeline["aasce"]), "--models", str(pipeline["models"]), "--json", str(val), "--subset", "val"])
     assert 0 < json.loads(val.read_text())["n_images"] < 9
