@@ -40,10 +40,9 @@ def main() -> None:
     if info["weights"] != "onnx":
         raise SystemExit(f"weights not transferred: {info}")
     if args.check_cache:
-        from training.cache import load_aasce_cache
-        from training.train import as_float
+        from training.cache import first_cached_images
 
-        x = as_float(load_aasce_cache(args.check_cache)["images"][:4])
+        x = first_cached_images(args.check_cache)
         session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
         diff = float(np.abs(np.asarray(model(x, training=False)) - got).max())

@@ -35,10 +35,9 @@ def main() -> None:
     narrow.load_weights(args.weights)
     wide = widen_unet(narrow, args.filters, args.num_layers, UNET_INPUT_HW, seed=args.seed)
     if args.check_cache:
-        from training.cache import load_aasce_cache
-        from training.train import as_float
+        from training.cache import first_cached_images
 
-        x = as_float(load_aasce_cache(args.check_cache)["images"][:4])
+        x = first_cached_images(args.check_cache)
         diff = float(np.abs(np.asarray(wide(x, training=False)) - np.asarray(narrow(x, training=False))).max())
         print(f"wide vs narrow on 4 real images: max abs difference {diff:.2e}")
         if diff > 1e-5:

@@ -109,6 +109,11 @@ def load_aasce_cache(path: Path) -> dict[str, np.ndarray]:
     return data
 
 
+def first_cached_images(path: Path, n: int = 4) -> np.ndarray:
+    """The first n model-frame images of an AASCE cache as float NHWC: real inputs for parity checks."""
+    return dequantize(load_aasce_cache(path)["images"][:n])[..., np.newaxis]
+
+
 def load_course_cache(path: Path) -> list[dict]:
     """-> [{study, label, view, image (H,W) uint8, masks {structure: bool (H,W)}}]"""
     with np.load(path) as z:
