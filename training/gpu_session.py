@@ -13,12 +13,19 @@ from spine_core.structures import STRUCTURES
 from training.cli import train_main
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", default="runs")
     p.add_argument("--aasce-cache", default=".devdata/aasce.npz")
     p.add_argument("--course-cache", default=".devdata/course.npz")
     p.add_argument("--vertebra-budget", type=float, default=240)
+    p.add_argument(
+        "--vertebra-filters",
+        type=int,
+        default=16,
+        help="first-stage Ap_Vertebra base filters, from scratch (24 or 32: the wider network the CPU runs could "
+        "only reach by fine-tuning; 32 exports to about 31 MB, mind the 150 MB budget of exported_models/)",
+    )
     p.add_argument("--demo-budget", type=float, default=8)
     p.add_argument(
         "--refine-cache",
@@ -34,7 +41,7 @@ def main() -> None:
         default=["vertebra", "demos"],
         help="refine: the second-stage Ap_Vertebra model, from scratch on whole windows",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     t0 = time.perf_counter()
     if "refine" in args.stages:
         train_main(
@@ -68,6 +75,8 @@ def main() -> None:
                 "Ap_Vertebra",
                 "--run-dir",
                 f"{args.runs}/Ap_Vertebra",
+                "--filters",
+                str(args.vertebra_filters),
                 "--epochs",
                 "400",
                 "--patience",
