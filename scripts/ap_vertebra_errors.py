@@ -31,8 +31,8 @@ from spine_core.preprocessing import (
     crop_probabilities_to_source,
     letterbox_mask,
 )
-from training.cli import SPLIT_SEED, VAL_FRACTION
-from training.datasets import N_VERTEBRAE, read_aasce_dataset, split_by_patient
+from training.cli import aasce_sample_split
+from training.datasets import N_VERTEBRAE, read_aasce_dataset
 from training.label_analysis import LEVELS, level_bands
 from training.metrics import dice
 
@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     registry = ModelRegistry.load(args.models, providers=["CPUExecutionProvider"], warmup=False)
     samples = read_aasce_dataset(args.data_dir)
-    _, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
+    _, val_idx = aasce_sample_split(samples)
 
     bands = np.zeros(6)  # wrong pixels within 1..5 px of the labelled edge, then farther
     beyond_rows = total_wrong = 0

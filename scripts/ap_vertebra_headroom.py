@@ -21,8 +21,8 @@ import onnxruntime as ort
 
 from spine_core.manifest import load_manifest
 from spine_core.preprocessing import letterbox_mask, preprocess_image, probabilities_to_source_mask
-from training.cli import SPLIT_SEED, VAL_FRACTION
-from training.datasets import read_aasce_dataset, split_by_patient
+from training.cli import aasce_sample_split
+from training.datasets import read_aasce_dataset
 from training.metrics import dice
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     hw = (int(entry.input_shape[1]), int(entry.input_shape[2]))  # type: ignore[arg-type]
 
     samples = read_aasce_dataset(args.data_dir)
-    _, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
+    _, val_idx = aasce_sample_split(samples)
     rows: dict[str, list[float]] = {}
     outside: list[float] = []
     for i in val_idx:

@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from service.inference import ModelRegistry
-from training.cli import SPLIT_SEED, VAL_FRACTION
-from training.datasets import rasterize_vertebrae, read_aasce_dataset, split_by_patient
+from training.cli import aasce_sample_split
+from training.datasets import rasterize_vertebrae, read_aasce_dataset
 from training.label_analysis import (
     corner_noise,
     corner_series,
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="noise draws per film in the simulation")
     args = parser.parse_args()
     samples = read_aasce_dataset(args.data_dir)
-    _, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
+    _, val_idx = aasce_sample_split(samples)
 
     sizes = []
     for sample in samples:

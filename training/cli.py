@@ -47,6 +47,13 @@ def aasce_split(cache: dict[str, np.ndarray], val_fraction: float = VAL_FRACTION
     return split_by_patient([str(k) for k in cache["patient_keys"]], val_fraction, seed)
 
 
+def aasce_sample_split(samples: list) -> tuple[list[int], list[int]]:
+    """(train, val) indices of AASCE samples (`read_aasce_dataset`): the split `aasce_split` makes of a cache."""
+    from training.datasets import split_by_patient
+
+    return split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
+
+
 def split_description() -> str:
     return f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}"
 

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from service.inference import AGGREGATIONS, ModelRegistry
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
-from training.cli import COBB_THRESHOLD_DEG, SPLIT_SEED, VAL_FRACTION, split_description
-from training.datasets import read_aasce_dataset, read_course_dataset, split_by_patient
+from training.cli import COBB_THRESHOLD_DEG, aasce_sample_split, split_description
+from training.datasets import read_aasce_dataset, read_course_dataset
 from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
 
 log = logging.getLogger("spine-evaluate")
@@ -99,7 +99,7 @@ def evaluate_aasce(
 ) -> dict:
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
-        train_idx, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
+        train_idx, val_idx = aasce_sample_split(samples)
         samples = [samples[i] for i in (val_idx if subset == "val" else train_idx)]
     samples = samples[:limit] if limit else samples
     registry = _registry(models_dir, threads, precision, refinement)

@@ -136,11 +136,11 @@ def _unet_input(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def aasce_inputs(data_dir: Path, entry: ModelEntry, n_calibration: int, n_check: int | None) -> tuple[list, list, str]:
     """Calibration from the training split, check on the validation split (the split the model was trained with)."""
-    from training.cli import SPLIT_SEED, VAL_FRACTION
-    from training.datasets import read_aasce_dataset, split_by_patient
+    from training.cli import SPLIT_SEED, aasce_sample_split
+    from training.datasets import read_aasce_dataset
 
     samples = read_aasce_dataset(data_dir)
-    train_idx, val_idx = split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
+    train_idx, val_idx = aasce_sample_split(samples)
     hw = (int(entry.input_shape[1]), int(entry.input_shape[2]))  # type: ignore[arg-type]
     rng = np.random.default_rng(SPLIT_SEED)
     chosen = sorted(rng.choice(train_idx, size=min(n_calibration, len(train_idx)), replace=False))

@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) is not installed")
 
 from spine_core.manifest import load_manifest, sha256_file
-from training.cli import train_main
-from training.datasets import write_synthetic_aasce_dataset, write_synthetic_course_dataset
+from training.cache import load_aasce_cache
+from training.cli import aasce_sample_split, aasce_split, train_main
+from training.datasets import read_aasce_dataset, write_synthetic_aasce_dataset, write_synthetic_course_dataset
 from training.evaluate import main as evaluate_main
 from training.export import export_main
 
@@ -177,6 +178,14 @@ def test_evaluate_aasce_cli_contract(pipeline, tmp_path, capsys):
     val = tmp_path / "val.json"
     evaluate_main(["aasce", str(pipeline["aasce"]), "--models", str(pipeline["models"]), "--json", str(val), "--subset", "val"])
     assert 0 < json.loads(val.read_text())["n_images"] < 9
+
+
+def test_evaluation_holds_out_the_images_training_held_out(pipeline):
+    """spine-evaluate and the analysis scripts split the dataset; training split its cache: the same images."""
+    samples = read_aasce_dataset(pipeline["aasce"])
+    train_idx, val_idx = aasce_sample_split(samples)
+    assert val_idx and train_idx
+    assert (train_idx, val_idx) == tuple(aasce_split(load_aasce_cache(pipeline["root"] / "aasce.npz")))
 
 
 def test_evaluate_course_cli(pipeline, tmp_path):
