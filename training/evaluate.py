@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.inference import AGGREGATIONS, ModelRegistry
+from service.inference.aggregation import DAMAGED_CUTOFF
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
 from training.cli import COBB_THRESHOLD_DEG, aasce_sample_split, split_description
@@ -68,20 +69,16 @@ def _refinement(registry: ModelRegistry, structure: str, n_refined: int) -> dict
     return {"model": model.name if model else None, "images_refined": n_refined}
 
 
-# The service's cut-off for one mask: Damaged when p_damaged >= p_normal (service.inference.aggregation).
-DECISION_THRESHOLD = 0.5
-
-
 def _classification(labels: list[bool], p_damaged: list[float]) -> dict[str, float]:
     """AUC, and at the served cut-off accuracy, sensitivity (Damaged films flagged) and specificity."""
     y, p = np.asarray(labels, bool), np.asarray(p_damaged)
-    flagged = p >= DECISION_THRESHOLD
+    flagged = p >= DAMAGED_CUTOFF
     return {
         "auc": roc_auc(y, p),
         "accuracy": accuracy(y, flagged),
         "sensitivity": sensitivity(y, flagged),
         "specificity": specificity(y, flagged),
-        "decision_threshold": DECISION_THRESHOLD,
+        "decision_threshold": DAMAGED_CUTOFF,
         "n": len(y),
         "n_damaged": int(y.sum()),
     }

@@ -9,6 +9,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 from spine_core.structures import CLASSES
 
+# p_damaged at or above which a score means Damaged: the `mean` rule's cut-off, and for one mask the
+# `max_score` rule's too (its two softmax scores sum to 1).
+DAMAGED_CUTOFF = 0.5
+
 PerMask = Mapping[str, tuple[float, float]] | Iterable[tuple[float, float]]
 Aggregation = Callable[[PerMask], tuple[str, float]]
 
@@ -34,10 +38,10 @@ def aggregate_max_score(per_mask: PerMask) -> tuple[str, float]:
 
 
 def aggregate_mean(per_mask: PerMask) -> tuple[str, float]:
-    """Damaged when the mean p_damaged over all masks is at least 0.5."""
+    """Damaged when the mean p_damaged over all masks is at least DAMAGED_CUTOFF."""
     pairs = _pairs(per_mask)
     mean_damaged = sum(p[1] for p in pairs) / len(pairs)
-    if mean_damaged >= 0.5:
+    if mean_damaged >= DAMAGED_CUTOFF:
         return CLASSES[1], mean_damaged
     return CLASSES[0], 1.0 - mean_damaged
 
