@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_core.preprocessing import UNET_INPUT_HW
+from spine_core.preprocessing import REFINE_INPUT_HW, UNET_INPUT_HW
 from spine_core.structures import STRUCTURES
 
 log = logging.getLogger("spine-train")
@@ -71,14 +71,11 @@ def _device_description() -> str:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from training.cache import build_aasce_cache, build_course_cache
+    from training.cache import build_aasce_cache, build_course_cache, build_refine_cache
 
-    hw = (args.height or UNET_INPUT_HW[0], args.width or UNET_INPUT_HW[1])
+    default_hw = REFINE_INPUT_HW if args.layout == "aasce-refine" else UNET_INPUT_HW
+    hw = (args.height or default_hw[0], args.width or default_hw[1])
     if args.layout == "aasce-refine":
-        from spine_core.preprocessing import REFINE_INPUT_HW
-        from training.cache import build_refine_cache
-
-        hw = (args.height or REFINE_INPUT_HW[0], args.width or REFINE_INPUT_HW[1])
         print(
             build_refine_cache(Path(args.data_dir), Path(args.out), Path(args.stage1_models), hw, jpeg_quality=args.jpeg_quality)
         )
