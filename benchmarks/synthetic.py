@@ -56,7 +56,7 @@ def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path
         "name": name,
         "file": str(onnx_path.relative_to(models_dir)),
         "sha256": sha256_file(onnx_path),
-        "preprocessing": preprocessing_spec(),  # the classifier's record; U-Nets choose theirs below
+        "preprocessing": refine_preprocessing_spec() if refines else preprocessing_spec(),
         "architecture_config": config,
         "parameters": int(model.count_params()),
         "opset": 17,
@@ -79,7 +79,7 @@ def _entry(models_dir: Path, name: str, model, config: dict[str, Any], onnx_path
             output_shape=[None, *hw, 1],
             threshold=MASK_THRESHOLD,
             architecture="U-Net (random weights)",
-            **{**common, "preprocessing": refine_preprocessing_spec() if refines else preprocessing_spec()},
+            **common,
         )
     return ModelEntry(
         kind="classification",
