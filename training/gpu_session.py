@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from spine_core.structures import STRUCTURES
+from spine_core.structures import STRUCTURES, refinement_model_name
 from training.cli import train_main
 
 
@@ -43,24 +43,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    # Both Ap_Vertebra runs: from scratch, long patience, stopped by their time budgets.
+    ap_vertebra = ["unet", "--structure", "Ap_Vertebra", "--epochs", "400", "--patience", "40"]
     if "refine" in args.stages:
         train_main(
             [
-                "unet",
+                *ap_vertebra,
                 "--cache",
                 args.refine_cache,
-                "--structure",
-                "Ap_Vertebra",
                 "--run-dir",
-                f"{args.runs}/Ap_Vertebra_refine",
+                f"{args.runs}/{refinement_model_name('Ap_Vertebra')}",
                 "--filters",
                 str(args.refine_filters),
                 "--batch-size",
                 "8",
-                "--epochs",
-                "400",
-                "--patience",
-                "40",
                 "--time-budget",
                 str(args.refine_budget),
             ]
@@ -68,19 +64,13 @@ def main(argv: list[str] | None = None) -> None:
     if "vertebra" in args.stages:
         train_main(
             [
-                "unet",
+                *ap_vertebra,
                 "--cache",
                 args.aasce_cache,
-                "--structure",
-                "Ap_Vertebra",
                 "--run-dir",
                 f"{args.runs}/Ap_Vertebra",
                 "--filters",
                 str(args.vertebra_filters),
-                "--epochs",
-                "400",
-                "--patience",
-                "40",
                 "--time-budget",
                 str(args.vertebra_budget),
             ]

@@ -23,6 +23,7 @@ def test_first_stage_width_reaches_spine_train(calls) -> None:
     (argv,) = calls
     assert _option(argv, "--structure") == "Ap_Vertebra" and _option(argv, "--run-dir") == "runs/Ap_Vertebra"
     assert _option(argv, "--filters") == "32" and _option(argv, "--time-budget") == "500.0"
+    assert (_option(argv, "--epochs"), _option(argv, "--patience")) == ("400", "40") and "--batch-size" not in argv
 
 
 def test_refine_stage_trains_on_the_refine_cache(calls) -> None:
@@ -30,6 +31,7 @@ def test_refine_stage_trains_on_the_refine_cache(calls) -> None:
     (argv,) = calls
     assert _option(argv, "--cache") == "w.npz" and _option(argv, "--filters") == "24"
     assert _option(argv, "--run-dir") == "runs/Ap_Vertebra_refine"
+    assert (_option(argv, "--epochs"), _option(argv, "--patience"), _option(argv, "--batch-size")) == ("400", "40", "8")
 
 
 def test_default_stages_train_the_first_stage_and_both_runs_of_each_demo(calls) -> None:
