@@ -18,33 +18,27 @@ import numpy as np
 from training.models import build_unet
 
 
-def _old_channels(n_old: int) -> np.ndarray:
-    return np.arange(n_old)
-
-
-def _input_map(name: str, old: keras.Model, new: keras.Model) -> np.ndarray:
-    """Where each of the layer's old input channels sits among the new model's input channels."""
-    layer_old = old.get_layer(name)
-    n_in_old = layer_old.kernel.shape[-1 if isinstance(layer_old, keras.layers.Conv2DTranspose) else -2]
-    if name.startswith("up") and name.endswith("_conv1"):
-        # Input is Concatenate([upsampled, skip]), each half widened on its own.
-        half_old = n_in_old // 2
-        half_new = new.get_layer(name).kernel.shape[-2] // 2
-        return np.concatenate([np.arange(half_old), half_new + np.arange(half_old)])
-    return _old_channels(n_in_old)
-
-
 def _widened_kernel(
     old_kernel: np.ndarray,
     new_shape: tuple[int, ...],
-    in_map: np.ndarray,
     transpose: bool,
+    concatenated_input: bool,
     rng: np.random.Generator,
     scale: float,
 ) -> np.ndarray:
-    """Conv2D kernels are (kh, kw, in, out); Conv2DTranspose kernels (kh, kw, out, in)."""
+    """Conv2D kernels are (kh, kw, in, out); Conv2DTranspose kernels (kh, kw, out, in).
+
+    `concatenated_input`: the input is Concatenate([upsampled, skip]), each half widened on its own, so the
+    old skip channels sit after all the new upsampled ones.
+    """
     in_axis, out_axis = (3, 2) if transpose else (2, 3)
-    fan_in = new_shape[0] * new_shape[1] * new_shape[in_axis]
+    n_in_old, n_in_new = old_kernel.shape[in_axis], new_shape[in_axis]
+    if concatenated_input:
+        half = np.arange(n_in_old // 2)
+        in_map = np.concatenate([half, n_in_new // 2 + half])
+    else:
+        in_map = np.arange(n_in_old)
+    fan_in = new_shape[0] * new_shape[1] * n_in_new
     kernel = rng.normal(scale=scale * np.sqrt(2.0 / fan_in), size=new_shape).astype(np.float32)
     n_out_old = old_kernel.shape[out_axis]
     # Old outputs: only their old inputs, with their old weights.
@@ -70,18 +64,16 @@ def widen_unet(
         old_layer = old.get_layer(layer.name)
         old_weights = [np.asarray(w) for w in old_layer.get_weights()]
         if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
-            n = old_weights[0].shape[0]
-            gamma[:], beta[:], mean[:] = 1.0, 0.0, 0.0
-            var[:] = old_weights[3][0]  # the identity BatchNorm's variance (1 - epsilon)
-            for target, source in zip((gamma, beta, mean, var), old_weights, strict=True):
+            size, n = layer.gamma.shape[0], old_weights[0].shape[0]
+            # gamma, beta, moving mean, moving variance: identity for the new channels (the variance is 1 - epsilon).
+            fresh = [np.ones(size), np.zeros(size), np.zeros(size), np.full(size, old_weights[3][0])]
+            for target, source in zip(fresh, old_weights, strict=True):
                 target[:n] = source
-            layer.set_weights([gamma, beta, mean, var])
+            layer.set_weights(fresh)
             continue
         transpose = isinstance(layer, keras.layers.Conv2DTranspose)
-        kernel = _widened_kernel(
-            old_weights[0], tuple(layer.kernel.shape), _input_map(layer.name, old, new), transpose, rng, scale
-        )
+        concatenated = layer.name.startswith("up") and layer.name.endswith("_conv1")
+        kernel = _widened_kernel(old_weights[0], tuple(layer.kernel.shape), transpose, concatenated, rng, scale)
         weights = [kernel]
         if layer.use_bias:
             bias = np.zeros(layer.bias.shape, np.float32)
