@@ -827,12 +827,11 @@ class ModelRegistry:
         def back(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray | None, np.ndarray]:
             k, probabilities = item
             i, model = jobs[k]
-            box, refiner = placed[k][0], refiners[k]
+            box, refiner, frame = placed[k][0], refiners[k], prepared[i][model.input_hw][1]
             if refiner.entry.combine == "mean":
-                first = letterbox_probabilities_to_crop(frame_probabilities[k], prepared[i][model.input_hw][1], box)
-                probabilities = (probabilities + first) / 2
+                probabilities = (probabilities + letterbox_probabilities_to_crop(frame_probabilities[k], frame, box)) / 2
             in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if source_masks else None
-            return k, in_source, crop_probabilities_to_letterbox(probabilities, box, prepared[i][model.input_hw][1])
+            return k, in_source, crop_probabilities_to_letterbox(probabilities, box, frame)
 
         for k, in_source, in_frame in self.parallel_map(
             back, [(k, out[0, :, :, 0]) for k, out in zip(placed, outputs, strict=True)]
