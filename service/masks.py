@@ -1,4 +1,4 @@
-"""Masks -> wire formats (base64 PNG, COCO uncompressed RLE), boxes, and the coloured overlay."""
+"""Masks -> wire formats (base64 PNG, COCO uncompressed RLE) and boxes."""
 
 from __future__ import annotations
 
@@ -6,26 +6,9 @@ import base64
 import io
 import struct
 import zlib
-from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image
-
-from spine_core.preprocessing import to_grayscale
-from spine_core.structures import STRUCTURES
-
-# One colour per structure (RGB), stable across requests so overlays are comparable.
-PALETTE: list[tuple[int, int, int]] = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-]
-OVERLAY_ALPHA = 0.45
 
 
 def png_base64(array: np.ndarray, compress_level: int = 6) -> str:
@@ -87,37 +70,3 @@ def bbox_xywh(mask: np.ndarray) -> list[int] | None:
         return None
     cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
     return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
-
-
-def display_gray(pixels: np.ndarray) -> np.ndarray:
-    """Any decoded image -> 8-bit gray for display, stretched between the 0.5 and 99.5 percentiles."""
-    gray = to_grayscale(pixels)
-    lo, hi = np.percentile(gray, [0.5, 99.5])
-    if hi - lo < 1e-6:
-        return np.zeros(gray.shape, dtype=np.uint8)
-    return (np.clip((gray - lo) / (hi - lo), 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def structure_colour(structure: str) -> tuple[int, int, int]:
-    names = list(STRUCTURES)
-    index = names.index(structure) if structure in names else zlib.crc32(structure.encode())  # stable, unlike hash()
-    return PALETTE[index % len(PALETTE)]
-
-
-def overlay_png(pixels: np.ndarray, masks: Mapping[str, np.ndarray], max_side: int | None = None) -> str:
-    """The radiograph in gray with each mask blended in its colour, as base64 PNG.
-
-    Drawn at the original size unless `max_side` asks for a smaller picture (a 2500x6500 RGB PNG is
-    tens of megabytes once base64-encoded).
-    """
-    gray = display_gray(pixels)
-    rgb = np.repeat(gray[..., np.newaxis], 3, axis=2).astype(np.float32)
-    for structure, mask in masks.items():
-        colour = np.array(structure_colour(structure), dtype=np.float32)
-        rgb[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * colour
-    image = Image.fromarray(rgb.round().astype(np.uint8), mode="RGB")
-    if max_side and max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=3)  # overlays are for eyes: speed over size
-    return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -13,7 +13,8 @@ import numpy as np
 
 from service.decoding import DecodedImage, decode_image
 from service.inference import ModelRegistry, SegmentationResult, UnknownViewError, aggregate
-from service.masks import bbox_xywh, mask_to_png, mask_to_rle, overlay_png
+from service.masks import bbox_xywh, mask_to_png, mask_to_rle
+from service.overlay import overlay_png
 from service.schemas import (
     ClassifyResponse,
     MaskOut,
@@ -125,7 +126,7 @@ def segment_upload(
 
     encode_started = time.perf_counter()
     masks = _encode_masks(registry, result.masks, mask_format)
-    overlay_b64 = overlay_png(decoded.pixels, result.masks, overlay_max_side) if overlay else None
+    overlay_b64 = overlay_png(decoded.pixels, result.masks, max_side=overlay_max_side) if overlay else None
     timings = {"decode": decode_ms, **result.timings_ms, "encode": (time.perf_counter() - encode_started) * 1000}
     timings["total"] = (time.perf_counter() - started) * 1000
     return SegmentResponse(

@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 from spine_service_testlib import decode_png_mask, decode_rle, spine_image
 
-from service.masks import bbox_xywh, mask_to_png, mask_to_rle, overlay_png
+from service.masks import bbox_xywh, mask_to_png, mask_to_rle
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 
@@ -51,15 +47,3 @@ def test_bbox() -> None:
     mask[3:8, 2:5] = True
     assert bbox_xywh(mask) == [2, 3, 3, 5]
     assert bbox_xywh(np.zeros((4, 4), bool)) is None
-
-
-def test_overlay_is_a_png_of_the_image_size_with_colour() -> None:
-    img = spine_image(80, 40)
-    mask = img > 150
-    with Image.open(io.BytesIO(base64.b64decode(overlay_png(img, {"Ap_Vertebra": mask})))) as out:
-        assert out.format == "PNG" and out.mode == "RGB" and out.size == (40, 80)
-        rgb = np.asarray(out)
-    assert (rgb[mask][:, 0] != rgb[mask][:, 1]).any()  # coloured where the mask is
-    assert (rgb[~mask][:, 0] == rgb[~mask][:, 1]).all()  # gray elsewhere
-    with Image.open(io.BytesIO(base64.b64decode(overlay_png(img, {"Ap_Vertebra": mask}, max_side=20)))) as small:
-        assert max(small.size) == 20
