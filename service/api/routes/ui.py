@@ -22,7 +22,6 @@ from starlette.staticfiles import StaticFiles
 from service.api.deps import LimiterDep, SettingsDep
 from service.decoding import decode_image
 from service.masks import display_gray
-from service.schemas import error_responses
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_PREFIX = "/static"
@@ -97,22 +96,17 @@ def _preview_png(data: bytes, filename: str | None, max_pixels: int) -> bytes:
     return buf.getvalue()
 
 
-@router.post(
-    "/viewer/preview",
-    operation_id="viewer_preview",
-    tags=["viewer"],
-    summary="The film as the service decodes it, as an 8-bit gray PNG at the original size",
-    description=(
-        "For the viewer page: a browser cannot draw DICOM or TIFF, so the page asks the service for the pixels it "
-        "segmented (modality/VOI LUT applied, stretched between the 0.5 and 99.5 percentiles, as the /segment overlay)."
-    ),
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "8-bit gray PNG"}, **error_responses(400, 413, 415, 422)},
-)
+@router.post("/viewer/preview", operation_id="viewer_preview", include_in_schema=False)
 async def viewer_preview(
     settings: SettingsDep,
     limiter: LimiterDep,
     file: Annotated[UploadFile, File(description="The radiograph: PNG, JPEG, TIFF or DICOM")],
 ) -> Response:
+    """The film as the service decodes it, as an 8-bit gray PNG at the original size.
+
+    For the viewer page: a browser cannot draw DICOM or TIFF, so the page asks for the pixels the service segments
+    (modality/VOI LUT applied, stretched between the 0.5 and 99.5 percentiles as in the /segment overlay). Not in
+    the OpenAPI document: a helper of the page, not part of the API contract. Bad files are the usual JSON 4xx.
+    """
     job = partial(_preview_png, await file.read(), file.filename, settings.max_image_pixels)
     return Response(await anyio.to_thread.run_sync(job, limiter=limiter), media_type="image/png")
