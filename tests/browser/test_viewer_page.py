@@ -119,7 +119,13 @@ def test_viewer_shows_label_legend_and_film(viewer: tuple[Any, list[str]], base_
     screenshot(page, "viewer-1280x800")
 
     # Controls change what is drawn: hiding a structure, the opacity slider, keyboard zoom, fit.
+    demo_toggle = page.locator(f"[data-testid=legend] li[data-structure='{DEMO_STRUCTURE}'] input[type=checkbox]")
+    assert not demo_toggle.is_checked()  # demonstration masks start hidden
     before = canvas_digest(page)
+    demo_toggle.check()
+    assert canvas_digest(page) != before
+    demo_toggle.uncheck()
+    assert canvas_digest(page) == before
     page.locator("[data-testid=legend] li[data-structure='Ap_Vertebra'] input[type=checkbox]").uncheck()
     hidden = canvas_digest(page)
     assert hidden != before

@@ -185,7 +185,8 @@
       for (const mask of view.masks) {
         const id = `toggle-${view.view}-${mask.structure}`;
         const validated = modelValidated(result, mask.structure);
-        const box = el("input", { type: "checkbox", id, checked: true });
+        // Demonstration masks start hidden (the API does not let them decide either); one click shows them.
+        const box = el("input", { type: "checkbox", id, checked: validated !== false });
         box.addEventListener("change", () => {
           const layer = (state.views[view.view]?.masks || []).find((m) => m.structure === mask.structure);
           if (layer) layer.visible = box.checked;
@@ -328,7 +329,7 @@
       const masks = await Promise.all(view.masks.filter((m) => m.encoding === "png").map(async (m) => ({
         structure: m.structure,
         colour: colourOf(m.structure),
-        visible: true,
+        visible: modelValidated(result, m.structure) !== false,
         bitmap: await createImageBitmap(new Blob([base64Bytes(m.data)], { type: "image/png" })),
       })));
       state.views[view.view] = { film: bitmap, masks, source, width: view.width, height: view.height };
