@@ -217,3 +217,23 @@ def test_readable_at_tablet_width(browser: Any, base_url: str, tmp_path: Path) -
         assert foreign == []
     finally:
         page.close()
+
+
+def test_ap_and_lat_films_each_get_a_tab(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
+    page, foreign = viewer
+    page.goto(base_url + "/")
+    page.get_by_test_id("ap-file").set_input_files(str(_film(tmp_path, "ap.png", encode(spine_image(600, 240), "PNG"))))
+    lat = _film(tmp_path, "lat.jpg", encode(spine_image(500, 300, seed=1), "JPEG"))
+    page.get_by_test_id("lat-file").set_input_files(str(lat))
+    page.get_by_test_id("analyze").click()
+    _wait_done(page)
+    views = page.locator("[data-testid=legend] li[data-structure]").evaluate_all("els => els.map(e => e.dataset.view)")
+    assert set(views) == {"AP", "LAT"}
+    tabs = page.locator("#view-tabs button")
+    assert tabs.all_text_contents() == ["AP", "LAT"]
+    ap_digest = canvas_digest(page)
+    tabs.nth(1).click()
+    assert tabs.nth(1).get_attribute("aria-pressed") == "true"
+    assert canvas_digest(page) != ap_digest
+    assert non_background_fraction(page) > 0.2
+    assert foreign == []
