@@ -79,20 +79,23 @@ def launch(playwright: Any) -> Any:
 
 
 def offline_page(browser: Any, base_url: str, viewport: tuple[int, int] = (1280, 800)) -> tuple[Any, list[str]]:
-    """A page that may reach only the service: any other request is aborted and recorded (an offline network)."""
+    """A page that may reach only the service (any other request is aborted: an offline network), and the list of
+    what went wrong in it: requests to other hosts, console errors and uncaught exceptions."""
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-    foreign: list[str] = []
+    problems: list[str] = []
 
     def guard(route: Any) -> None:
         url = route.request.url
         if url.startswith(base_url) or url.startswith(("data:", "blob:")):
             route.continue_()
         else:
-            foreign.append(url)
+            problems.append(f"request outside the service: {url}")
             route.abort()
 
     page.route("**/*", guard)
-    return page, foreign
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+    return page, problems
 
 
 # Fraction of the film canvas's pixels that differ from the empty background (read back in the page).

@@ -31,7 +31,7 @@ def _operations(base_url: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_swagger_ui_lists_every_operation_offline(browser: Any, base_url: str) -> None:
-    page, foreign = offline_page(browser, base_url)
+    page, problems = offline_page(browser, base_url)
     try:
         page.goto(f"{base_url}/docs")
         page.wait_for_selector(".opblock", timeout=TIMEOUT_MS)
@@ -42,18 +42,21 @@ def test_swagger_ui_lists_every_operation_offline(browser: Any, base_url: str) -
         assert sorted(tuple(x) for x in shown) == sorted(_operations(base_url))
         assert ("POST", "/classify") in {tuple(x) for x in shown}
         screenshot(page, "docs-swagger-ui", full_page=False)
-        assert foreign == [], f"/docs asked for something outside the service: {foreign}"
+        assert problems == []
     finally:
         page.close()
 
 
 def test_redoc_renders_offline(browser: Any, base_url: str) -> None:
-    page, foreign = offline_page(browser, base_url)
+    page, problems = offline_page(browser, base_url)
     try:
         page.goto(f"{base_url}/redoc")
         summary = _operations(base_url)[("POST", "/classify")]["summary"]
         page.get_by_role("heading", name=summary).first.wait_for(timeout=TIMEOUT_MS)
         screenshot(page, "docs-redoc", full_page=False)
-        assert foreign == [], f"/redoc asked for something outside the service: {foreign}"
+        # ReDoc's one CDN request (its decorative logo) is stopped by the page's Content-Security-Policy, before
+        # any network; the browser reports that as a console error, and nothing else may go wrong.
+        others = [p for p in problems if not ("cdn.redoc.ly/redoc/logo-mini.svg" in p and "Content Security Policy" in p)]
+        assert others == []
     finally:
         page.close()

@@ -50,9 +50,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def viewer(browser: Any, base_url: str) -> Iterator[tuple[Any, list[str]]]:
-    page, foreign = offline_page(browser, base_url)
+    page, problems = offline_page(browser, base_url)
     try:
-        yield page, foreign
+        yield page, problems
     finally:
         page.close()
 
@@ -79,7 +79,7 @@ def _wait_done(page: Any) -> None:
 
 
 def test_viewer_shows_label_legend_and_film(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
-    page, foreign = viewer
+    page, problems = viewer
     data = encode(spine_image(600, 240), "PNG")
     expected = _api_classify(base_url, "film.png", data).json()
     _analyse(page, base_url, _film(tmp_path, "film.png", data))
@@ -137,11 +137,11 @@ def test_viewer_shows_label_legend_and_film(viewer: tuple[Any, list[str]], base_
     assert canvas_digest(page) != fitted
     page.keyboard.press("0")
     assert canvas_digest(page) == fitted
-    assert foreign == []
+    assert problems == []
 
 
 def test_dicom_film_is_drawn_from_the_service_preview(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
-    page, foreign = viewer
+    page, problems = viewer
     dicom = make_dicom(spine_image(400, 160).astype("uint16") * 16, view="AP")
     previews: list[str] = []
     page.on("request", lambda r: previews.append(r.url) if r.url.endswith("/viewer/preview") else None)
@@ -150,7 +150,7 @@ def test_dicom_film_is_drawn_from_the_service_preview(viewer: tuple[Any, list[st
     assert LABEL.match(page.get_by_test_id("label").text_content())
     assert previews, "a browser cannot draw DICOM: the page must ask the service for the preview"
     assert non_background_fraction(page) > 0.2
-    assert foreign == []
+    assert problems == []
 
 
 def test_api_error_is_shown_with_the_api_message(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_cobb_angles_and_end_vertebrae_drawn(viewer: tuple[Any, list[str]], base
 
 
 def test_readable_at_tablet_width(browser: Any, base_url: str, tmp_path: Path) -> None:
-    page, foreign = offline_page(browser, base_url, viewport=(820, 1180))
+    page, problems = offline_page(browser, base_url, viewport=(820, 1180))
     try:
         _analyse(page, base_url, _film(tmp_path, "film.png", encode(spine_image(600, 240), "PNG")))
         _wait_done(page)
@@ -214,13 +214,13 @@ def test_readable_at_tablet_width(browser: Any, base_url: str, tmp_path: Path) -
         assert box is not None and box["width"] > 600 and box["height"] > 400
         assert non_background_fraction(page) > 0.1
         screenshot(page, "viewer-tablet-820")
-        assert foreign == []
+        assert problems == []
     finally:
         page.close()
 
 
 def test_ap_and_lat_films_each_get_a_tab(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
-    page, foreign = viewer
+    page, problems = viewer
     page.goto(base_url + "/")
     page.get_by_test_id("ap-file").set_input_files(str(_film(tmp_path, "ap.png", encode(spine_image(600, 240), "PNG"))))
     lat = _film(tmp_path, "lat.jpg", encode(spine_image(500, 300, seed=1), "JPEG"))
@@ -236,4 +236,4 @@ def test_ap_and_lat_films_each_get_a_tab(viewer: tuple[Any, list[str]], base_url
     assert tabs.nth(1).get_attribute("aria-pressed") == "true"
     assert canvas_digest(page) != ap_digest
     assert non_background_fraction(page) > 0.2
-    assert foreign == []
+    assert problems == []

@@ -35,7 +35,7 @@ def main() -> None:
     with serve_live(make_settings(args.models.resolve())) as address, sync_playwright() as playwright:
         base_url = f"http://{address}"
         browser = launch(playwright)
-        page, foreign = offline_page(browser, base_url)
+        page, problems = offline_page(browser, base_url)
         page.goto(base_url + "/")
         page.get_by_test_id("ap-file").set_input_files(str(args.ap))
         if args.lat:
@@ -46,8 +46,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.out))
         browser.close()
-        if foreign:
-            raise SystemExit(f"the page asked for something outside the service: {foreign}")
+        if problems:
+            raise SystemExit(f"the page went wrong: {problems}")
     print(f"wrote {args.out}")
 
 
