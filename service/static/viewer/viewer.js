@@ -115,7 +115,7 @@
     } catch (err) {
       clearInterval(timer);
       if (err.api) setStatus("error", err.api.summary, err.api.message);
-      else setStatus("error", "Something failed in the page:", String(err.message || err));
+      else setStatus("error", "The request did not complete:", String(err.message || err));
     } finally {
       busy(false);
     }
