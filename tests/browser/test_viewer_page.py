@@ -237,3 +237,35 @@ def test_ap_and_lat_films_each_get_a_tab(viewer: tuple[Any, list[str]], base_url
     assert canvas_digest(page) != ap_digest
     assert non_background_fraction(page) > 0.2
     assert problems == []
+
+
+_PINCH_JS = """() => {
+  const c = document.querySelector('[data-testid=film]');
+  const r = c.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;
+  const fire = (type, id, dx) =>
+    c.dispatchEvent(new PointerEvent(type, {pointerId: id, clientX: x + dx, clientY: y, bubbles: true}));
+  fire('pointerdown', 11, -40); fire('pointerdown', 12, 40);
+  fire('pointermove', 11, -80); fire('pointermove', 12, 80);   // fingers twice as far apart
+  fire('pointerup', 11, -80); fire('pointerup', 12, 80);
+}"""
+
+
+def test_mouse_drag_wheel_and_pinch_move_the_film(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
+    page, problems = viewer
+    _analyse(page, base_url, _film(tmp_path, "film.png", encode(spine_image(600, 240), "PNG")))
+    _wait_done(page)
+    view = "() => { const f = window.spineViewer.film; return [f.scale, f.tx, f.ty]; }"
+    box = page.get_by_test_id("film").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    scale, tx, ty = page.evaluate(view)
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 50, cy + 30, steps=3)
+    page.mouse.up()
+    assert page.evaluate(view) == pytest.approx([scale, tx + 50, ty + 30])
+    page.mouse.wheel(0, -300)  # wheel up: zoom in at the pointer
+    assert page.evaluate(view)[0] > scale
+    page.keyboard.press("0")
+    page.evaluate(_PINCH_JS)
+    assert page.evaluate(view)[0] == pytest.approx(2 * scale)
+    assert problems == []

@@ -179,18 +179,33 @@
 
     _bindInput() {
       const c = this.canvas;
-      let drag = null;
+      // One pointer drags the film; two (a tablet pinch) zoom about their midpoint and drag it.
+      const pointers = new Map();
+      const centre = () => {
+        const [a, b] = [...pointers.values()];
+        const rect = c.getBoundingClientRect();
+        return { x: (a.x + b.x) / 2 - rect.left, y: (a.y + b.y) / 2 - rect.top, d: Math.hypot(a.x - b.x, a.y - b.y) };
+      };
       c.addEventListener("pointerdown", (e) => {
-        drag = { x: e.clientX, y: e.clientY };
-        c.setPointerCapture(e.pointerId);
+        pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+        try { c.setPointerCapture(e.pointerId); } catch { /* a synthetic pointer: nothing to capture */ }
         c.focus();
       });
       c.addEventListener("pointermove", (e) => {
-        if (!drag) return;
-        this.pan(e.clientX - drag.x, e.clientY - drag.y);
-        drag = { x: e.clientX, y: e.clientY };
+        const last = pointers.get(e.pointerId);
+        if (!last) return;
+        if (pointers.size === 1) {
+          pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+          return this.pan(e.clientX - last.x, e.clientY - last.y);
+        }
+        const before = centre();
+        pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+        const after = centre();
+        this.tx += after.x - before.x;
+        this.ty += after.y - before.y;
+        this.zoomAt(before.d > 0 ? after.d / before.d : 1, after.x, after.y);
       });
-      const end = () => { drag = null; };
+      const end = (e) => pointers.delete(e.pointerId);
       c.addEventListener("pointerup", end);
       c.addEventListener("pointercancel", end);
       c.addEventListener("wheel", (e) => {
