@@ -269,3 +269,20 @@ def test_mouse_drag_wheel_and_pinch_move_the_film(viewer: tuple[Any, list[str]],
     page.evaluate(_PINCH_JS)
     assert page.evaluate(view)[0] == pytest.approx(2 * scale)
     assert problems == []
+
+
+def test_keyboard_alone_runs_an_analysis(viewer: tuple[Any, list[str]], base_url: str, tmp_path: Path) -> None:
+    page, problems = viewer
+    page.goto(base_url + "/")
+    page.get_by_test_id("ap-file").set_input_files(str(_film(tmp_path, "film.png", encode(spine_image(600, 240), "PNG"))))
+    page.get_by_test_id("lat-file").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.dataset.testid") == "analyze"
+    page.keyboard.press("Enter")
+    _wait_done(page)
+    # The legend's toggles are reachable and work from the keyboard too.
+    toggle = page.locator("[data-testid=legend] li[data-structure='Ap_Vertebra'] input[type=checkbox]")
+    toggle.focus()
+    page.keyboard.press("Space")
+    assert not toggle.is_checked()
+    assert problems == []
