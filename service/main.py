@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         version=SERVER_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from service/api/routes/ui.py, with assets served offline
+        redoc_url=None,
         # Stable operation ids: the route's name, as set on each route (`operation_id=`).
         generate_unique_id_function=lambda route: route.name,
         # A form has at most 2 files and 5 fields: hostile field counts and long values are a 400 while parsing.
