@@ -25,7 +25,7 @@ from spine_browser_testlib import (
     write_models_dir,
 )
 
-from service.masks import structure_colour
+from service.overlay import structure_colour
 from spine_core.manifest import Manifest, load_manifest, save_manifest
 
 DEMO_STRUCTURE = "Ap_Pedicle"  # marked validated: false in this module's manifest
