@@ -21,6 +21,9 @@ from spine_core.preprocessing import CropBox
 MAX_GAP = 1.5  # largest vertical gap between two chained components
 MAX_SHIFT = 1.0  # largest sideways shift between the centres of two chained components
 MIN_AREA = 0.02  # components under this share of the largest component's area are noise, never chained
+SACRUM_HEIGHT = 2.0  # a blob this many times taller than the bodies above it ends the spine (`trim_sacrum`)
+SACRUM_TAIL = 2.0  # ... when what is chained below it adds up to fewer bodies than this
+SKULL_WIDTH = 1.5  # a blob this many times wider than the bodies below it starts the spine (`trim_skull`)
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,56 @@ class Chain:
         return chain_extent(self.mask)
 
 
-def keep_chain(mask: np.ndarray, max_gap: float = MAX_GAP, max_shift: float = MAX_SHIFT, min_area: float = MIN_AREA) -> Chain:
-    """The mask with only the components of its best vertical chain (`best_chain`)."""
+def trim_sacrum(chain: list[Component], tall: float = SACRUM_HEIGHT, tail: float = SACRUM_TAIL) -> list[Component]:
+    """The chain without a sacrum at its lower end.
+
+    Seen at the spine's scale the model marks the sacrum as one tall blob below L5 (sometimes with a few
+    small ones under it). The lowest component taller than `tall` x the median height of the three
+    components above it, with fewer than `tail` bodies chained below it (areas capped at the median area),
+    is taken as the sacrum: it and everything below it go. A chain shorter than four components is kept.
+    """
+    if len(chain) < 4:
+        return chain
+    cap = float(np.median([c.area for c in chain]))
+    for k in range(len(chain) - 1, 2, -1):
+        above = float(np.median([c.height for c in chain[k - 3 : k]]))
+        if chain[k].height > tall * above:
+            below = sum(min(c.area, cap) for c in chain[k + 1 :]) / cap
+            return chain[:k] if below < tail else chain
+    return chain
+
+
+def trim_skull(chain: list[Component], wide: float = SKULL_WIDTH, tail: float = SACRUM_TAIL) -> list[Component]:
+    """The chain without a blob of the skull base at its upper end.
+
+    The highest component wider than `wide` x the median width of the three components below it, with
+    fewer than `tail` bodies chained above it, is taken as the skull: it and everything above it go (the
+    model does not mark the cervical vertebrae, so the thoracic spine starts below a gap). A chain shorter
+    than four components is kept.
+    """
+    if len(chain) < 4:
+        return chain
+    cap = float(np.median([c.area for c in chain]))
+    for k in range(len(chain) - 3):
+        below = float(np.median([c.width for c in chain[k + 1 : k + 4]]))
+        if chain[k].width > wide * below:
+            above = sum(min(c.area, cap) for c in chain[:k]) / cap
+            return chain[k + 1 :] if above < tail else chain
+    return chain
+
+
+def keep_chain(
+    mask: np.ndarray,
+    max_gap: float = MAX_GAP,
+    max_shift: float = MAX_SHIFT,
+    min_area: float = MIN_AREA,
+    trim_ends: bool = False,
+) -> Chain:
+    """The mask with only the components of its best vertical chain (`best_chain`), less skull and sacrum if asked."""
     labels, components = mask_components(mask, min_area)
     chain = best_chain(components, max_gap, max_shift)
+    if trim_ends:
+        chain = trim_skull(trim_sacrum(chain))
     if not chain:
         return Chain(np.zeros(labels.shape, dtype=bool), 0.0, 0.0)
     keep = np.zeros(int(labels.max()) + 1, dtype=bool)

@@ -86,3 +86,28 @@ def test_window_of_a_wide_chain_grows_in_height_around_its_centre() -> None:
     assert box is not None
     assert box.width == 600 and box.height == 1200  # 400 px wide + 25 % each side; then 2:1
     assert box.top + box.height / 2 == pytest.approx(120, abs=1)
+
+
+def test_a_tall_blob_ending_the_chain_is_trimmed_as_the_sacrum() -> None:
+    spine = spine_boxes(n=8, drift=0)
+    last = spine[-1]
+    sacrum = (last[1] + DISC, last[1] + DISC + 4 * BODY_H, 190, 250)  # four bodies tall, a bit wider
+    coccyx = (sacrum[1] + DISC, sacrum[1] + DISC + 12, 210, 230)  # a small blob under it
+    mask = paint((1000, 500), [*spine, sacrum, coccyx])
+    assert np.array_equal(keep_chain(mask).mask, mask)  # kept unless asked
+    assert np.array_equal(keep_chain(mask, trim_ends=True).mask, paint((1000, 500), spine))
+
+
+def test_merged_bodies_in_the_middle_are_not_the_sacrum() -> None:
+    spine = spine_boxes(n=10, drift=0)
+    merged = (spine[3][0], spine[5][1], spine[3][2], spine[3][3])  # three bodies fused into one blob
+    mask = paint((1000, 500), [*spine, merged])
+    assert np.array_equal(keep_chain(mask, trim_ends=True).mask, mask)
+
+
+def test_a_wide_blob_starting_the_chain_is_trimmed_as_the_skull() -> None:
+    spine = spine_boxes(n=8, top=300, drift=0)
+    skull = (200, 290, 150, 290)  # just above the first body (within the gap limit), 3.5 bodies wide
+    mask = paint((1000, 500), [skull, *spine])
+    assert np.array_equal(keep_chain(mask).mask, mask)
+    assert np.array_equal(keep_chain(mask, trim_ends=True).mask, paint((1000, 500), spine))
