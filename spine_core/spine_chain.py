@@ -21,6 +21,7 @@ from spine_core.preprocessing import CropBox
 MAX_GAP = 1.5  # largest vertical gap between two chained components
 MAX_SHIFT = 1.0  # largest sideways shift between the centres of two chained components
 MIN_AREA = 0.02  # components under this share of the largest component's area are noise, never chained
+MAX_COMPONENTS = 200  # only the largest ones are chained (a noise input must not make the search quadratic in specks)
 SACRUM_HEIGHT = 2.0  # a blob this many times taller than the bodies above it ends the spine (`trim_sacrum`)
 SACRUM_TAIL = 2.0  # ... when what is chained below it adds up to fewer bodies than this
 SKULL_WIDTH = 1.5  # a blob this many times wider than the bodies below it starts the spine (`trim_skull`)
@@ -49,7 +50,7 @@ class Component:
 
 
 def mask_components(mask: np.ndarray, min_area: float = MIN_AREA) -> tuple[np.ndarray, list[Component]]:
-    """(label image, components at least `min_area` x the largest one's area), top to bottom."""
+    """(label image, components at least `min_area` x the largest one's area, at most MAX_COMPONENTS), top to bottom."""
     labels, n = ndimage.label(np.asarray(mask, dtype=bool))
     if n == 0:
         return labels, []
@@ -74,6 +75,7 @@ def mask_components(mask: np.ndarray, min_area: float = MIN_AREA) -> tuple[np.nd
                 area=int(areas[i]),
             )
         )
+    found = sorted(found, key=lambda c: -c.area)[:MAX_COMPONENTS]
     found.sort(key=lambda c: (c.top, c.cy))
     return labels, found
 

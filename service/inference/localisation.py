@@ -1,17 +1,19 @@
 """Vertebral bodies on films with a wider field of view than the training films (skull to pelvis).
 
-`localise_and_segment(registry, pixels)`:
-1. the usual segmentation (the whole film letterboxed into the model);
-2. keep the vertical chain of vertebra components (`spine_core.spine_chain.keep_chain`): blobs in the
-   skull, on ribs or clavicles, off the column, are dropped;
-3. when that chain covers less than `LocalisationSettings.max_chain_share` of the film's height (a film
-   that shows much more than the spine; the AASCE training films are cropped to it, where the chain
-   covers most of the height), segment again with the SAME model in a window around the chain, extended
-   upwards (the first pass misses the upper thoracic vertebrae of a full-body film) and a little
-   downwards, at the model's own input size, and keep the chain of that second pass.
+`localise_and_segment(registry, pixels)` (docs/fov.md has the figures behind each rule):
+1. the usual segmentation: the whole film letterboxed into the model;
+2. its vertical chain of vertebra components (`spine_core.spine_chain.keep_chain`), without a skull or
+   sacrum blob at its ends; when that spans at least `max_chain_share` of the film's height (a film
+   cropped to the spine, like the AASCE training films) the answer is step 1's mask, unchanged;
+3. otherwise the SAME model runs again at its own input size on a window around that chain, extended
+   upwards (a full-body film's first pass misses the upper thoracic vertebrae) and downwards, then on a
+   tighter window around what it found; each result is reduced to its chain;
+4. the windowed chain with the most vertebral bodies is the answer if it holds at least `min_gain` more
+   bodies than the first pass's chain; if not, step 1's mask is.
 
 Only the registry's public methods are used; the caller decides where to wire it (for the HTTP layer,
-inside the AP segmentation of `Ap_Vertebra`).
+inside the AP segmentation of `Ap_Vertebra`; `spine_core.preprocessing.letterbox_mask` puts the answer
+into the classifier's frame).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Localised:
     mask: np.ndarray  # bool, original size: the answer
     first_pass: np.ndarray  # bool, original size: the plain segmentation
     window: CropBox | None  # the window of the pass whose chain was kept, None when the first pass's was
-    chain_share: float  # the first chain's height / the film's height
+    chain_share: float  # the first chain's height (skull and sacrum trimmed) / the film's height
     passes: int = 1  # segmentations run
     bodies: list[float] = field(default_factory=list)  # effective vertebral bodies in each pass's chain
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spine_core.spine_chain import best_chain, chain_extent, keep_chain, mask_components, spine_window
+from spine_core.spine_chain import MAX_COMPONENTS, best_chain, chain_extent, keep_chain, mask_components, spine_window
 
 BODY_H, BODY_W, DISC = 30, 40, 10
 
@@ -111,3 +111,11 @@ def test_a_wide_blob_starting_the_chain_is_trimmed_as_the_skull() -> None:
     mask = paint((1000, 500), [skull, *spine])
     assert np.array_equal(keep_chain(mask).mask, mask)
     assert np.array_equal(keep_chain(mask, trim_ends=True).mask, paint((1000, 500), spine))
+
+
+def test_a_mask_of_specks_is_searched_among_its_largest_components_only() -> None:
+    specks = np.zeros((600, 600), dtype=bool)
+    specks[::6, ::6] = True  # 10,000 one-pixel components, as a noise input might give
+    _, components = mask_components(specks)
+    assert len(components) == MAX_COMPONENTS
+    assert keep_chain(specks).mask.sum() <= MAX_COMPONENTS
