@@ -130,8 +130,21 @@ def summarise(per_film: dict[str, dict[str, dict]]) -> dict[str, dict[str, float
     return out
 
 
+def scale_film(pixels: np.ndarray, film: dict, scale: float) -> tuple[np.ndarray, dict]:
+    """The film resized by `scale` (Pillow Lanczos) and its marks with it: the same check at another resolution."""
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    resized = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+    points = {key: (np.asarray(film[key], dtype=np.float64) * scale).tolist() for key in ("t1_top", "l5_bottom", "centreline")}
+    return resized, {**film, **points, "width": size[0], "height": size[1]}
+
+
 def check_films(
-    registry: ModelRegistry, data_dir: Path, marks: dict, settings: LocalisationSettings, overlays: Path | None = None
+    registry: ModelRegistry,
+    data_dir: Path,
+    marks: dict,
+    settings: LocalisationSettings,
+    overlays: Path | None = None,
+    scale: float = 1.0,
 ) -> dict:
     per_film: dict[str, dict] = {}
     for name, film in marks["films"].items():
@@ -140,6 +153,8 @@ def check_films(
         if pixels.shape[:2] != (film["height"], film["width"]):
             marked = f"{film['width']}x{film['height']}"
             raise SystemExit(f"{name}: image is {pixels.shape[1]}x{pixels.shape[0]}, the marks say {marked}")
+        if scale != 1.0:
+            pixels, film = scale_film(pixels, film, scale)
         started = time.perf_counter()
         result = localise_and_segment(registry, pixels, settings)
         seconds = time.perf_counter() - started
@@ -199,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=REPO / "exported_models")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--overlays", type=Path, help="write one PNG a film here (plain | chain | localised)")
+    parser.add_argument("--scale", type=float, default=1.0, help="resize the films (and marks) by this factor first")
     parser.add_argument("--aasce", type=Path, help="also score Dice on the AASCE validation split in this folder")
     parser.add_argument("--aasce-limit", type=int, help="only the first N validation images")
     parser.add_argument("--max-chain-share", type=float, default=LocalisationSettings.max_chain_share)
@@ -212,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         "rule": f"corridor: T1 top to L5 bottom (+-{END_TOLERANCE:.0%}), +-{HALF_WIDTH:.0%} of the T1-L5 length "
         "horizontally around the marked centreline",
         "settings": settings.__dict__,
-        **check_films(registry, args.data_dir, marks, settings, args.overlays),
+        "scale": args.scale,
+        **check_films(registry, args.data_dir, marks, settings, args.overlays, args.scale),
     }
     if args.aasce:
         report["aasce_val"] = check_aasce(registry, args.aasce, settings, args.aasce_limit)
