@@ -111,8 +111,8 @@ def segment_upload(
 ) -> SegmentResponse:
     started = time.perf_counter()
     view = canonical_view(view)
-    if view is not None:
-        registry.resolve_structures(view, structures)  # fail fast, before decoding a large file
+    # The request is checked once: before decoding a large file when the view is given, else after.
+    models = registry.select_models(view, structures) if view is not None else None
     decoded, decode_ms = _decode(upload, max_pixels)
     warnings: list[str] = []
     if view is None:
@@ -121,7 +121,9 @@ def segment_upload(
         view = decoded.view
     elif decoded.view is not None and decoded.view != view:
         warnings.append(f"the DICOM ViewPosition says {decoded.view}; segmented as {view} as requested")
-    result = registry.segment(decoded.pixels, view, structures)
+    if models is None:
+        models = registry.select_models(view, structures)
+    result = registry.segment_selected([(decoded.pixels, view, models)])[0]
 
     encode_started = time.perf_counter()
     masks = _encode_masks(registry, result.masks, mask_format)
@@ -153,8 +155,8 @@ def classify_uploads(
     """`uploads` maps view (AP/LAT) to its file; every mask of every view is scored in one classifier call."""
     started = time.perf_counter()
     classifier = registry.classifier()
-    for view in uploads:
-        registry.resolve_structures(view)  # fail fast when a view's models are missing or broken
+    # Checked once, before decoding: fails fast when a view's models are missing or broken.
+    models = {view: registry.select_models(view) for view in uploads}
     if classifier is not None:
         registry.get(classifier.name)
     warnings: list[str] = []
@@ -168,7 +170,8 @@ def classify_uploads(
             warnings.append(f"the {view} file's DICOM ViewPosition says {image.view}")
 
     # Every view's U-Nets queued at once, so the inference slots share the whole study.
-    segmented = registry.segment_many([(image.pixels, view, None) for view, image in decoded.items()], source_masks=include_masks)
+    work = [(image.pixels, view, models[view]) for view, image in decoded.items()]
+    segmented = registry.segment_selected(work, source_masks=include_masks)
     results: dict[str, SegmentationResult] = dict(zip(decoded, segmented, strict=True))
     timings.update(segmented[0].timings_ms)  # steps shared by the views: wall times
     frame_masks = {s: m for r in results.values() for s, m in r.model_frame_masks.items()}

@@ -44,6 +44,7 @@ class ModelState:
                 verify_sha256=s.verify_sha256,
                 precision=s.precision,
                 use_refinement=s.refinement,
+                tuning=s.tuning(),
                 provider_options={"CUDAExecutionProvider": {"cudnn_conv_algo_search": s.cudnn_conv_algo_search}},
             )
             on_loaded(registry)
