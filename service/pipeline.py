@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.decoding import DecodedImage, decode_image
+from service.decoding import VIEW_NAMES, DecodedImage, decode_image
 from service.inference import ModelRegistry, SegmentationResult, UnknownViewError, aggregate
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle, overlay_png
 from service.schemas import (
@@ -25,8 +25,6 @@ from service.schemas import (
 )
 from spine_core.structures import STRUCTURES, VIEWS
 
-_VIEW_ALIASES = {"AP": "AP", "LAT": "LAT", "LATERAL": "LAT"}
-
 
 @dataclass
 class Upload:
@@ -35,10 +33,10 @@ class Upload:
 
 
 def canonical_view(view: str | None) -> str | None:
-    """'ap', 'Lat', 'lateral' -> 'AP' / 'LAT'; None stays None (DICOM may say)."""
+    """'ap', 'Lat', 'lateral' (or a DICOM ViewPosition term: PA, LL...) -> 'AP' / 'LAT'; None stays None (DICOM may say)."""
     if view is None or not view.strip():
         return None
-    canonical = _VIEW_ALIASES.get(view.strip().upper())
+    canonical = VIEW_NAMES.get(view.strip().upper())
     if canonical is None:
         raise UnknownViewError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
     return canonical
