@@ -99,7 +99,7 @@ def test_response_binary_and_json() -> None:
 def test_a_datatype_that_is_not_a_name_is_a_protocol_error(datatype: object) -> None:
     # Found by fuzzing: {"datatype": {}} raised TypeError (unhashable) -> HTTP 500.
     body = json.dumps({"inputs": [{"name": "", "datatype": datatype, "shape": [], "data": None}]}).encode()
-    with pytest.raises(ProtocolError, match="datatype .* is not supported"):
+    with pytest.raises(ProtocolError, match=r"datatype .* is not supported"):
         parse_infer_request(body, None)
 
 
