@@ -201,21 +201,25 @@ def load_model(
 
 
 def _cuda_unusable_reason() -> str | None:
-    """Why onnxruntime's CUDA provider library cannot load here (None when it can, or when the build has none).
+    """Why onnxruntime's CUDA provider cannot load here: a library it needs is missing (None: let onnxruntime try).
 
     Asking onnxruntime for CUDA where its libraries are missing makes it log a red
     `Failed to load library libonnxruntime_providers_cuda.so` error per session before it falls back to
     the CPU; loading the provider library ourselves first gives the same answer without that noise.
+    Only a missing library counts: any other failure is left to onnxruntime, which reports it as before.
     """
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "this onnxruntime build has no CUDA provider"
-    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
-    if not library.is_file():  # another platform's layout: let onnxruntime try
+    capi = Path(ort.__file__).parent / "capi"
+    shared, cuda = capi / "libonnxruntime_providers_shared.so", capi / "libonnxruntime_providers_cuda.so"
+    if not (shared.is_file() and cuda.is_file()):  # another platform's layout: let onnxruntime try
         return None
     try:
-        ctypes.CDLL(str(library))
+        # As onnxruntime does: the shared provider library first, global (the CUDA one resolves Provider_GetHost in it).
+        ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(cuda))
     except OSError as exc:
-        return str(exc)
+        return str(exc) if "cannot open shared object file" in str(exc) else None
     return None
 
 
