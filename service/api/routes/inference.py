@@ -17,7 +17,10 @@ from service.schemas import AggregationName, ClassifyResponse, MaskFormat, Segme
 router = APIRouter(tags=["inference"])
 
 ERRORS = error_responses(400, 413, 415, 422, 503)
-VIEW_HELP = "AP or LAT (case-insensitive); optional for a DICOM whose ViewPosition says it"
+VIEW_HELP = (
+    "AP or LAT (case-insensitive; LATERAL and the DICOM ViewPosition terms PA, LL, RL too); "
+    "optional for a DICOM whose ViewPosition says it"
+)
 STRUCTURES_HELP = "Comma-separated subset of the view's structures (case-insensitive); default all"
 # Bounded text fields: a long value is a 422 before any work (and is never echoed back at length).
 VIEW_MAX = 32
