@@ -21,14 +21,16 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 run: $(VENV)/.serve
 	$(BIN)/spine-serve
 
-## Set up everything (serve, train, dev) and run lint + the whole test suite
+## Set up everything (serve, train, dev) and run lint, the import contracts (pyproject.toml) + the whole test suite
 test: $(VENV)/.all
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

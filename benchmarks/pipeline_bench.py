@@ -8,7 +8,7 @@ the study are compared with the fp32 masks. Where the manifest has a refinement 
 
 Before/after pairs run on the same masks in one interleaved loop:
   - mask -> original size: the full-image resize (spine_core.probabilities_to_source_mask, before) vs the
-    resize of the region a True pixel can reach (registry._source_mask, after); differing pixels counted;
+    resize of the region a True pixel can reach (spine_core.preprocessing.source_mask, after); differing pixels counted;
   - mask -> base64 PNG: Pillow at compress level 6 (before) vs the direct 1-bit writer (after) at levels 1, 3, 6;
   - mask area: bool sum (before) vs count_nonzero (after).
 """
@@ -44,11 +44,10 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
     from PIL import Image
 
     from service.decoding import decode_image
-    from service.inference import ModelRegistry
-    from service.inference.registry import RuntimeTuning, _source_mask
+    from service.inference import ModelRegistry, RuntimeTuning
     from service.masks import png_1bit, png_base64
     from service.pipeline import Upload, classify_uploads
-    from spine_core.preprocessing import probabilities_to_source_mask
+    from spine_core.preprocessing import probabilities_to_source_mask, source_mask
 
     registry = ModelRegistry.load(models_dir, providers=["CPUExecutionProvider"], tuning=RuntimeTuning())
     registries = {"fp32": registry}
@@ -123,7 +122,7 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
         if "int8" in registries:
             # The int8 file's mask of this study vs the fp32 one, at the original size (what a client gets).
             for structure, (prob, box, thr) in _probabilities(registries["int8"], image, view).items():
-                a, b = _source_mask(probs[structure][0], box, thr), _source_mask(prob, box, thr)
+                a, b = source_mask(probs[structure][0], box, thr), source_mask(prob, box, thr)
                 int8_masks[structure] = {
                     "precision": registries["int8"].segmentation_model(structure).precision,
                     "dice_vs_fp32": dice(a, b),
@@ -131,11 +130,11 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
                 }
         for structure, (prob, box, thr) in probs.items():
             before = probabilities_to_source_mask(prob, box, thr)
-            after = _source_mask(prob, box, thr)
+            after = source_mask(prob, box, thr)
             stats = interleaved(
                 {
                     "full_resize": lambda p=prob, b=box, t=thr: probabilities_to_source_mask(p, b, t),
-                    "cropped_resize": lambda p=prob, b=box, t=thr: _source_mask(p, b, t),
+                    "cropped_resize": lambda p=prob, b=box, t=thr: source_mask(p, b, t),
                 },
                 max(3, runs // 2),
                 1,

@@ -31,10 +31,10 @@ from spine_core.preprocessing import (
     crop_probabilities_to_source,
     letterbox_mask,
 )
-from training.cli import aasce_sample_split
 from training.datasets import N_VERTEBRAE, read_aasce_dataset
 from training.label_analysis import LEVELS, level_bands
 from training.metrics import dice
+from training.splits import aasce_sample_split
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:

@@ -21,9 +21,9 @@ import onnxruntime as ort
 
 from spine_core.manifest import load_manifest
 from spine_core.preprocessing import letterbox_mask, preprocess_image, probabilities_to_source_mask
-from training.cli import aasce_sample_split
 from training.datasets import read_aasce_dataset
 from training.metrics import dice
+from training.splits import aasce_sample_split
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 from service.inference import ModelRegistry
-from training.cli import aasce_sample_split
 from training.datasets import rasterize_vertebrae, read_aasce_dataset
 from training.label_analysis import (
     corner_noise,
@@ -39,6 +38,7 @@ from training.label_analysis import (
     vertebra_height,
 )
 from training.metrics import dice
+from training.splits import aasce_sample_split
 
 
 def _label(series: np.ndarray, height: int, width: int) -> np.ndarray:

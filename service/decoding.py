@@ -30,8 +30,8 @@ _MAGIC = {
     b"BM": "BMP",
 }
 
-# DICOM ViewPosition (0018,5101) defined terms -> our views.
-_DICOM_VIEWS = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT", "LLD": "LAT", "RLD": "LAT"}
+# Words for a view -> AP / LAT: the DICOM ViewPosition (0018,5101) defined terms; a request's `view` accepts them too.
+VIEW_NAMES = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT", "LLD": "LAT", "RLD": "LAT"}
 
 
 class ImageDecodeError(Exception):
@@ -235,5 +235,5 @@ def _decode_dicom(data: bytes, max_pixels: int, force: bool = False) -> DecodedI
     else:
         raise UnsupportedImageError(f"DICOM photometric interpretation {photometric} is not supported")
 
-    view = _DICOM_VIEWS.get(str(ds.get("ViewPosition", "")).strip().upper())
+    view = VIEW_NAMES.get(str(ds.get("ViewPosition", "")).strip().upper())
     return DecodedImage(pixels=np.ascontiguousarray(out), format="DICOM", mode=photometric, view=view)

@@ -1,6 +1,7 @@
-"""KServe v2 / Open Inference Protocol: JSON tensors and Triton's binary tensor data extension.
+"""KServe v2 / Open Inference Protocol: everything but the routes (those are in `service.api.routes.v2`).
 
-Only the codec lives here (bytes <-> numpy); the routes are in `service.api.routes.v2`.
+The codec (JSON tensors and Triton's binary tensor data extension, bytes <-> numpy), request decompression,
+tensor metadata, and the protocol's error body and OpenAPI description.
 Spec: https://github.com/kserve/open-inference-protocol (REST) and Triton's binary_data extension.
 """
 
@@ -8,10 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from service.inference import ORT_DTYPES, LoadedModel
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data"]
@@ -31,29 +37,35 @@ V2_DTYPES: dict[str, np.dtype] = {
     "FP64": np.dtype(np.float64),
 }
 _NUMPY_TO_V2 = {dtype: name for name, dtype in V2_DTYPES.items()}
-_ORT_TO_V2 = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
+try:
+    SERVER_VERSION = version("spine-xray")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    SERVER_VERSION = "0.0.0"
 
 
 class ProtocolError(ValueError):
     """The request does not follow the protocol (HTTP 400 with {"error": message})."""
 
+    status_code = 400
+    code = "invalid_v2_request"
+
+
+class UnsupportedEncodingError(ProtocolError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class DecompressedTooLargeError(ProtocolError):
+    status_code = 413
+    code = "body_too_large"
+
 
 def ort_to_v2(ort_type: str) -> str:
-    return _ORT_TO_V2.get(ort_type, ort_type)
+    """onnxruntime's type string -> the protocol's datatype (derived from the one ORT table)."""
+    if ort_type == "tensor(string)":
+        return "BYTES"
+    dtype = ORT_DTYPES.get(ort_type)
+    return _NUMPY_TO_V2.get(dtype, ort_type) if dtype is not None else ort_type
 
 
 def numpy_to_v2(dtype: np.dtype) -> str:
@@ -104,7 +116,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_batch: int |
             raise ProtocolError("every input needs a 'name'")
         name = tensor["name"]
         datatype = tensor.get("datatype")
-        if datatype not in V2_DTYPES:
+        if not isinstance(datatype, str) or datatype not in V2_DTYPES:  # a JSON object or list is no name (and unhashable)
             raise ProtocolError(f"input {name!r}: datatype {datatype!r} is not supported (use one of {', '.join(V2_DTYPES)})")
         dtype = V2_DTYPES[datatype]
         shape = _as_int_shape(tensor.get("shape"), name)
@@ -180,3 +192,124 @@ def encode_infer_response(
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent (Content-Encoding gzip or deflate), never expanded past `limit` bytes."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedEncodingError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+    # Bounded: a small compressed body must not expand past the upload limit.
+    decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the {encoding} body cannot be decompressed: {exc}") from None
+    if len(out) > limit:
+        raise DecompressedTooLargeError(f"the decompressed body is over the limit of {limit:,} bytes")
+    return out
+
+
+def tensor_metadata(model: LoadedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(inputs, outputs) as the protocol describes tensors: from the session, or the manifest if it did not load."""
+
+    def shape(dims: list[int | None]) -> list[int]:
+        return [-1 if d is None else d for d in dims]
+
+    if model.inputs:  # from the session: the truth
+        inputs = [{"name": s.name, "datatype": ort_to_v2(s.datatype), "shape": shape(s.shape)} for s in model.inputs]
+        outputs = [{"name": s.name, "datatype": ort_to_v2(s.datatype), "shape": shape(s.shape)} for s in model.outputs]
+    else:  # not loadable: what the manifest promises
+        e = model.entry
+        inputs = [{"name": e.input_name, "datatype": "FP32", "shape": shape(e.input_shape)}]
+        outputs = [{"name": e.output_name, "datatype": "FP32", "shape": shape(e.output_shape)}]
+    return inputs, outputs
+
+
+def triton_config(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
+    """Triton's JSON model configuration (batch dimension implicit, as in config.pbtxt)."""
+    inputs, outputs = tensor_metadata(model)
+
+    def triton(t: dict[str, Any]) -> dict[str, Any]:
+        return {"name": t["name"], "data_type": f"TYPE_{t['datatype']}", "dims": t["shape"][1:]}
+
+    return {
+        "name": model.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "max_batch_size": max_batch_size,
+        "input": [triton(t) for t in inputs],
+        "output": [triton(t) for t in outputs],
+    }
+
+
+# --------------------------------------------------------------------------- OpenAPI description
+
+
+class V2Error(BaseModel):
+    """The protocol's error body (what Triton answers and tritonclient reads)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"error": "unknown model 'Ap_Rib'"}]})
+
+    error: str
+
+
+V2_ERROR_TEXT = {
+    400: "Malformed request, or not ready (readiness endpoints)",
+    404: "Unknown model or version",
+    413: "Body (or its decompressed form) over SPINE_MAX_UPLOAD_BYTES",
+    415: "Content-Encoding other than gzip/deflate",
+    503: "Models loading, the model is not servable, or overloaded (Retry-After)",
+}
+
+
+def v2_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": V2Error, "description": V2_ERROR_TEXT[status]} for status in statuses}
+
+
+_TENSOR_SCHEMA = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": sorted(V2_DTYPES)},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "data": {"description": "Row-major values (nested or flat), unless parameters.binary_data_size is given"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+    },
+}
+INFER_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+                },
+            },
+        },
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+    },
+}
+INFER_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": INFER_REQUEST_SCHEMA,
+                "example": {
+                    "inputs": [{"name": "input_image", "datatype": "FP32", "shape": [1, 512, 256, 1], "data": [0.0, "…"]}]
+                },
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}

@@ -12,17 +12,17 @@ from PIL import Image
 from starlette.formparsers import MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 
+from service.api.errors import install_error_handlers
 from service.api.main import api_router
-from service.api.routes.v2 import SERVER_VERSION
 from service.core.admission import INFERENCE_PATH, AdmissionMiddleware
 from service.core.config import Settings, get_settings
-from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.metrics import Metrics
 from service.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.core.security import ApiKeyMiddleware, describe_in_openapi
 from service.core.state import ModelState
 from service.inference import ModelRegistry
+from service.kserve import SERVER_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.decoding import DecodedImage, decode_image
+from service.decoding import VIEW_NAMES, DecodedImage, decode_image
 from service.inference import ModelRegistry, SegmentationResult, UnknownViewError, aggregate
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle
 from service.overlay import overlay_png
@@ -26,8 +26,6 @@ from service.schemas import (
 )
 from spine_core.structures import STRUCTURES, VIEWS
 
-_VIEW_ALIASES = {"AP": "AP", "LAT": "LAT", "LATERAL": "LAT"}
-
 
 @dataclass
 class Upload:
@@ -36,10 +34,10 @@ class Upload:
 
 
 def canonical_view(view: str | None) -> str | None:
-    """'ap', 'Lat', 'lateral' -> 'AP' / 'LAT'; None stays None (DICOM may say)."""
+    """'ap', 'Lat', 'lateral' (or a DICOM ViewPosition term: PA, LL...) -> 'AP' / 'LAT'; None stays None (DICOM may say)."""
     if view is None or not view.strip():
         return None
-    canonical = _VIEW_ALIASES.get(view.strip().upper())
+    canonical = VIEW_NAMES.get(view.strip().upper())
     if canonical is None:
         raise UnknownViewError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
     return canonical
@@ -112,8 +110,8 @@ def segment_upload(
 ) -> SegmentResponse:
     started = time.perf_counter()
     view = canonical_view(view)
-    if view is not None:
-        registry.resolve_structures(view, structures)  # fail fast, before decoding a large file
+    # The request is checked once: before decoding a large file when the view is given, else after.
+    models = registry.select_models(view, structures) if view is not None else None
     decoded, decode_ms = _decode(upload, max_pixels)
     warnings: list[str] = []
     if view is None:
@@ -122,7 +120,9 @@ def segment_upload(
         view = decoded.view
     elif decoded.view is not None and decoded.view != view:
         warnings.append(f"the DICOM ViewPosition says {decoded.view}; segmented as {view} as requested")
-    result = registry.segment(decoded.pixels, view, structures)
+    if models is None:
+        models = registry.select_models(view, structures)
+    result = registry.segment_selected([(decoded.pixels, view, models)])[0]
 
     encode_started = time.perf_counter()
     masks = _encode_masks(registry, result.masks, mask_format)
@@ -154,8 +154,8 @@ def classify_uploads(
     """`uploads` maps view (AP/LAT) to its file; every mask of every view is scored in one classifier call."""
     started = time.perf_counter()
     classifier = registry.classifier()
-    for view in uploads:
-        registry.resolve_structures(view)  # fail fast when a view's models are missing or broken
+    # Checked once, before decoding: fails fast when a view's models are missing or broken.
+    models = {view: registry.select_models(view) for view in uploads}
     if classifier is not None:
         registry.get(classifier.name)
     warnings: list[str] = []
@@ -169,7 +169,8 @@ def classify_uploads(
             warnings.append(f"the {view} file's DICOM ViewPosition says {image.view}")
 
     # Every view's U-Nets queued at once, so the inference slots share the whole study.
-    segmented = registry.segment_many([(image.pixels, view, None) for view, image in decoded.items()], source_masks=include_masks)
+    work = [(image.pixels, view, models[view]) for view, image in decoded.items()]
+    segmented = registry.segment_selected(work, source_masks=include_masks)
     results: dict[str, SegmentationResult] = dict(zip(decoded, segmented, strict=True))
     timings.update(segmented[0].timings_ms)  # steps shared by the views: wall times
     frame_masks = {s: m for r in results.values() for s, m in r.model_frame_masks.items()}

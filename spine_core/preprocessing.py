@@ -135,6 +135,47 @@ def probabilities_to_source_mask(probabilities: np.ndarray, box: Letterbox, thre
     return resize(content, (box.src_h, box.src_w)) >= threshold
 
 
+_THRESHOLD_BAND = 5e-7  # > the largest difference two float32 bilinear passes can make (~2 ulp of 1.0)
+
+
+def source_mask(probabilities: np.ndarray, box: Letterbox, threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """`probabilities_to_source_mask`, resizing only the rows and columns a True pixel can reach (same result).
+
+    Bilinear resampling is a convex combination of the input pixels under its support, so an output
+    pixel can reach the threshold only if one of those inputs does: outside the (widened) bounding box of
+    the thresholded content, the result is False without computing it. Inside, Pillow resamples with the
+    same scale and sample positions as the full resize (its `box` argument).
+    """
+    content = probabilities[box.top : box.top + box.content_h, box.left : box.left + box.content_w]
+    out = np.zeros((box.src_h, box.src_w), dtype=bool)
+    hot = content >= threshold
+    rows = np.flatnonzero(hot.any(axis=1))
+    if rows.size == 0:
+        return out
+    cols = np.flatnonzero(hot[rows[0] : rows[-1] + 1].any(axis=0))
+
+    def span(lo: int, hi: int, n_in: int, n_out: int) -> tuple[int, int]:
+        scale = n_in / n_out
+        support = max(scale, 1.0)  # the bilinear filter's support in input pixels (antialiased when shrinking)
+        first = int(np.floor((lo - 0.5 - support) / scale - 0.5)) - 1
+        last = int(np.ceil((hi + 0.5 + support) / scale - 0.5)) + 1
+        return max(first, 0), min(last + 1, n_out)
+
+    y0, y1 = span(int(rows[0]), int(rows[-1]), box.content_h, box.src_h)
+    x0, x1 = span(int(cols[0]), int(cols[-1]), box.content_w, box.src_w)
+    if (y1 - y0) * (x1 - x0) >= 0.7 * box.src_h * box.src_w:  # nearly everything: the plain resize
+        return probabilities_to_source_mask(probabilities, box, threshold)
+    sy, sx = box.content_h / box.src_h, box.content_w / box.src_w
+    img = Image.fromarray(np.ascontiguousarray(content, dtype=np.float32), mode="F")
+    crop = np.asarray(img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy)))
+    # The crop's sample positions equal the full resize's up to the last bits of a double, so a value can
+    # differ by a couple of float32 ulps: where one is that close to the threshold, take the full resize.
+    if np.any(np.abs(crop - np.float32(threshold)) <= _THRESHOLD_BAND):
+        return probabilities_to_source_mask(probabilities, box, threshold)
+    out[y0:y1, x0:x1] = crop >= threshold
+    return out
+
+
 def mask_to_classifier_input(mask: np.ndarray, out_hw: tuple[int, int] = CLASSIFIER_INPUT_HW) -> np.ndarray:
     """Binary mask in the U-Net's letterboxed frame -> the classifier's HxW float32 input (box-averaged)."""
     return resize(np.asarray(mask, dtype=np.float32), out_hw, Image.Resampling.BOX)

@@ -5,7 +5,9 @@ spine-train cache course DATA_DIR OUT.npz
 spine-train unet --cache aasce.npz --structure Ap_Vertebra --run-dir runs/Ap_Vertebra [...]
 spine-train unet --cache course.npz --structure Lat_Vertebra --holdout Damaged --run-dir runs/Lat_Vertebra-holdout
 spine-train classifier --cache aasce.npz --run-dir runs/classifier [...]
-spine-export unet|classifier --run-dir RUN --models exported_models [...]
+spine-export unet|classifier --run-dir RUN --cache aasce.npz --models exported_models [...]
+spine-export annotate --models exported_models --model Ap_Vertebra --eval-json eval.json --prefix served_
+spine-export quantize --model Ap_Vertebra --layout aasce --data DATA_DIR
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -20,12 +23,16 @@ import numpy as np
 
 from spine_core.preprocessing import REFINE_INPUT_HW, UNET_INPUT_HW
 from spine_core.structures import STRUCTURES
+from training.splits import COBB_THRESHOLD_DEG, aasce_split, split_description
 
 log = logging.getLogger("spine-train")
 
-COBB_THRESHOLD_DEG = 40.0
-VAL_FRACTION = 0.2
-SPLIT_SEED = 0
+EXPORT_HELP = """Export trained Keras weights to ONNX (tf2onnx), check parity on real inputs, record them in the manifest.
+
+An export whose probabilities differ from the Keras model's by more than 1e-4 is refused and nothing is
+written to the manifest. `annotate` merges figures into a model's manifest metrics; `quantize` adds an int8
+variant calibrated on real images.
+"""
 
 
 def _fit_config(args: argparse.Namespace):
@@ -39,23 +46,6 @@ def _fit_config(args: argparse.Namespace):
         time_budget_s=args.time_budget,
         seed=args.seed,
     )
-
-
-def aasce_split(cache: dict[str, np.ndarray], val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED):
-    from training.datasets import split_by_patient
-
-    return split_by_patient([str(k) for k in cache["patient_keys"]], val_fraction, seed)
-
-
-def aasce_sample_split(samples: list) -> tuple[list[int], list[int]]:
-    """(train, val) indices of AASCE samples (`read_aasce_dataset`): the split `aasce_split` makes of a cache."""
-    from training.datasets import split_by_patient
-
-    return split_by_patient([s.patient_key for s in samples], VAL_FRACTION, SPLIT_SEED)
-
-
-def split_description() -> str:
-    return f"patient-grouped, validation fraction {VAL_FRACTION}, seed {SPLIT_SEED}"
 
 
 def _device_description() -> str:
@@ -281,9 +271,74 @@ def train_main(argv: list[str] | None = None) -> None:
 
 
 def export_main(argv: list[str] | None = None) -> None:
-    from training.export import export_main as _export_main
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from spine_core.manifest import load_manifest
+    from training.export import annotate, export_classifier, export_unet, flatten
 
-    _export_main(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="spine-export", description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("unet", help="export one U-Net run")
+    u.add_argument("--run-dir", required=True)
+    u.add_argument("--holdout-run", default=None, help="demo models: the held-out run whose score to record")
+    u.add_argument("--recalibrate-bn", type=int, default=0, help="course-trained models: BatchNorm re-estimation passes")
+    u.add_argument(
+        "--combine",
+        choices=["replace", "mean"],
+        default="replace",
+        help="refinement runs: serve this model's window probabilities, or their mean with the first stage's",
+    )
+    k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
+    k.add_argument("--run-dir", required=True)
+    for p in (u, k):
+        p.add_argument("--cache", required=True, help="npz the run was trained on (parity inputs come from it)")
+        p.add_argument("--models", default="exported_models")
+        p.add_argument("--no-triton-config", action="store_true")
+    a = sub.add_parser("annotate", help="merge figures from a JSON file into a model's manifest metrics")
+    a.add_argument("--models", default="exported_models")
+    a.add_argument("--model", required=True)
+    a.add_argument("--eval-json", required=True)
+    a.add_argument("--keys", nargs="+", required=True, help="dotted keys of the JSON to copy, KEY or KEY=NAME")
+    a.add_argument("--prefix", default="")
+    a.add_argument("--variant", default=None, help="write into variants[VARIANT].metrics (e.g. int8)")
+    q = sub.add_parser("quantize", help="add an int8 variant of an exported model (calibrated on real images)")
+    q.add_argument("--models", default="exported_models")
+    q.add_argument("--model", required=True)
+    q.add_argument("--layout", choices=["aasce", "course"], required=True)
+    q.add_argument("--data", required=True, help="dataset the calibration images come from")
+    q.add_argument("--calibration-images", type=int, default=32, help="aasce: images drawn from the training split")
+    q.add_argument("--check-images", type=int, default=None, help="aasce: first N validation images (default all)")
+    q.add_argument("--holdout-study", default=None, help="course: study kept out of calibration, used for the check")
+    args = parser.parse_args(argv)
+    models_dir = Path(args.models)
+    if args.command == "annotate":
+        flat = flatten(json.loads(Path(args.eval_json).read_text()))
+        pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
+        annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix, args.variant)
+        return
+    if args.command == "quantize":
+        from training.quantize import aasce_inputs, add_int8_variant, course_inputs
+
+        entry = load_manifest(models_dir).by_name()[args.model]
+        if args.layout == "aasce":
+            calibration, check, what = aasce_inputs(Path(args.data), entry, args.calibration_images, args.check_images)
+        else:
+            calibration, check, what = course_inputs(Path(args.data), entry, args.holdout_study)
+        print(add_int8_variant(models_dir, args.model, calibration, check, what).model_dump_json(indent=1))
+        return
+    models_dir.mkdir(parents=True, exist_ok=True)
+    if args.command == "unet":
+        holdout = Path(args.holdout_run) if args.holdout_run else None
+        entry = export_unet(Path(args.run_dir), Path(args.cache), models_dir, holdout, args.recalibrate_bn, args.combine)
+    else:
+        entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
+    if not args.no_triton_config:
+        from spine_core.triton import write_triton_configs
+
+        write_triton_configs(models_dir)
+    print(entry.model_dump_json(indent=1))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from service.inference import AGGREGATIONS, ModelRegistry
 from service.inference.aggregation import DAMAGED_CUTOFF
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
-from training.cli import COBB_THRESHOLD_DEG, aasce_sample_split, split_description
 from training.datasets import read_aasce_dataset, read_course_dataset
 from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
+from training.splits import COBB_THRESHOLD_DEG, aasce_sample_split, split_description
 
 log = logging.getLogger("spine-evaluate")
 

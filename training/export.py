@@ -1,8 +1,6 @@
 """Export trained Keras weights to ONNX with tf2onnx, check parity, and record them in the manifest.
 
-spine-export unet --run-dir runs/Ap_Vertebra --cache .devdata/aasce.npz --models exported_models
-spine-export classifier --run-dir runs/classifier --cache .devdata/aasce.npz --models exported_models
-spine-export annotate --models exported_models --model Ap_Vertebra --eval-json eval.json --prefix served_
+A library: the `spine-export` command line (unet, classifier, annotate, quantize) is in `training/cli.py`.
 
 Every export is compared with the Keras model on real (cached) inputs; an export whose
 probabilities differ by more than 1e-4 is refused and nothing is written to the manifest.
@@ -10,11 +8,9 @@ probabilities differ by more than 1e-4 is refused and nothing is written to the 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +24,7 @@ from spine_core.preprocessing import (
     refine_preprocessing_spec,
 )
 from spine_core.structures import CLASSES, CLASSIFIER_MODEL_NAME, STRUCTURES, refinement_model_name
+from training.splits import aasce_split
 
 log = logging.getLogger("spine-export")
 
@@ -88,7 +85,6 @@ def _now() -> str:
 
 def _parity_inputs_unet(cache_path: Path, structure: str, n: int = 4) -> np.ndarray:
     from training.cache import load_aasce_cache, load_course_cache
-    from training.cli import aasce_split
 
     with np.load(cache_path) as z:
         is_aasce = "patient_keys" in z.files
@@ -207,7 +203,6 @@ def export_unet(
 
 def export_classifier(run_dir: Path, cache_path: Path, models_dir: Path) -> ModelEntry:
     from training.cache import load_aasce_cache
-    from training.cli import aasce_split
     from training.models import CLASSIFIER_INPUT_NAME, CLASSIFIER_OUTPUT_NAME, build_classifier
 
     info = json.loads((run_dir / "run_info.json").read_text())
@@ -260,84 +255,12 @@ def annotate(models_dir: Path, model: str, metrics: dict, prefix: str = "", vari
     save_manifest(manifest, models_dir)
 
 
-def _flatten(d: dict, parent: str = "") -> dict:
+def flatten(d: dict, parent: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{parent}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
-
-
-def export_main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="spine-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    u = sub.add_parser("unet", help="export one U-Net run")
-    u.add_argument("--run-dir", required=True)
-    u.add_argument("--holdout-run", default=None, help="demo models: the held-out run whose score to record")
-    u.add_argument("--recalibrate-bn", type=int, default=0, help="course-trained models: BatchNorm re-estimation passes")
-    u.add_argument(
-        "--combine",
-        choices=["replace", "mean"],
-        default="replace",
-        help="refinement runs: serve this model's window probabilities, or their mean with the first stage's",
-    )
-    k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
-    k.add_argument("--run-dir", required=True)
-    for p in (u, k):
-        p.add_argument("--cache", required=True, help="npz the run was trained on (parity inputs come from it)")
-        p.add_argument("--models", default="exported_models")
-        p.add_argument("--no-triton-config", action="store_true")
-    a = sub.add_parser("annotate", help="merge figures from a JSON file into a model's manifest metrics")
-    a.add_argument("--models", default="exported_models")
-    a.add_argument("--model", required=True)
-    a.add_argument("--eval-json", required=True)
-    a.add_argument("--keys", nargs="+", required=True, help="dotted keys of the JSON to copy, KEY or KEY=NAME")
-    a.add_argument("--prefix", default="")
-    a.add_argument("--variant", default=None, help="write into variants[VARIANT].metrics (e.g. int8)")
-    q = sub.add_parser("quantize", help="add an int8 variant of an exported model (calibrated on real images)")
-    q.add_argument("--models", default="exported_models")
-    q.add_argument("--model", required=True)
-    q.add_argument("--layout", choices=["aasce", "course"], required=True)
-    q.add_argument("--data", required=True, help="dataset the calibration images come from")
-    q.add_argument("--calibration-images", type=int, default=32, help="aasce: images drawn from the training split")
-    q.add_argument("--check-images", type=int, default=None, help="aasce: first N validation images (default all)")
-    q.add_argument("--holdout-study", default=None, help="course: study kept out of calibration, used for the check")
-    args = parser.parse_args(argv)
-    models_dir = Path(args.models)
-    if args.command == "annotate":
-        flat = _flatten(json.loads(Path(args.eval_json).read_text()))
-        pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
-        annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix, args.variant)
-        return
-    if args.command == "quantize":
-        from training.quantize import aasce_inputs, add_int8_variant, course_inputs
-
-        entry = load_manifest(models_dir).by_name()[args.model]
-        if args.layout == "aasce":
-            calibration, check, what = aasce_inputs(Path(args.data), entry, args.calibration_images, args.check_images)
-        else:
-            calibration, check, what = course_inputs(Path(args.data), entry, args.holdout_study)
-        print(add_int8_variant(models_dir, args.model, calibration, check, what).model_dump_json(indent=1))
-        return
-    models_dir.mkdir(parents=True, exist_ok=True)
-    if args.command == "unet":
-        holdout = Path(args.holdout_run) if args.holdout_run else None
-        entry = export_unet(Path(args.run_dir), Path(args.cache), models_dir, holdout, args.recalibrate_bn, args.combine)
-    else:
-        entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
-    if not args.no_triton_config:
-        from spine_core.triton import write_triton_configs
-
-        write_triton_configs(models_dir)
-    print(entry.model_dump_json(indent=1))
-
-
-if __name__ == "__main__":
-    export_main()

@@ -136,8 +136,8 @@ def _unet_input(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def aasce_inputs(data_dir: Path, entry: ModelEntry, n_calibration: int, n_check: int | None) -> tuple[list, list, str]:
     """Calibration from the training split, check on the validation split (the split the model was trained with)."""
-    from training.cli import SPLIT_SEED, aasce_sample_split
     from training.datasets import read_aasce_dataset
+    from training.splits import SPLIT_SEED, aasce_sample_split
 
     samples = read_aasce_dataset(data_dir)
     train_idx, val_idx = aasce_sample_split(samples)

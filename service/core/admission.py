@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.core.errors import error_body
 from service.core.metrics import Metrics
-from service.core.middleware import _send_json
+from service.core.middleware import send_json
 
 # The routes that decode and infer; everything else is cheap and always admitted.
 INFERENCE_PATH = re.compile(r"^/(?:segment|classify|v2/models/[^/]+(?:/versions/[^/]+)?/infer)$")
@@ -44,7 +44,7 @@ class AdmissionMiddleware:
             )
             self.metrics.errors.labels("overloaded").inc()
             scope.setdefault("state", {})["error_code"] = "overloaded"
-            await _send_json(
+            await send_json(
                 send,
                 503,
                 error_body(scope.get("path", ""), 503, "overloaded", detail),

@@ -1,4 +1,7 @@
-"""Service settings, read from the environment (prefix `SPINE_`) or a `.env` file."""
+"""Service settings, read from the environment (prefix `SPINE_`) or a `.env` file.
+
+The only reader of the environment in `service/`: everything else receives its values from `Settings`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.inference.registry import DEFAULT_PROVIDERS, default_intra_op_threads
+from service.inference import DEFAULT_PROVIDERS, RuntimeTuning, default_threads
 
 # The package sits at <repo>/service/core/config.py in a checkout (editable install), so the committed
 # models are two levels up. Installed elsewhere (a wheel in a container) this path will not exist and
 # SPINE_MODELS_DIR must be set; readiness then says the manifest is missing.
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "exported_models"
+
+
+def _auto_is_none(value: object) -> object:
+    """SPINE_INFERENCE_MAX_BATCH: blank or `auto` means automatic (None)."""
+    if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+        return None
+    return value
 
 
 class Settings(BaseSettings):
@@ -36,8 +46,29 @@ class Settings(BaseSettings):
             "finds the fastest; the warm-up runs every batch size the micro-batching can form, so no request pays for it)"
         ),
     )
+    # Inference scheduling (docs/benchmarks.md measures the defaults); declared before intra_op_threads,
+    # whose default depends on inference_slots.
+    inference_slots: int = Field(
+        default_factory=default_threads,
+        ge=0,
+        description=(
+            "Session runs at once across all models (default: the CPUs this process may use, at most 8); "
+            "0 = no scheduler, every request runs its own models"
+        ),
+    )
+    inference_max_batch: Annotated[int | None, BeforeValidator(_auto_is_none)] = Field(
+        None,
+        ge=1,
+        description=(
+            "Most images of one model that queued requests share in one run (micro-batching); "
+            "auto (default): 8 on a GPU, 1 (off) on the CPU"
+        ),
+    )
+    ort_spinning: bool = Field(
+        False, description="onnxruntime intra-op threads busy-wait between parallel sections (takes CPU from requests)"
+    )
     intra_op_threads: int = Field(
-        default_factory=default_intra_op_threads,
+        default_factory=lambda data: RuntimeTuning(inference_slots=data["inference_slots"]).intra_op_threads(),
         ge=1,
         description="onnxruntime intra-op threads per session (default: CPUs / SPINE_INFERENCE_SLOTS, i.e. 1)",
     )
@@ -120,6 +151,12 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    def tuning(self) -> RuntimeTuning:
+        """What the model registry's scheduler needs from these settings."""
+        return RuntimeTuning(
+            inference_slots=self.inference_slots, max_batch=self.inference_max_batch, ort_spinning=self.ort_spinning
+        )
 
 
 @lru_cache

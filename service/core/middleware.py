@@ -25,7 +25,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
     payload = json.dumps(body).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -81,7 +81,7 @@ class RequestContextMiddleware:
             body = error_body(
                 scope.get("path", ""), 500, "internal_error", "internal error; the request id identifies it in the logs"
             )
-            await _send_json(send, 500, body, {REQUEST_ID_HEADER: request_id})
+            await send_json(send, 500, body, {REQUEST_ID_HEADER: request_id})
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("route")
@@ -131,7 +131,7 @@ class BodyLimitMiddleware:
             detail = f"request body of {int(declared):,} bytes is over the limit of {self.max_bytes:,} (SPINE_MAX_UPLOAD_BYTES)"
             self.metrics.errors.labels("body_too_large").inc()
             scope.setdefault("state", {})["error_code"] = "body_too_large"
-            await _send_json(send, 413, error_body(scope.get("path", ""), 413, "body_too_large", detail), {"connection": "close"})
+            await send_json(send, 413, error_body(scope.get("path", ""), 413, "body_too_large", detail), {"connection": "close"})
             return
         received = 0
         deadline = None if self.timeout_s is None else anyio.current_time() + self.timeout_s

@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.core.errors import error_body
 from service.core.metrics import Metrics
-from service.core.middleware import _send_json
+from service.core.middleware import send_json
+from service.kserve import V2Error
 
 API_KEY_HEADER = "X-API-Key"
 _API_KEY_HEADER = API_KEY_HEADER.lower().encode()
@@ -84,18 +85,13 @@ class ApiKeyMiddleware:
         self.metrics.errors.labels("unauthorized").inc()
         scope.setdefault("state", {})["error_code"] = "unauthorized"
         body = error_body(scope.get("path", ""), 401, "unauthorized", UNAUTHORIZED_DETAIL)
-        await _send_json(send, 401, body, {"www-authenticate": 'Bearer realm="spine-xray"'})
+        await send_json(send, 401, body, {"www-authenticate": 'Bearer realm="spine-xray"'})
 
 
 # --------------------------------------------------------------------------- OpenAPI
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
-_V2_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}},
-    "required": ["error"],
-    "title": "V2Error",
-}
+_V2_ERROR_SCHEMA = V2Error.model_json_schema()  # the protocol's error body, as the v2 routes document it
 
 
 def _error_response(description: str, path: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from service.core.config import Settings
 from service.inference import ModelRegistry
+from service.schemas import ReadyResponse
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ModelState:
                 verify_sha256=s.verify_sha256,
                 precision=s.precision,
                 use_refinement=s.refinement,
+                tuning=s.tuning(),
                 provider_options={"CUDAExecutionProvider": {"cudnn_conv_algo_search": s.cudnn_conv_algo_search}},
             )
             on_loaded(registry)
@@ -65,6 +67,32 @@ class ModelState:
             self.error = f"loading the models failed: {exc}"
         finally:
             self.loaded.set()
+
+    def readiness(self) -> ReadyResponse:
+        """What /health/ready and /v2/health/ready report: ready or not, and why."""
+        settings, registry = self.settings, self.registry
+        if registry is None:
+            reasons = {"service": self.error} if self.error else {"service": "models are loading"}
+            return ReadyResponse(
+                status="not_ready" if self.error else "loading",
+                ready=False,
+                execution_provider="none",
+                requested_providers=settings.providers,
+                require_gpu=settings.require_gpu,
+                models_ready=0,
+                models_total=0,
+                reasons=reasons,
+            )
+        return ReadyResponse(
+            status="ready" if registry.ready else "not_ready",
+            ready=registry.ready,
+            execution_provider=registry.execution_provider,
+            requested_providers=registry.requested_providers,
+            require_gpu=settings.require_gpu,
+            models_ready=sum(m.servable for m in registry.models.values()),
+            models_total=len(registry.models),
+            reasons=dict(registry.problems),
+        )
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.loaded.wait(timeout)

@@ -20,7 +20,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 from spine_reliability_testlib import CPU, encode, make_settings, serve_live, spine_image, spine_serve, write_models_dir
 
 from service.core.logging import JsonFormatter
-from service.inference import ModelRegistry, SegmentationResult
+from service.inference import LoadedModel, ModelRegistry, SegmentationResult
 
 GOOD = encode(spine_image())
 
@@ -50,10 +50,12 @@ class GatedRegistry(ModelRegistry):
     gate = threading.Event()
     entered = threading.Semaphore(0)
 
-    def segment(self, image: np.ndarray, view: str, structures: list[str] | None = None) -> SegmentationResult:
+    def segment_selected(
+        self, work: list[tuple[np.ndarray, str, list[LoadedModel]]], source_masks: bool = True
+    ) -> list[SegmentationResult]:
         self.entered.release()
         assert self.gate.wait(30)
-        return super().segment(image, view, structures)
+        return super().segment_selected(work, source_masks)
 
 
 def _gated(models_dir: Path) -> GatedRegistry:

@@ -227,7 +227,7 @@ def png_bytes(array: np.ndarray | None = None) -> bytes:
     return encode(spine_image() if array is None else array, "PNG")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -236,7 +236,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def serve_live(settings: Settings, registry: ModelRegistry | None = None) -> Iterator[str]:
     """uvicorn serving the app on 127.0.0.1:<free port> in a thread; yields "127.0.0.1:<port>"."""
-    port = _free_port()
+    port = free_port()
     app = create_app(settings, registry)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

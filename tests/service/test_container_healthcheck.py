@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spine_service_testlib import _free_port, copy_models_dir, make_settings, serve_live
+from spine_service_testlib import copy_models_dir, free_port, make_settings, serve_live
 
 from service.healthcheck import check
 
@@ -39,7 +39,7 @@ def test_not_ready_server(models_dir: Path, tmp_path: Path) -> None:
 
 
 def test_nothing_listening(models_dir: Path) -> None:
-    ready, seen = check(make_settings(models_dir, port=_free_port()), timeout_s=2)
+    ready, seen = check(make_settings(models_dir, port=free_port()), timeout_s=2)
     assert not ready and seen.startswith("unreachable")
 
 

@@ -93,3 +93,18 @@ def test_response_binary_and_json() -> None:
     req.outputs = {}
     out, header = encode_infer_response("m", "1", req, {"z": z})
     assert header is None and json.loads(out)["outputs"][0]["data"] == [1, 2]
+
+
+@pytest.mark.parametrize("datatype", [{}, [], ["FP32"], 32, None, True])
+def test_a_datatype_that_is_not_a_name_is_a_protocol_error(datatype: object) -> None:
+    # Found by fuzzing: {"datatype": {}} raised TypeError (unhashable) -> HTTP 500.
+    body = json.dumps({"inputs": [{"name": "", "datatype": datatype, "shape": [], "data": None}]}).encode()
+    with pytest.raises(ProtocolError, match=r"datatype .* is not supported"):
+        parse_infer_request(body, None)
+
+
+def test_the_fuzzed_request_is_a_400_over_http(client) -> None:
+    body = {"inputs": [{"name": "", "datatype": {}, "shape": [], "data": None}]}
+    r = client.post("/v2/models/Ap_Vertebra/infer", json=body)
+    assert r.status_code == 400, r.text
+    assert "datatype {} is not supported" in r.json()["error"]

@@ -10,14 +10,17 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.api.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
 from service.core.errors import ApiError
+from service.decoding import SUPPORTED
 from service.pipeline import Upload, classify_uploads, parse_structures, segment_upload
 from service.schemas import AggregationName, ClassifyResponse, MaskFormat, SegmentResponse, error_responses
 
 router = APIRouter(tags=["inference"])
 
 ERRORS = error_responses(400, 413, 415, 422, 503)
-FORMATS = "PNG (8/16-bit), JPEG, TIFF or DICOM"
-VIEW_HELP = "AP or LAT (case-insensitive); optional for a DICOM whose ViewPosition says it"
+VIEW_HELP = (
+    "AP or LAT (case-insensitive; LATERAL and the DICOM ViewPosition terms PA, LL, RL too); "
+    "optional for a DICOM whose ViewPosition says it"
+)
 STRUCTURES_HELP = "Comma-separated subset of the view's structures (case-insensitive); default all"
 # Bounded text fields: a long value is a 422 before any work (and is never echoed back at length).
 VIEW_MAX = 32
@@ -42,7 +45,7 @@ async def segment(
     settings: SettingsDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
-    file: Annotated[UploadFile, File(description=f"The radiograph: {FORMATS}")],
+    file: Annotated[UploadFile, File(description=f"The radiograph: {SUPPORTED}")],
     view: Annotated[str | None, Form(description=VIEW_HELP, examples=["AP"], max_length=VIEW_MAX)] = None,
     structures: Annotated[
         str | None, Form(description=STRUCTURES_HELP, examples=["Ap_Vertebra,Ap_Pedicle"], max_length=STRUCTURES_MAX)
@@ -83,8 +86,8 @@ async def classify(
     settings: SettingsDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
-    ap: Annotated[UploadFile | None, File(description=f"AP radiograph: {FORMATS}")] = None,
-    lat: Annotated[UploadFile | None, File(description=f"Lateral radiograph: {FORMATS}")] = None,
+    ap: Annotated[UploadFile | None, File(description=f"AP radiograph: {SUPPORTED}")] = None,
+    lat: Annotated[UploadFile | None, File(description=f"Lateral radiograph: {SUPPORTED}")] = None,
     include_masks: Annotated[bool, Form(description="Return the masks as /segment does")] = True,
     mask_format: Annotated[MaskFormat, Form()] = "png",
     aggregation: Annotated[AggregationName | None, Form(description="Override SPINE_AGGREGATION for this request")] = None,

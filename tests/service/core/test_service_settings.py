@@ -62,3 +62,42 @@ def test_cudnn_search_setting_reaches_the_registry(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SPINE_CUDNN_CONV_ALGO_SEARCH", "FAST")
     with pytest.raises(ValueError, match="cudnn_conv_algo_search"):
         Settings(_env_file=None)
+
+
+def test_inference_tuning_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings(_env_file=None)
+    assert s.inference_slots >= 1 and s.inference_max_batch is None and not s.ort_spinning
+    monkeypatch.setenv("SPINE_INFERENCE_SLOTS", "3")
+    monkeypatch.setenv("SPINE_INFERENCE_MAX_BATCH", "auto")
+    monkeypatch.setenv("SPINE_ORT_SPINNING", "1")
+    tuning = Settings(_env_file=None).tuning()
+    assert (tuning.inference_slots, tuning.max_batch, tuning.ort_spinning) == (3, None, True)
+    monkeypatch.setenv("SPINE_INFERENCE_MAX_BATCH", "8")
+    assert Settings(_env_file=None).tuning().max_batch == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SPINE_INFERENCE_SLOTS", "many"),
+        ("SPINE_INFERENCE_SLOTS", "-1"),
+        ("SPINE_INFERENCE_MAX_BATCH", "0"),
+        ("SPINE_ORT_SPINNING", "maybe"),
+    ],
+)
+def test_bad_tuning_values_fail_like_every_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    # They were read apart from the settings and a bad one was only logged; now start-up refuses it.
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name.removeprefix("SPINE_").lower()):
+        Settings(_env_file=None)
+
+
+def test_tuning_reaches_the_registry(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:
+    import service.core.state as state_module
+
+    monkeypatch.setenv("SPINE_INFERENCE_SLOTS", "0")
+    settings = Settings(_env_file=None, models_dir=models_dir, providers=["CPUExecutionProvider"])
+    state = state_module.ModelState(settings)
+    state.start(lambda registry: None)
+    assert state.loaded.wait(30) and state.registry is not None
+    assert state.registry.tuning == settings.tuning() and state.registry.scheduler.slots == 0

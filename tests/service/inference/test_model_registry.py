@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from spine_service_testlib import CLF_HW, CPU, SEG_HW, copy_models_dir, spine_image, write_models_dir
 
-import service.inference.registry as registry_module
-from service.inference import ModelRegistry, ModelUnavailableError, UnknownStructureError, UnknownViewError
-from service.inference.registry import RuntimeTuning
+import service.inference.models as models_module
+import service.inference.segmentation as segmentation_module
+from service.inference import ModelRegistry, ModelUnavailableError, RuntimeTuning, UnknownStructureError, UnknownViewError
 from spine_core.preprocessing import mask_to_classifier_input, preprocess_image, probabilities_to_source_mask, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
 
@@ -42,7 +42,7 @@ def test_thread_counts_are_set_explicitly(models_dir: Path, monkeypatch: pytest.
         seen.append(sess_options)
         return real(path, sess_options=sess_options, providers=providers)
 
-    monkeypatch.setattr(registry_module.ort, "InferenceSession", spy)
+    monkeypatch.setattr(ort, "InferenceSession", spy)
     ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=3, inter_op_threads=2)
     assert len(seen) == 9
     assert all(o.intra_op_num_threads == 3 and o.inter_op_num_threads == 2 for o in seen)
@@ -74,8 +74,8 @@ def test_segment_equals_the_shared_preprocessing_and_onnxruntime(registry: Model
 
 def test_preprocesses_once_per_image(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = registry_module.preprocess_image
-    monkeypatch.setattr(registry_module, "preprocess_image", lambda img, hw: calls.append(hw) or real(img, hw))
+    real = segmentation_module.preprocess_image
+    monkeypatch.setattr(segmentation_module, "preprocess_image", lambda img, hw: calls.append(hw) or real(img, hw))
     registry.segment(spine_image(), "LAT")
     assert calls == [SEG_HW]
 
@@ -242,13 +242,47 @@ def test_provider_options_reach_the_session(models_dir: Path, monkeypatch: pytes
         seen.append(list(providers))
         return real(path, sess_options=sess_options, providers=providers)
 
-    monkeypatch.setattr(registry_module.ort, "InferenceSession", spy)
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    # As on a machine whose CUDA libraries load (whether or not this one has them).
+    monkeypatch.setattr(models_module, "_cuda_unusable_reason", lambda: None)
     options = {"CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
     reg = ModelRegistry.load(models_dir, providers=["CUDAExecutionProvider", *CPU], provider_options=options)
     assert seen[0] == [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
     if reg.execution_provider == "CPUExecutionProvider":  # no CUDA here: later sessions stop asking for it
         assert seen[-1] == ["CPUExecutionProvider"]
     assert reg.ready
+
+
+def test_without_cuda_one_clear_line_and_no_onnxruntime_error(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Whatever this machine has: the CUDA provider library is reported as not loadable.
+    monkeypatch.setattr(models_module, "_cuda_unusable_reason", lambda: "libcublasLt.so.13: cannot open shared object file")
+    seen: list[list] = []
+    real = ort.InferenceSession
+
+    def spy(path: str, sess_options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+        seen.append(list(providers))
+        return real(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    with caplog.at_level("INFO", logger="service.inference"):
+        reg = ModelRegistry.load(models_dir, intra_op_threads=1)
+    assert reg.ready and reg.execution_provider == "CPUExecutionProvider"
+    assert all(providers == ["CPUExecutionProvider"] for providers in seen)  # CUDA never asked for
+    lines = [r.getMessage() for r in caplog.records if "CUDA" in r.getMessage() or "requested first" in r.getMessage()]
+    why = "libcublasLt.so.13: cannot open shared object file"
+    assert lines == [f"CUDA is not usable here ({why}): inference runs on CPUExecutionProvider"]
+    assert "Failed to load library" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(models_module._cuda_unusable_reason() is None, reason="CUDA loads on this machine")
+def test_onnxruntime_stays_quiet_on_this_machine_without_cuda(models_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # The real check, unpatched: onnxruntime writes its red error to fd 2 only when asked for CUDA.
+    capfd.readouterr()
+    reg = ModelRegistry.load(models_dir, intra_op_threads=1)
+    assert reg.ready and reg.execution_provider == "CPUExecutionProvider"
+    assert "Failed to load library" not in capfd.readouterr().err
 
 
 def test_warm_up_runs_every_batch_size_the_scheduler_can_form(models_dir: Path) -> None:

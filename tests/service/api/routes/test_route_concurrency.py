@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 from spine_service_testlib import CPU, decode_png_mask, encode, make_settings, serve_live, spine_image
 
-from service.inference import ModelRegistry, SegmentationResult
+from service.inference import LoadedModel, ModelRegistry, SegmentationResult
 
 
 def test_concurrent_requests_share_sessions_and_get_their_own_answers(live_server: str, registry: ModelRegistry) -> None:
@@ -35,10 +35,12 @@ def test_concurrent_requests_share_sessions_and_get_their_own_answers(live_serve
 class SlowRegistry(ModelRegistry):
     started = threading.Event()
 
-    def segment(self, image: np.ndarray, view: str, structures: list[str] | None = None) -> SegmentationResult:
+    def segment_selected(
+        self, work: list[tuple[np.ndarray, str, list[LoadedModel]]], source_masks: bool = True
+    ) -> list[SegmentationResult]:
         self.started.set()
         time.sleep(1.5)
-        return super().segment(image, view, structures)
+        return super().segment_selected(work, source_masks)
 
 
 def test_the_event_loop_stays_free_during_inference(models_dir: Path) -> None:

@@ -94,3 +94,11 @@ def test_full_spine_film_with_default_limits(client: TestClient) -> None:
     body = r.json()
     assert (body["width"], body["height"]) == (2500, 6500)
     assert decode_rle(body["masks"][0]["data"]).shape == (6500, 2500)
+
+
+@pytest.mark.parametrize(("word", "view"), [("ap", "AP"), ("Lateral", "LAT"), ("pa", "AP"), ("LL", "LAT")])
+def test_view_words_are_the_dicom_table(client: TestClient, word: str, view: str) -> None:
+    # One table of view names (service.decoding.VIEW_NAMES) for the form field and DICOM's ViewPosition.
+    r = post_segment(client, encode(spine_image(120, 60)), view=word, structures=structures_for_view(view)[0])
+    assert r.status_code == 200, r.text
+    assert r.json()["view"] == view

@@ -1,0 +1,88 @@
+"""Exception handlers: every error leaves as JSON with a stable code; nothing a client sends may produce a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.core.errors import STATUS_CODES, ApiError, error_body
+from service.decoding import ImageDecodeError
+from service.inference import (
+    InferenceError,
+    InvalidInputError,
+    ModelUnavailableError,
+    UnknownModelError,
+    UnknownStructureError,
+    UnknownViewError,
+)
+from service.kserve import ProtocolError
+
+
+def error_response(request: Request, status_code: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
+    # No log line of its own: the access log line of this request carries the code (one line per request).
+    request.state.error_code = code
+    return JSONResponse(
+        jsonable_encoder(error_body(request.url.path, status_code, code, detail, **extra)), status_code=status_code
+    )
+
+
+def _inference_status(exc: InferenceError) -> tuple[int, str]:
+    if isinstance(exc, ModelUnavailableError):
+        return 503, "model_unavailable"
+    if isinstance(exc, UnknownModelError):
+        return 404, "unknown_model"
+    if isinstance(exc, UnknownViewError):
+        return 422, "unknown_view"
+    if isinstance(exc, UnknownStructureError):
+        return 422, "unknown_structure"
+    if isinstance(exc, InvalidInputError):
+        return 400, "invalid_input"
+    return 422, "invalid_request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, exc.detail, **exc.extra)
+
+    @app.exception_handler(ImageDecodeError)
+    async def _decode_error(request: Request, exc: ImageDecodeError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(InferenceError)
+    async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
+        status, code = _inference_status(exc)
+        extra = {"problems": exc.problems} if isinstance(exc, ModelUnavailableError) else {}
+        return error_response(request, status, code, str(exc), **extra)
+
+    @app.exception_handler(ProtocolError)
+    async def _protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        response = error_response(request, exc.status_code, code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable sentence ("view: Field required; mask_format: Input should be 'png' or 'rle'"),
+        # plus FastAPI's structured list for programs.
+        errors = exc.errors()
+        parts = []
+        for err in errors:
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+            parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+        details = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in errors]
+        return error_response(request, 422, "validation_error", "; ".join(parts) or "invalid request", errors=details)
