@@ -5,7 +5,9 @@ and on real films it must never refuse.
     [--models exported_models] [--limit N] [--json OUT.json]
 
 Every input goes the endpoint's way: file bytes -> service.decoding.decode_image -> the committed
-Ap_Vertebra U-Net (registry.segment, the model-frame mask) -> check_spine. Prints how many corpus
+Ap_Vertebra U-Net (registry.segment, the model-frame mask) -> check_spine (with the image statistics,
+and a DICOM file's Modality). The large films are also gated with their mask cut down to the vertebra
+chain (components in the skull or below the sacrum dropped), as a chain-keeping step would leave them. Prints how many corpus
 inputs pass (target 0), how many real films are refused (target 0), and for each gate feature the
 margin between the closest corpus input and the weakest real film.
 
@@ -162,15 +164,42 @@ def real_film_inputs(folder: Path, kind: str, limit: int | None = None) -> list[
     return [CorpusItem(p.name, kind, p.read_bytes(), p.name) for p in paths]
 
 
-def gate_features(registry, item: CorpusItem) -> dict:  # registry: service.inference.ModelRegistry
-    """The endpoint's way: decode the bytes, segment Ap_Vertebra, gate on the model-frame mask and image statistics."""
+def dicom_modality(data: bytes) -> str | None:
+    """A DICOM upload's Modality (0008,0060); None for other formats (what the endpoint should pass the gate)."""
+    if data[128:132] != b"DICM":
+        return None
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return str(dataset.get("Modality", "")) or None
+
+
+def chain_only(mask: np.ndarray, box, top: float = 0.2, bottom: float = 0.9) -> np.ndarray:
+    """The mask without components centred above `top` or below `bottom` of the image's height (skull, sacrum):
+    roughly what a step that keeps only the vertebra chain leaves on a full-body film."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    centres = ndimage.center_of_mass(mask, labels, range(1, n + 1))
+    lo, hi = box.top + top * box.content_h, box.top + bottom * box.content_h
+    return np.isin(labels, [i + 1 for i, (cy, _) in enumerate(centres) if lo <= cy <= hi])
+
+
+def gate_features(registry, item: CorpusItem, chain_only_too: bool = False) -> dict:
+    """The endpoint's way: decode the bytes, segment Ap_Vertebra, gate on the model-frame mask, the image
+    statistics and (DICOM) the modality. registry: service.inference.ModelRegistry."""
     from service.decoding import decode_image
     from spine_core.spine_gate import check_spine, image_statistics
 
     decoded = decode_image(item.data, 1_000_000_000, item.filename)
     result = registry.segment(decoded.pixels, "AP", ["Ap_Vertebra"])
-    gate = check_spine(result.model_frame_masks["Ap_Vertebra"], image_statistics(decoded.pixels), result.letterbox)
-    return {"name": item.name, "kind": item.kind, "ok": gate.ok, "failed": gate.failed, "features": gate.features}
+    mask, stats, modality = result.model_frame_masks["Ap_Vertebra"], image_statistics(decoded.pixels), dicom_modality(item.data)
+    gate = check_spine(mask, stats, result.letterbox, modality)
+    row = {"name": item.name, "kind": item.kind, "ok": gate.ok, "failed": gate.failed, "features": gate.features}
+    if chain_only_too:
+        chain = check_spine(chain_only(mask, result.letterbox), stats, result.letterbox, modality)
+        row["chain_only"] = {"ok": chain.ok, "failed": chain.failed, "features": chain.features}
+    return row
 
 
 BOUNDS = {  # feature -> (threshold attribute, which side of it refuses)
@@ -223,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.aasce:
         real += [gate_features(registry, item) for item in real_film_inputs(args.aasce / "images", "aasce", args.limit)]
     if args.large:
-        real += [gate_features(registry, item) for item in real_film_inputs(args.large, "large")]
+        real += [gate_features(registry, item, chain_only_too=True) for item in real_film_inputs(args.large, "large")]
 
     for row in corpus:
         status = "PASSES" if row["ok"] else "refused by " + ", ".join(row["failed"])
@@ -238,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind}: {len(refused)} of {len(films)} real films refused (target 0) {refused or ''}")
             summary[f"{kind}_films"] = len(films)
             summary[f"{kind}_refused"] = refused
+    for row in (r for r in real if "chain_only" in r):
+        chain = row["chain_only"]
+        features = ", ".join(f"{k} {v:.3f}" for k, v in chain["features"].items())
+        verdict = "passes" if chain["ok"] else "REFUSED by " + ", ".join(chain["failed"])
+        print(f"  {row['name']} with only the chain (blobs above 20% / below 90% of the height dropped): {verdict}; {features}")
     if real:
         print("margins (weakest real film | closest corpus input on the refusing side):")
         for row in margins(corpus, real):

@@ -8,7 +8,8 @@ Normal/Damaged. The gate looks at two things the service has anyway:
   covering a few percent of the image;
 - simple statistics of the image as the U-Net sees it (letterboxed, percentile-normalised): its
   contrast (a near-constant image has none) and the share of its variation that is pixel-to-pixel
-  (noise and text are mostly that; a synthetic gradient has none; radiographs sit in between).
+  (noise and text are mostly that; a synthetic gradient has none; radiographs sit in between);
+- for DICOM uploads, the Modality: a CT or MR slice, a scintigram or an ultrasound image is not a radiograph.
 
 Each signal has a bound; an input is refused (`code: no_spine_found`) when any bound fails. The bounds
 were set from the committed models' masks on the 481 AASCE training films and the 5 full-body films
@@ -29,6 +30,9 @@ from scipy import ndimage
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 
 NO_SPINE_FOUND = "no_spine_found"
+# DICOM Modality values that are not projection radiographs (a CT or MR slice, a scintigram, ultrasound,
+# a mammogram, photographs and microscopy). Unknown or absent modality (PNG, JPEG) is not held against an input.
+NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "NM", "PT", "US", "MG", "XC", "OP", "SM", "ES", "IVUS", "OCT"})
 MIN_COMPONENT_PX = 20  # smaller specks in the model frame are not counted as vertebrae
 
 
@@ -36,9 +40,12 @@ MIN_COMPONENT_PX = 20  # smaller specks in the model frame are not counted as ve
 class GateThresholds:
     """Bounds on each signal (features of the same name). Measured values: docs/trust.md."""
 
-    min_vertical_extent: float = 0.70  # mask rows span / content height; real films >= 0.78
-    min_area_fraction: float = 0.025  # mask pixels / content pixels; real films >= 0.049
-    min_components: int = 3  # components of >= MIN_COMPONENT_PX pixels; real films >= 5
+    # Mask bounds leave room for full-body films whose mask keeps only the vertebra chain (T1-L5 spans
+    # about 0.55-0.65 of a skull-to-pelvis film): with the skull and sacrum blobs dropped, the 5 large
+    # films measure extent >= 0.53, area >= 0.037, components >= 7 (docs/trust.md).
+    min_vertical_extent: float = 0.40  # mask rows span / content height; real films >= 0.78 (0.53 chain only)
+    min_area_fraction: float = 0.015  # mask pixels / content pixels; real films >= 0.049 (0.037 chain only)
+    min_components: int = 4  # components of >= MIN_COMPONENT_PX pixels; real films >= 5
     min_contrast: float = 0.05  # std of the normalised image; real films >= 0.17
     min_high_frequency: float = 0.004  # pixel-to-pixel share of variation; real films >= 0.011
     max_high_frequency: float = 0.40  # real films <= 0.13; noise and text 0.7-0.85
@@ -95,9 +102,11 @@ def image_statistics(pixels: np.ndarray, out_hw: tuple[int, int] = UNET_INPUT_HW
     return frame_statistics(frame, box)
 
 
-def _failures(features: dict[str, float], t: GateThresholds) -> list[tuple[str, str]]:
+def _failures(features: dict[str, float], t: GateThresholds, modality: str | None) -> list[tuple[str, str]]:
     """(signal, plain-words reason) for each bound the features break, image signals first."""
     failed: list[tuple[str, str]] = []
+    if modality is not None and modality.strip().upper() in NOT_RADIOGRAPH_MODALITIES:
+        failed.append(("modality", f"the DICOM file is a {modality.strip().upper()} image, not a radiograph"))
     if "contrast" in features:
         if features["contrast"] < t.min_contrast:
             failed.append(("contrast", "the image is almost uniform"))
@@ -127,15 +136,17 @@ def check_spine(
     model_frame_mask: np.ndarray,
     image_stats: dict[str, float] | None = None,
     letterbox: Letterbox | None = None,
+    modality: str | None = None,
     thresholds: GateThresholds = DEFAULT_THRESHOLDS,
 ) -> GateResult:
     """Whether the `Ap_Vertebra` mask (model frame) and, if given, the image's statistics show a readable
     AP spine. `letterbox` (SegmentationResult.letterbox) restricts the mask signals to the image's region
-    of the frame; `image_stats` comes from `image_statistics(decoded pixels)`."""
+    of the frame; `image_stats` comes from `image_statistics(decoded pixels)`; `modality` is a DICOM
+    upload's Modality (0008,0060), None for other formats."""
     features = mask_features(model_frame_mask, letterbox)
     if image_stats is not None:
         features.update({k: float(image_stats[k]) for k in ("contrast", "high_frequency")})
-    failed = _failures(features, thresholds)
+    failed = _failures(features, thresholds, modality)
     if not failed:
         return GateResult(True, None, "a column of vertebrae was found", features)
     reason = "no spine found: " + "; ".join(why for _, why in failed)

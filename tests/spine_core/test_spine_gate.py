@@ -52,7 +52,7 @@ def test_an_empty_mask_is_refused_with_the_code_and_plain_reasons():
 
 
 def test_a_short_column_is_refused_for_its_extent_only():
-    result = check_spine(column(top=0.3, bottom=0.7, levels=8, half_width=30))
+    result = check_spine(column(top=0.4, bottom=0.7, levels=8, half_width=40))
     assert result.failed == ["vertical_extent"]
 
 
@@ -67,12 +67,23 @@ def test_a_thin_sparse_column_is_refused_for_its_area():
     assert result.failed == ["area_fraction"]
 
 
+@pytest.mark.parametrize("modality", ["CT", "mr ", "NM", "US"])
+def test_a_dicom_modality_that_is_not_a_radiograph_is_refused(modality):
+    result = check_spine(column(), frame_statistics(radiograph_like_frame()), modality=modality)
+    assert result.failed == ["modality"] and "not a radiograph" in result.reason
+
+
+@pytest.mark.parametrize("modality", [None, "DX", "CR", "OT"])
+def test_radiograph_or_unknown_modalities_are_not_held_against_an_input(modality):
+    assert check_spine(column(), frame_statistics(radiograph_like_frame()), modality=modality).ok
+
+
 def test_the_letterbox_restricts_the_signals_to_the_image_region():
-    # a squat image letterboxed into the top half: the same mask spans its whole height
+    # a square image letterboxed into the middle half of the frame: the same mask spans twice the share of it
     box = Letterbox(src_h=100, src_w=100, out_h=512, out_w=256, content_h=256, content_w=256, top=128, left=0)
-    mask = column(top=0.27, bottom=0.73)
+    mask = column(top=0.36, bottom=0.64)
     assert mask_features(mask)["vertical_extent"] < DEFAULT_THRESHOLDS.min_vertical_extent
-    assert mask_features(mask, box)["vertical_extent"] > 0.85
+    assert mask_features(mask, box)["vertical_extent"] == pytest.approx(0.28 * 512 / 256, abs=0.03)
 
 
 @pytest.mark.parametrize(
