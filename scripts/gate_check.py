@@ -2,7 +2,7 @@
 and on real films it must never refuse.
 
 .venv/bin/python scripts/gate_check.py [--aasce ../shared/data/aasce-train] [--large ../shared/data/aasce-unlabelled]
-    [--models exported_models] [--limit N] [--json OUT.json]
+    [--models exported_models] [--limit N] [--json OUT.json] [--refinement] [--precision int8]
 
 Every input goes the endpoint's way: file bytes -> service.decoding.decode_image -> the committed
 Ap_Vertebra U-Net (registry.segment, the model-frame mask) -> check_spine (with the image statistics,
@@ -241,11 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=REPO / "exported_models")
     parser.add_argument("--limit", type=int, default=None, help="first N AASCE films only")
     parser.add_argument("--json", type=Path, default=None, help="write every input's features here")
+    parser.add_argument("--refinement", action="store_true", help="masks from the second stage (SPINE_REFINEMENT=true)")
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="as SPINE_PRECISION")
     args = parser.parse_args(argv)
 
     from service.inference import ModelRegistry
 
-    registry = ModelRegistry.load(args.models, providers=["CPUExecutionProvider"], warmup=False)
+    registry = ModelRegistry.load(
+        args.models,
+        providers=["CPUExecutionProvider"],
+        warmup=False,
+        precision=args.precision,
+        use_refinement=args.refinement,
+    )
     started = time.perf_counter()
     corpus = [gate_features(registry, item) for item in build_corpus(args.aasce)]
     real: list[dict] = []
