@@ -22,7 +22,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,15 +46,6 @@ class Films:
     damaged: np.ndarray  # bool: largest Cobb angle >= the threshold
     patients: list[str]
     source: str
-
-    def subset(self, index: np.ndarray) -> Films:
-        return Films(
-            [self.names[i] for i in index],
-            self.p_damaged[index],
-            self.damaged[index],
-            [self.patients[i] for i in index],
-            self.source,
-        )
 
 
 def films_from_evaluation(result: dict, source: str) -> Films:
@@ -252,6 +243,16 @@ def threshold_rule(rule: str, min_sensitivity: float) -> str:
     return f"{what} on the calibration films (ties: higher sensitivity), halfway in logit between neighbouring films"
 
 
+def _rule_figures(films: Films, mapping: dict, method: str, rule: str, min_sensitivity: float, folds: int, repeats: int) -> dict:
+    """Another cut-off rule with the same map: its threshold, in-sample and cross-validated figures."""
+    threshold = choose_threshold(films.p_damaged, films.damaged, mapping, rule, min_sensitivity)
+    return {
+        "threshold": threshold,
+        "in_sample": scores_at(cal.calibrate_p_damaged(films.p_damaged, mapping), films.damaged, threshold),
+        "cross_validated": cross_validate(films, method, rule, min_sensitivity, folds, repeats)["mean"],
+    }
+
+
 def calibrate(
     films: Films,
     method: str = "platt",
@@ -265,7 +266,7 @@ def calibrate(
     p_after = cal.calibrate_p_damaged(films.p_damaged, mapping)
     threshold = choose_threshold(films.p_damaged, y, mapping, rule, min_sensitivity)
     before, after = calibration_scores(films.p_damaged, y), calibration_scores(p_after, y)
-    other = "platt" if method == "temperature" else "temperature"
+    other_method = "platt" if method == "temperature" else "temperature"
     return {
         "calibration": mapping,
         "decision_threshold": threshold,
@@ -284,83 +285,22 @@ def calibrate(
         },
         "cross_validated": cross_validate(films, method, rule, min_sensitivity, folds, repeats),
         "alternative": {
-            "method": other,
+            "method": other_method,
             "in_sample": calibration_scores(
-                cal.calibrate_p_damaged(films.p_damaged, fit_calibration(films.p_damaged, y, other)), y
+                cal.calibrate_p_damaged(films.p_damaged, fit_calibration(films.p_damaged, y, other_method)), y
             ),
-            "cross_validated": cross_validate(films, other, rule, min_sensitivity, folds, repeats)["mean"],
+            "cross_validated": cross_validate(films, other_method, rule, min_sensitivity, folds, repeats)["mean"],
         },
         "other_rules": {
-            other_rule: {
-                "threshold": choose_threshold(films.p_damaged, y, mapping, other_rule, min_sensitivity),
-                "in_sample": scores_at(p_after, y, choose_threshold(films.p_damaged, y, mapping, other_rule, min_sensitivity)),
-                "cross_validated": cross_validate(films, method, other_rule, min_sensitivity, folds, repeats)["mean"],
-            }
-            for other_rule in RULES
-            if other_rule != rule
+            other: _rule_figures(films, mapping, method, other, min_sensitivity, folds, repeats)
+            for other in RULES
+            if other != rule
         },
         "films": [
             {"image": n, "damaged": bool(d), "p_damaged_raw": float(p), "p_damaged_calibrated": float(q)}
             for n, d, p, q in zip(films.names, y, films.p_damaged, p_after, strict=True)
         ],
     }
-
-
-def write_figure(films: Films, result: dict, path: Path) -> Path:
-    """Reliability diagrams (p_damaged and the returned label's score), before and after calibration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = films.damaged
-    p_after = np.array([f["p_damaged_calibrated"] for f in result["films"]])
-    n_bins = result["ece_bins"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
-    panels: list[tuple[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]] = [
-        ("p_damaged vs share Damaged", lambda p: (p, y)),
-        ("score of the returned label vs share right", lambda p: cal.top_label(p, y)),
-    ]
-    for ax, (title, prepare) in zip(axes, panels, strict=True):
-        for label, p, colour, marker in (
-            ("raw softmax", films.p_damaged, "tab:red", "s"),
-            ("calibrated", p_after, "tab:blue", "o"),
-        ):
-            predicted, outcome = prepare(p)
-            bins = cal.reliability_bins(predicted, outcome, n_bins)
-            filled = bins.count > 0
-            ax.plot(
-                bins.mean_predicted[filled],
-                bins.observed[filled],
-                marker=marker,
-                color=colour,
-                label=f"{label} (ECE {bins.ece:.3f})",
-            )
-            for xp, yp, c in zip(bins.mean_predicted[filled], bins.observed[filled], bins.count[filled], strict=True):
-                ax.annotate(str(c), (xp, yp), textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-        ax.set_xlim(0.5 if ax is axes[1] else 0.0, 1)  # the returned label's score is never below 0.5
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("mean predicted probability in bin")
-        ax.set_ylabel("observed frequency in bin")
-        ax.set_title(title, fontsize=10)
-        ax.legend(loc="upper left", fontsize=8)
-    mapping = result["calibration"]
-    how = (
-        f"T = {mapping['temperature']:.2f}"
-        if mapping["method"] == "temperature"
-        else f"slope {mapping['slope']:.3f}, intercept {mapping['intercept']:.3f}"
-    )
-    fig.suptitle(
-        f"Mask_Classifier on {len(y)} validation films: {mapping['method']} scaling ({how}), "
-        f"{n_bins} equal-width bins, numbers = films per bin",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def manifest_calibration(result: dict) -> Calibration:
@@ -435,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.figure:
-        log.info("figure: %s", write_figure(films, result, args.figure))
+        from training.calibration_figure import write_figure
+
+        log.info("figure: %s", write_figure(films.p_damaged, films.damaged, result, args.figure))
     if args.write_manifest:
         log.info("manifest: %s", write_to_manifest(args.write_manifest, result))
     print(json.dumps({k: v for k, v in result.items() if k != "films"}, indent=1))
