@@ -26,6 +26,24 @@ class ModelVariant(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="The fp32 entry's metrics, re-measured on this file")
 
 
+class Calibration(BaseModel):
+    """A classifier's calibration map, fitted on held-out films (training/calibrate.py, spine_core.calibration)."""
+
+    method: Literal["temperature", "platt"]
+    temperature: float | None = Field(None, description="temperature: p' = sigmoid(logit(p) / T)")
+    slope: float | None = Field(None, description="platt: p' = sigmoid(slope * logit(p) + intercept)")
+    intercept: float | None = None
+    logit_clip: float = Field(description="p is clipped to [logit_clip, 1 - logit_clip] before its logit is taken")
+    fitted_on: str
+    threshold_rule: str = Field(description="How decision_threshold was chosen")
+    ece_bins: int = Field(description="ECE: equal-width bins of [0, 1]")
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    metrics: dict[str, Any] = Field(default_factory=dict, description="In-sample and cross-validated figures")
+
+
 class ModelEntry(BaseModel):
     name: str = Field(description="Triton-style model name; the file is <name>/<version>/model.onnx")
     kind: Literal["segmentation", "classification", "refinement"]
@@ -69,6 +87,10 @@ class ModelEntry(BaseModel):
     validated: bool = Field(description="False for demonstration models trained on too little data")
     notes: str = ""
     variants: dict[str, ModelVariant] = Field(default_factory=dict, description="Keyed by precision (e.g. int8)")
+    calibration: Calibration | None = Field(None, description="Classification models: the map applied to p_damaged")
+    decision_threshold: float | None = Field(
+        None, description="Classification models: Damaged when the calibrated p_damaged is at least this"
+    )
 
 
 class Manifest(BaseModel):
