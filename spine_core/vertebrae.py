@@ -103,6 +103,8 @@ def _chain_curve(blobs: list[_Blob]) -> np.poly1d:
 
 
 def _select_chain(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
+    if not blobs:
+        return []
     areas = np.array([len(b.xy) for b in blobs], dtype=np.float64)
     typical_area = np.median(np.sort(areas)[::-1][:N_VERTEBRAE])
     kept = [b for b, a in zip(blobs, areas, strict=True) if a >= MIN_AREA_FRACTION * typical_area]
