@@ -24,7 +24,6 @@ clean quadrilateral the corners describe exactly; ragged, partial or merged blob
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +33,7 @@ from spine_core.cobb import LEVELS, N_VERTEBRAE
 from spine_core.landmark_metrics import dice, fill_vertebrae
 
 MIN_AREA_FRACTION = 0.15  # of the median area of the largest components: smaller blobs are specks
-MAX_WIDTH_RATIO = 2.2  # a component this much wider than the median vertebra is not one (pelvis, skull)
+MAX_WIDTH_RATIO = 2.2  # a component this much thicker than the median vertebra's width is not one (pelvis, skull)
 OFF_CHAIN_WIDTHS = 1.0  # centroid farther than this many median widths from the chain curve: not on it
 SPLIT_PENALTY = 2 / 3  # confidence factor of a vertebra cut out of a merged component
 EDGE_TRIM = 0.2  # fraction of each edge's length ignored at both ends when fitting its line
@@ -83,6 +82,14 @@ class _Blob:
     def width(self) -> float:
         return float(np.ptp(self.xy[:, 0]) + 1)
 
+    @property
+    def thickness(self) -> float:
+        """Extent across the blob's long axis: a vertebra's, or a merged run of vertebrae's, width or
+        height, even when the run lies diagonally; large for a pelvis or a skull."""
+        centred = self.xy - self.xy.mean(axis=0)
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        return float(np.ptp(centred @ vectors[:, 0]) + 1)  # eigh sorts ascending: column 0 is the short axis
+
 
 def _components(mask: np.ndarray) -> list[_Blob]:
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
@@ -113,10 +120,10 @@ def _select_chain(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
     if len(kept) < 4:
         return kept
     typical_width = float(np.median([b.width for b in kept]))
-    wide = [b for b in kept if b.width > MAX_WIDTH_RATIO * typical_width]
+    wide = [b for b in kept if b.thickness > MAX_WIDTH_RATIO * typical_width]
     if wide:
         notes.append(f"dropped {len(wide)} component(s) too wide for a vertebra")
-        kept = [b for b in kept if b.width <= MAX_WIDTH_RATIO * typical_width]
+        kept = [b for b in kept if b.thickness <= MAX_WIDTH_RATIO * typical_width]
     for _ in range(3):  # refit without the worst outlier until all lie near the chain
         if len(kept) < 4:
             break
@@ -136,6 +143,29 @@ def _axis(curve: np.poly1d, y: float) -> np.ndarray:
     return d / np.linalg.norm(d)
 
 
+def _disc_line(u: np.ndarray, s: np.ndarray, expected: float, pitch: float) -> tuple[float, float, float]:
+    """The disc space between two merged vertebrae near `expected` along the chain, as a line
+    s = start + slope * (u - u0): through the deepest notch of the blob's left side and of its right
+    side (discs are narrower than the bodies they join, and tilt with them). Falls back to the
+    narrowest place straight across when the notches would give a steep line."""
+    bins = s.astype(int)
+    left = np.full(bins.max() + 1, np.nan)
+    right = np.full(bins.max() + 1, np.nan)
+    np.fmin.at(left, bins, u)
+    np.fmax.at(right, bins, u)
+    lo, hi = max(0, int(expected - 0.3 * pitch)), min(len(left), int(expected + 0.3 * pitch) + 1)
+    if hi - lo < 3:
+        return expected, 0.0, 0.0
+    s_left = lo + int(np.nanargmax(left[lo:hi]))  # left side's most inward point
+    s_right = lo + int(np.nanargmin(right[lo:hi]))
+    u_left, u_right = left[s_left], right[s_right]
+    slope = (s_right - s_left) / (u_right - u_left) if u_right > u_left else np.inf
+    if abs(slope) <= MAX_ENDPLATE_SLOPE:
+        return float(s_left), float(slope), float(u_left)
+    width = right[lo:hi] - left[lo:hi]
+    return float(lo + int(np.nanargmin(width))), 0.0, 0.0
+
+
 def _split_merged(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
     if len(blobs) < 4:
         return blobs
@@ -150,19 +180,14 @@ def _split_merged(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
         if pieces < 2:
             result.append(blob)
             continue
-        # Width profile along the chain: the disc spaces are its minima near the evenly spaced cut points.
+        down = _axis(curve, blob.centroid[1])
+        u = blob.xy @ np.array([down[1], -down[0]])  # across the chain
         offset = s - s.min()
-        profile = np.bincount(offset.astype(int))
-        smooth = max(1, int(reference * 0.08))
-        profile = np.convolve(profile, np.ones(2 * smooth + 1) / (2 * smooth + 1), mode="same")
-        pitch = extents[i] / pieces
-        cuts = []
-        for j in range(1, pieces):
-            lo, hi = int(j * pitch - 0.3 * pitch), int(j * pitch + 0.3 * pitch)
-            cuts.append(lo + int(profile[lo:hi].argmin()))
-        bounds = [-1, *cuts, int(offset.max()) + 1]
-        for lo, hi in itertools.pairwise(bounds):
-            part = blob.xy[(offset > lo) & (offset <= hi)]
+        cut_lines = [_disc_line(u, offset, j * extents[i] / pieces, extents[i] / pieces) for j in range(1, pieces)]
+        # A pixel's piece: how many disc lines it lies below.
+        piece = sum((offset > start + slope * (u - u0)).astype(int) for start, slope, u0 in cut_lines)
+        for k in range(pieces):
+            part = blob.xy[piece == k]
             if len(part):
                 result.append(_Blob(part, split=True))
         notes.append(f"cut a merged component into {pieces}")
