@@ -71,6 +71,9 @@ def measure_film(registry: ModelRegistry, image_path: Path, landmarks: np.ndarra
         "reason": found.reason,
         "notes": found.notes,
         "levels_correct": nearest == assigned and len(nearest) == N_VERTEBRAE,
+        # which end anchors the levels right: counted from L5 upwards (served) or from T1 downwards
+        "levels_right_from_bottom": nearest == assigned,
+        "levels_right_from_top": nearest == list(range(len(nearest))),
         "true_angles": angles.tolist(),
         "predicted_angles": cobb.aasce_angles_deg if cobb else None,
         "curve": cobb.curve if cobb else None,
@@ -100,7 +103,15 @@ def summarise(films: list[dict]) -> dict:
             "angle_order": "as angles.csv: largest, then the organisers' second and third",
         }
         summary["landmarks"] = {"mean_error_px": float(np.mean([f["corner_error_px"] for f in measured]))}
-    summary["levels"] = {"correct_films": sum(f["levels_correct"] for f in films)}
+    incomplete = [f for f in films if f["found"] != N_VERTEBRAE]
+    summary["levels"] = {
+        "correct_films": sum(f["levels_correct"] for f in films),
+        "complete_films": len(films) - len(incomplete),
+        "complete_but_shifted": sum(f["found"] == N_VERTEBRAE and not f["levels_correct"] for f in films),
+        "incomplete_films": len(incomplete),
+        "incomplete_right_from_bottom": sum(f["levels_right_from_bottom"] for f in incomplete),
+        "incomplete_right_from_top": sum(f["levels_right_from_top"] for f in incomplete),
+    }
     summary["dice"] = {
         "corners": float(np.mean([f["dice_corners"] for f in films])),
         "unet": float(np.mean([f["dice_unet"] for f in films])),

@@ -250,6 +250,16 @@ def _likeness(end: tuple[_Blob, np.ndarray, float], neighbour: tuple[_Blob, np.n
     return end[2] * min(1.0, len(end[0].xy) / len(neighbour[0].xy))
 
 
+def _widest_gap(blobs: list[_Blob]) -> int | None:
+    """1-based index of the found vertebra after which the chain has a gap of about one vertebra (the
+    step between centroids over 1.6 times the median step), or None."""
+    if len(blobs) < 4:
+        return None
+    steps = np.linalg.norm(np.diff([b.centroid for b in blobs], axis=0), axis=1)
+    widest = int(steps.argmax())
+    return widest + 1 if steps[widest] > 1.6 * np.median(steps) else None
+
+
 def find_vertebrae(mask: np.ndarray) -> VertebraeResult:
     """The vertebrae T1..L5 of one AP film's `Ap_Vertebra` mask (bool, original size)."""
     mask = np.asarray(mask)
@@ -279,4 +289,7 @@ def find_vertebrae(mask: np.ndarray) -> VertebraeResult:
     reason = None
     if len(vertebrae) < N_VERTEBRAE:
         reason = f"found {len(vertebrae)} of the {N_VERTEBRAE} vertebrae T1-L5; levels counted from L5 upwards"
+        gap = _widest_gap([blob for blob, _, _ in fitted])
+        if gap is not None:
+            reason += f"; one seems missing or merged between found vertebrae {gap} and {gap + 1} (from the top)"
     return VertebraeResult(vertebrae, reason=reason, notes=notes)

@@ -85,3 +85,10 @@ def test_an_empty_mask_finds_nothing() -> None:
     assert result.vertebrae == [] and not result.complete and result.reason
     with pytest.raises(ValueError, match="2-D"):
         find_vertebrae(np.zeros((2, 3, 4), dtype=bool))
+
+
+def test_a_vertebra_missing_in_the_middle_is_located() -> None:
+    truth = spine_corners([0.0] * N_VERTEBRAE)
+    result = find_vertebrae(fill_vertebrae(np.delete(truth, 8, axis=0), HEIGHT, WIDTH))  # T9 not segmented
+    assert result.corners() is None
+    assert "between found vertebrae 8 and 9 (from the top)" in result.reason
