@@ -62,7 +62,11 @@ def draw_cobb(
         draw.line(_line_at(by_level[curve.upper_end].corners, "top", scale), fill=colour, width=line_width)
         draw.line(_line_at(by_level[curve.lower_end].corners, "bottom", scale), fill=colour, width=line_width)
         apex = by_level.get(curve.apex, by_level[curve.upper_end]).corners * scale
-        anchor = (float(apex[:, 0].max()) + 2 * line_width, float(apex[:, 1].mean()))
         text = f"{CURVE_SHORT.get(curve.name, curve.name)} {curve.angle_deg:.1f}° ({curve.upper_end}-{curve.lower_end})"
+        text_width = draw.textlength(text, font=font)
+        x = float(apex[:, 0].max()) + 2 * line_width  # right of the apex, or left of it when that runs off
+        if x + text_width > canvas.width:
+            x = max(0.0, float(apex[:, 0].min()) - 2 * line_width - text_width)
+        anchor = (x, float(apex[:, 1].mean()))
         draw.text(anchor, text, fill=colour, font=font, stroke_width=max(1, line_width // 2), stroke_fill=(0, 0, 0))
     return canvas

@@ -60,3 +60,15 @@ def test_small_curves_can_be_left_out_and_pil_images_are_accepted() -> None:
     drawn = draw_cobb(image, cobb, vertebrae, min_angle_deg=cobb.max_deg + 1)
     assert np.asarray(drawn).max() == 0
     assert len(vertebrae) == N_VERTEBRAE
+
+
+def test_the_angle_text_stays_inside_a_narrow_image() -> None:
+    vertebrae = tilted_spine()
+    cobb = cobb_angles(np.stack([v.corners for v in vertebrae]), HEIGHT)
+    narrow = np.zeros((HEIGHT, 360, 3), dtype=np.uint8)  # the spine's right side is near the edge
+    drawn = draw_cobb(narrow, cobb, vertebrae)
+    red = coloured_pixels(drawn, CURVE_COLOURS["main_thoracic"])
+    apex = vertebrae[LEVELS.index(cobb.curves[0].apex)].corners
+    text_band = red[np.abs(red[:, 0] - apex[:, 1].mean()) < 15]  # rows of the text, away from the end lines
+    assert len(text_band) > 0  # drawn, not clipped off the right edge
+    assert text_band[:, 1].max() < apex[:, 0].min()  # to the left of the apex vertebra
