@@ -2,6 +2,11 @@
 
 .venv/bin/python -m scripts.measure_cobb ../shared/data/aasce-train --subset val --json out.json \
     [--models exported_models] [--refine] [--plot docs/cobb_max_angle.png] [--limit N]
+    [--source unet|label-masks|labels]
+
+--source label-masks runs the same post-processing on masks filled from the labels' corners (what it
+can reach with a perfect segmentation); --source labels takes the labels' corners as they are (checks
+the Cobb computation against angles.csv; no model runs for either).
 
 Per film: segment with `ModelRegistry.segment(image, "AP", ["Ap_Vertebra"])` (the mask at the original
 size), `spine_core.vertebrae.find_vertebrae`, then `spine_core.cobb.cobb_angles` when all 17 were found.
@@ -27,9 +32,9 @@ import numpy as np
 from PIL import Image
 
 from service.inference import ModelRegistry
-from spine_core.cobb import N_VERTEBRAE, cobb_angles
+from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles
 from spine_core.landmark_metrics import corner_error_px, dice, fill_vertebrae, mae_deg, smape_pct
-from spine_core.vertebrae import find_vertebrae
+from spine_core.vertebrae import Vertebra, VertebraeResult, find_vertebrae
 from training.datasets import read_aasce_dataset
 
 try:  # the split may move to training.splits
@@ -48,18 +53,28 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(_ranks(np.asarray(a)), _ranks(np.asarray(b)))[0, 1]) if len(a) > 2 else float("nan")
 
 
-def measure_film(registry: ModelRegistry, image_path: Path, landmarks: np.ndarray, angles: np.ndarray) -> dict:
-    image = np.asarray(Image.open(image_path).convert("L"))
-    height, width = image.shape
+def measure_film(
+    registry: ModelRegistry | None, image_path: Path, landmarks: np.ndarray, angles: np.ndarray, source: str = "unet"
+) -> dict:
+    """One film's record. `source`: "unet" (the served mask), "label-masks" (the mask filled from the
+    labels' corners: the post-processing's own ceiling) or "labels" (the labels' corners themselves)."""
+    if source == "unet":
+        image = np.asarray(Image.open(image_path).convert("L"))
+        height, width = image.shape
+    else:
+        width, height = Image.open(image_path).size  # header only
     truth = (landmarks * [width, height]).reshape(N_VERTEBRAE, 4, 2)
-    unet_mask = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
+    truth_mask = fill_vertebrae(truth, height, width)
+    unet_mask = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"] if source == "unet" else truth_mask
     started = time.perf_counter()
-    found = find_vertebrae(unet_mask)
+    if source == "labels":
+        found = VertebraeResult([Vertebra(level, c, 1.0, 0) for level, c in zip(LEVELS, truth, strict=True)])
+    else:
+        found = find_vertebrae(unet_mask)
     corners = found.corners()
     cobb = cobb_angles(corners, height) if corners is not None else None
     postprocess_ms = (time.perf_counter() - started) * 1000
 
-    truth_mask = fill_vertebrae(truth, height, width)
     found_corners = np.array([v.corners for v in found.vertebrae]).reshape(-1, 4, 2)
     truth_centres = truth.mean(axis=1)
     nearest = [int(np.argmin(np.linalg.norm(truth_centres - v.corners.mean(axis=0), axis=1))) for v in found.vertebrae]
@@ -156,6 +171,13 @@ def main() -> None:
     parser.add_argument("--subset", choices=("val", "train", "all"), default="val")
     parser.add_argument("--models", type=Path, default=Path("exported_models"))
     parser.add_argument("--refine", action="store_true", help="serve Ap_Vertebra from its refinement model")
+    parser.add_argument(
+        "--source",
+        choices=("unet", "label-masks", "labels"),
+        default="unet",
+        help="corners from the U-Net's mask (default), from the mask filled from the labels' corners "
+        "(the post-processing's ceiling), or the labels' corners (checks the Cobb computation)",
+    )
     parser.add_argument("--json", type=Path, help="write the summary and per-film records here")
     parser.add_argument("--plot", type=Path, default=Path("docs/cobb_max_angle.png"))
     parser.add_argument("--limit", type=int, help="only the first N films of the subset")
@@ -168,17 +190,19 @@ def main() -> None:
     films = []
     for k, i in enumerate(chosen):
         s = samples[i]
-        films.append(measure_film(registry, s.image_path, s.landmarks, s.cobb_angles))
+        films.append(measure_film(registry, s.image_path, s.landmarks, s.cobb_angles, args.source))
         f = films[-1]
         print(f"{k + 1}/{len(chosen)} {f['name']}: found {f['found']}, angles {f['predicted_angles']} vs {f['true_angles']}")
     summary = summarise(films)
     summary["subset"] = args.subset
     summary["refine"] = args.refine
+    summary["source"] = args.source
     print(json.dumps({k: v for k, v in summary.items() if k != "without_angle"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "films": films}, indent=1))
     if args.plot:
-        plot_max_angle(films, args.plot, f"AASCE {args.subset} split, corners from the Ap_Vertebra mask")
+        what = {"unet": "the Ap_Vertebra mask" + (" (refined)" if args.refine else ""), "label-masks": "label-filled masks"}
+        plot_max_angle(films, args.plot, f"AASCE {args.subset} split, corners from {what.get(args.source, 'the labels')}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ clean quadrilateral the corners describe exactly; ragged, partial or merged blob
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -74,7 +75,7 @@ class _Blob:
     xy: np.ndarray  # (n, 2) pixel centres x, y
     split: bool = False
 
-    @property
+    @cached_property
     def centroid(self) -> np.ndarray:
         return self.xy.mean(axis=0)
 
