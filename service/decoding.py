@@ -67,6 +67,7 @@ class DecodedImage:
     format: str  # PNG, JPEG, TIFF, DICOM, ...
     mode: str  # source mode, e.g. "L", "I;16", "RGB", "MONOCHROME1"
     view: str | None = None  # AP/LAT from DICOM ViewPosition when present
+    modality: str | None = None  # DICOM Modality (0008,0060) when present: CT, MR... are not radiographs
 
     @property
     def height(self) -> int:
@@ -236,4 +237,5 @@ def _decode_dicom(data: bytes, max_pixels: int, force: bool = False) -> DecodedI
         raise UnsupportedImageError(f"DICOM photometric interpretation {photometric} is not supported")
 
     view = VIEW_NAMES.get(str(ds.get("ViewPosition", "")).strip().upper())
-    return DecodedImage(pixels=np.ascontiguousarray(out), format="DICOM", mode=photometric, view=view)
+    modality = str(ds.get("Modality", "")).strip().upper() or None
+    return DecodedImage(pixels=np.ascontiguousarray(out), format="DICOM", mode=photometric, view=view, modality=modality)

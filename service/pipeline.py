@@ -7,21 +7,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from service.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, demonstration
 from service.decoding import VIEW_NAMES, DecodedImage, decode_image
-from service.inference import ModelRegistry, SegmentationResult, UnknownViewError, aggregate
+from service.inference import ModelRegistry, UnknownStructureError, UnknownViewError
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle
-from service.overlay import overlay_png
+from service.measurement_overlay import draw_cobb
+from service.overlay import legend, overlay_png
 from service.schemas import (
     ClassifyResponse,
+    CobbOut,
+    Excluded,
+    LegendEntry,
     MaskOut,
     ModelRef,
     PerMaskScore,
     RleMask,
+    RuleOut,
     SegmentResponse,
+    VertebraOut,
     ViewMasks,
 )
 from spine_core.structures import STRUCTURES, VIEWS
@@ -98,6 +105,44 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in timings.items()}
 
 
+def _excluded(excluded: list[Exclusion]) -> list[Excluded]:
+    return [Excluded(view=e.view, structure=e.structure, reason=e.reason) for e in excluded]  # type: ignore[arg-type]
+
+
+def _measurement(reading: SpineReading) -> tuple[list[VertebraOut], CobbOut | None]:
+    vertebrae = [VertebraOut(**v.to_dict()) for v in reading.vertebrae.vertebrae] if reading.vertebrae else []
+    cobb = None
+    if reading.cobb is not None:
+        c = reading.cobb
+        cobb = CobbOut(
+            angles_deg=[round(a, 2) for a in c.angles_deg],
+            max_deg=round(c.max_deg, 2),
+            curve=c.curve,  # type: ignore[arg-type]
+            curves=[{**vars(curve), "angle_deg": round(curve.angle_deg, 2)} for curve in c.curves],  # type: ignore[misc]
+            severity=c.severity,  # type: ignore[arg-type]
+        )
+    return vertebrae, cobb
+
+
+def _reading_warnings(view: str, reading: SpineReading) -> list[str]:
+    warnings = []
+    if reading.gate is not None and not reading.gate.ok:
+        warnings.append(f"{view}: {reading.gate.reason}; these masks are not a reading of a spine")
+    if reading.windowed:
+        warnings.append(f"{view}: the spine was found in a window of a large field of view and segmented there")
+    if note := reading.measurement_note():
+        warnings.append(f"{view}: {note}")
+    return warnings
+
+
+def _views_of(images: dict[str, DecodedImage]) -> list[str]:
+    warnings = []
+    for view, image in images.items():
+        if image.view is not None and image.view != view:
+            warnings.append(f"the {view} file's DICOM ViewPosition says {image.view}; analysed as {view} as sent")
+    return warnings
+
+
 def segment_upload(
     registry: ModelRegistry,
     upload: Upload,
@@ -107,26 +152,38 @@ def segment_upload(
     overlay: bool = False,
     max_pixels: int = 100_000_000,
     overlay_max_side: int | None = None,
+    policy: AnalysisPolicy | None = None,
 ) -> SegmentResponse:
     started = time.perf_counter()
+    policy = policy or AnalysisPolicy()
     view = canonical_view(view)
-    # The request is checked once: before decoding a large file when the view is given, else after.
-    models = registry.select_models(view, structures) if view is not None else None
+    if view is not None and structures is not None:
+        registry.select_models(view, structures)  # a request that names models is checked before decoding a large file
     decoded, decode_ms = _decode(upload, max_pixels)
-    warnings: list[str] = []
     if view is None:
         if decoded.view is None:
             raise UnknownViewError("view is required (AP or LAT) unless the file is a DICOM whose ViewPosition says it")
         view = decoded.view
-    elif decoded.view is not None and decoded.view != view:
-        warnings.append(f"the DICOM ViewPosition says {decoded.view}; segmented as {view} as requested")
-    if models is None:
-        models = registry.select_models(view, structures)
-    result = registry.segment_selected([(decoded.pixels, view, models)])[0]
+    warnings = _views_of({view: decoded})
+    study = analyze(registry, {view: decoded}, policy, {view: structures}, classify=False)
+    analysed = study.views[view]
+    result, reading = analysed.result, analysed.reading
+    warnings += _reading_warnings(view, reading)
+    vertebrae, cobb = _measurement(reading)
 
     encode_started = time.perf_counter()
     masks = _encode_masks(registry, result.masks, mask_format)
-    overlay_b64 = overlay_png(decoded.pixels, result.masks, max_side=overlay_max_side) if overlay else None
+    demo = demonstration(registry, list(result.masks))
+    overlay_b64 = None
+    if overlay:
+        annotate = None
+        if reading.cobb is not None and reading.vertebrae is not None:
+            cobb_result, found = reading.cobb, reading.vertebrae.vertebrae
+
+            def annotate(image, scale):  # type: ignore[no-untyped-def]
+                image.paste(draw_cobb(image, cobb_result, found, scale))
+
+        overlay_b64 = overlay_png(decoded.pixels, result.masks, demo, max_side=overlay_max_side, annotate=annotate)
     timings = {"decode": decode_ms, **result.timings_ms, "encode": (time.perf_counter() - encode_started) * 1000}
     timings["total"] = (time.perf_counter() - started) * 1000
     return SegmentResponse(
@@ -136,6 +193,10 @@ def segment_upload(
         format=decoded.format,
         masks=masks,
         overlay_png=overlay_b64,
+        legend=[LegendEntry(**vars(e)) for e in legend(list(result.masks), demo)],
+        excluded=_excluded(study.excluded),
+        vertebrae=vertebrae,
+        cobb=cobb,
         models=_model_refs(registry, result.models_used),
         execution_provider=registry.execution_provider,
         timings_ms=_rounded(timings),
@@ -143,68 +204,122 @@ def segment_upload(
     )
 
 
+def analyze_uploads(
+    registry: ModelRegistry,
+    uploads: dict[str, Upload],
+    policy: AnalysisPolicy | None = None,
+    structures: list[str] | None = None,
+    max_pixels: int = 100_000_000,
+) -> tuple[StudyAnalysis, dict[str, DecodedImage]]:
+    """Decode a study's files (side by side) and analyse them: what /classify answers, before encoding.
+
+    `structures` (names of any view) replaces each view's default models with the named ones of that view.
+    """
+    policy = policy or AnalysisPolicy()
+    per_view: dict[str, list[str] | None] = {view: None for view in uploads}
+    if structures is not None:
+        stray = [s for s in structures if STRUCTURES.get(s) not in uploads]
+        if stray:
+            raise UnknownStructureError(
+                f"structures {', '.join(map(repr, stray))} belong to no view sent ({', '.join(uploads)}); "
+                f"known: {', '.join(STRUCTURES)}"
+            )
+        for view in uploads:
+            named = [s for s in structures if STRUCTURES.get(s) == view]
+            per_view[view] = named or None
+        for view, named in per_view.items():
+            if named:
+                registry.select_models(view, named)  # checked before decoding
+    started = time.perf_counter()
+    images = registry.parallel_map(lambda upload: decode_image(upload.data, max_pixels, upload.filename), list(uploads.values()))
+    decoded: dict[str, DecodedImage] = dict(zip(uploads, images, strict=True))
+    decode_ms = (time.perf_counter() - started) * 1000
+    study = analyze(registry, decoded, policy, per_view)
+    study.timings_ms = {"decode": decode_ms, **study.timings_ms}
+    return study, decoded
+
+
 def classify_uploads(
     registry: ModelRegistry,
     uploads: dict[str, Upload],
     include_masks: bool = True,
     mask_format: str = "png",
-    aggregation: str = "max_score",
+    aggregation: str | None = None,
     max_pixels: int = 100_000_000,
+    policy: AnalysisPolicy | None = None,
+    structures: list[str] | None = None,
 ) -> ClassifyResponse:
-    """`uploads` maps view (AP/LAT) to its file; every mask of every view is scored in one classifier call."""
+    """`uploads` maps view (AP/LAT) to its file; `aggregation` overrides the policy's rule for this request."""
     started = time.perf_counter()
-    classifier = registry.classifier()
-    # Checked once, before decoding: fails fast when a view's models are missing or broken.
-    models = {view: registry.select_models(view) for view in uploads}
-    if classifier is not None:
-        registry.get(classifier.name)
-    warnings: list[str] = []
-    decode_started = time.perf_counter()
-    # The views decode side by side (wall time reported).
-    images = registry.parallel_map(lambda upload: decode_image(upload.data, max_pixels, upload.filename), list(uploads.values()))
-    decoded: dict[str, DecodedImage] = dict(zip(uploads, images, strict=True))
-    timings: dict[str, float] = {"decode": (time.perf_counter() - decode_started) * 1000}
-    for view, image in decoded.items():
-        if image.view is not None and image.view != view:
-            warnings.append(f"the {view} file's DICOM ViewPosition says {image.view}")
+    policy = policy or AnalysisPolicy()
+    if aggregation is not None:
+        policy = replace(policy, aggregation=aggregation)
+    study, decoded = analyze_uploads(registry, uploads, policy, structures, max_pixels)
+    return classify_response(registry, study, decoded, include_masks, mask_format, started)
 
-    # Every view's U-Nets queued at once, so the inference slots share the whole study.
-    work = [(image.pixels, view, models[view]) for view, image in decoded.items()]
-    segmented = registry.segment_selected(work, source_masks=include_masks)
-    results: dict[str, SegmentationResult] = dict(zip(decoded, segmented, strict=True))
-    timings.update(segmented[0].timings_ms)  # steps shared by the views: wall times
-    frame_masks = {s: m for r in results.values() for s, m in r.model_frame_masks.items()}
-    classify_started = time.perf_counter()
-    per_mask = registry.classify_masks(frame_masks)
-    timings["classification"] = (time.perf_counter() - classify_started) * 1000
-    label, score = aggregate(per_mask, aggregation)
 
+def classify_response(
+    registry: ModelRegistry,
+    study: StudyAnalysis,
+    decoded: dict[str, DecodedImage],
+    include_masks: bool = True,
+    mask_format: str = "png",
+    started: float | None = None,
+) -> ClassifyResponse:
+    """The /classify body of an analysed study."""
+    started = time.perf_counter() if started is None else started
+    decision = study.decision
+    assert decision is not None, "analyze(classify=True) decides"
+    timings = dict(study.timings_ms)
     encode_started = time.perf_counter()
     views = [
         ViewMasks(
             view=view,  # type: ignore[arg-type]
-            width=decoded[view].width,
-            height=decoded[view].height,
-            format=decoded[view].format,
-            masks=_encode_masks(registry, result.masks, mask_format) if include_masks else [],
+            width=v.image.width,
+            height=v.image.height,
+            format=v.image.format,
+            masks=_encode_masks(registry, v.result.masks, mask_format) if include_masks else [],
         )
-        for view, result in results.items()
+        for view, v in study.views.items()
     ]
     timings["encode"] = (time.perf_counter() - encode_started) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
-    structure_view = {s: r.view for r in results.values() for s in r.model_frame_masks}
-    used = [name for r in results.values() for name in r.models_used] + ([classifier.name] if classifier else [])
+    structure_view = {s: v.result.view for v in study.views.values() for s in v.result.model_frame_masks}
+    demo = demonstration(registry, list(study.per_mask))
+    warnings = _views_of(decoded)
+    for view, v in study.views.items():
+        warnings += _reading_warnings(view, v.reading)
+    ap = study.views.get("AP")
+    vertebrae, cobb = _measurement(ap.reading) if ap else ([], None)
     return ClassifyResponse(
-        label=label,  # type: ignore[arg-type]
-        score=round(score, 6),
-        aggregation=aggregation,  # type: ignore[arg-type]
+        label=decision.label,  # type: ignore[arg-type]
+        score=round(decision.score, 6),
+        p_damaged=round(decision.p_damaged, 6),
+        threshold=round(decision.threshold, 6),
+        aggregation=decision.rule,  # type: ignore[arg-type]
+        decided_by=decision.decided_by,
+        rules={
+            name: RuleOut(**{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(o).items()})
+            for name, o in decision.rules.items()
+        },
+        excluded=_excluded(study.excluded),
         per_mask=[
-            PerMaskScore(structure=s, view=structure_view[s], p_normal=round(p[0], 6), p_damaged=round(p[1], 6))  # type: ignore[arg-type]
-            for s, p in per_mask.items()
+            PerMaskScore(
+                structure=s,
+                view=structure_view[s],  # type: ignore[arg-type]
+                p_normal=round(1.0 - p, 6),
+                p_damaged=round(p, 6),
+                p_damaged_raw=round(study.per_mask_raw[s][1], 6),
+                validated=s not in demo,
+                decides=s in decision.decided_by,
+            )
+            for s, p in study.per_mask.items()
         ],
+        vertebrae=vertebrae,
+        cobb=cobb,
         views=views,
-        models=_model_refs(registry, used),
+        models=_model_refs(registry, study.models_used),
         execution_provider=registry.execution_provider,
         timings_ms=_rounded(timings),
-        warnings=warnings + _warnings(registry, used),
+        warnings=warnings + _warnings(registry, study.models_used),
     )

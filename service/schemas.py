@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MaskFormat = Literal["png", "rle"]
-AggregationName = Literal["max_score", "mean"]
+AggregationName = Literal["mean", "max_score", "cobb"]
 
 _TIMINGS = {"decode": 41.2, "preprocess": 9.8, "inference": 35.5, "postprocess": 48.1, "encode": 12.0, "total": 147.3}
 _MODEL_REF = {"name": "Ap_Vertebra", "version": "1", "sha256": "3f5a…", "validated": True, "precision": "fp32"}
@@ -34,6 +34,49 @@ class ModelRef(BaseModel):
     sha256: str = Field(description="Of the file served (the int8 variant's when SPINE_PRECISION=int8 serves one)")
     validated: bool
     precision: str = Field("fp32", description="fp32, or int8 when the model's quantized variant is served")
+
+
+class LegendEntry(BaseModel):
+    structure: str
+    color: str = Field(description="#rrggbb, as drawn in the overlay and the viewer")
+    validated: bool = Field(description="False: a demonstration model's mask (dashed outline, no fill)")
+
+
+class Excluded(BaseModel):
+    view: Literal["AP", "LAT"]
+    structure: str | None = Field(description="null: the whole view")
+    reason: str
+
+
+class VertebraOut(BaseModel):
+    level: str = Field(description="T1..L5")
+    corners: list[list[float]] = Field(
+        description="[[x, y] x 4] at original pixels: top-left, top-right, bottom-left, bottom-right"
+    )
+    confidence: float = Field(description="0..1: how well the mask's component fits one vertebral body (docs/measurement.md)")
+
+
+class CurveOut(BaseModel):
+    name: str = Field(description="proximal_thoracic | main_thoracic | thoracolumbar_lumbar")
+    upper_end: str
+    lower_end: str
+    apex: str
+    angle_deg: float
+
+
+class CobbOut(BaseModel):
+    angles_deg: list[float] = Field(description="[proximal-thoracic, main-thoracic, thoracolumbar/lumbar], AASCE-2019 method")
+    max_deg: float
+    curve: Literal["C", "S"]
+    curves: list[CurveOut]
+    severity: Literal["none", "mild", "moderate", "severe"] = Field(description="by the 10 / 25 / 40 degree lines")
+
+
+class RuleOut(BaseModel):
+    label: Literal["Normal", "Damaged"]
+    p_damaged: float | None = Field(None, description="Classifier rules: calibrated probability of Damaged")
+    max_deg: float | None = Field(None, description="cobb rule: the measured largest Cobb angle")
+    cutoff: float | None = Field(None, description="p_damaged cut-off, or degrees for the cobb rule")
 
 
 class SegmentResponse(BaseModel):
@@ -70,6 +113,10 @@ class SegmentResponse(BaseModel):
     format: str = Field(description="Decoded file format (PNG, JPEG, TIFF, DICOM)")
     masks: list[MaskOut]
     overlay_png: str | None = Field(None, description="base64 PNG of the radiograph with coloured masks (overlay=true)")
+    legend: list[LegendEntry] = Field(default_factory=list, description="Colour of each returned structure")
+    excluded: list[Excluded] = Field(default_factory=list, description="Structures not run, and why")
+    vertebrae: list[VertebraOut] = Field(default_factory=list, description="AP: T1..L5 found on the vertebra mask")
+    cobb: CobbOut | None = Field(None, description="AP: Cobb angles, null when the 17 vertebrae were not all found")
     models: list[ModelRef]
     execution_provider: str = Field(description="onnxruntime provider the sessions actually run on")
     timings_ms: dict[str, float] = Field(
@@ -81,8 +128,11 @@ class SegmentResponse(BaseModel):
 class PerMaskScore(BaseModel):
     structure: str
     view: Literal["AP", "LAT"]
-    p_normal: float
-    p_damaged: float
+    p_normal: float = Field(description="1 - p_damaged")
+    p_damaged: float = Field(description="Calibrated probability of Damaged (the classifier's map in GET /models)")
+    p_damaged_raw: float = Field(description="The classifier's own softmax output, before calibration")
+    validated: bool = Field(description="False: a demonstration model's mask")
+    decides: bool = Field(description="Whether this score entered the label")
 
 
 class ViewMasks(BaseModel):
@@ -116,9 +166,16 @@ class ClassifyResponse(BaseModel):
     )
 
     label: Literal["Normal", "Damaged"]
-    score: float = Field(description="Aggregated probability of `label`")
-    aggregation: AggregationName
+    score: float = Field(description="Calibrated probability of `label` (from p_damaged)")
+    p_damaged: float = Field(description="Calibrated probability of Damaged: mean over the masks in `decided_by`")
+    threshold: float = Field(description="p_damaged at or above which the classifier rules say Damaged")
+    aggregation: AggregationName = Field(description="The rule that decided `label`")
+    decided_by: list[str] = Field(description="Structures whose score (or, for the cobb rule, measurement) decided")
+    rules: dict[str, RuleOut] = Field(description="Every rule's label on this study, the deciding one included")
+    excluded: list[Excluded] = Field(default_factory=list, description="Views and structures left out, and why")
     per_mask: list[PerMaskScore]
+    vertebrae: list[VertebraOut] = Field(default_factory=list, description="AP: T1..L5 found on the vertebra mask")
+    cobb: CobbOut | None = Field(None, description="AP: Cobb angles, null when the 17 vertebrae were not all found")
     views: list[ViewMasks]
     models: list[ModelRef]
     execution_provider: str

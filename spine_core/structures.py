@@ -20,6 +20,7 @@ STRUCTURES: dict[str, View] = {
 }
 
 CLASSES: tuple[str, str] = ("Normal", "Damaged")
+DAMAGED_COBB_DEG = 40.0  # a film is Damaged when its largest Cobb angle is at least this (the labels' definition)
 CLASSIFIER_MODEL_NAME = "Mask_Classifier"
 
 

@@ -15,13 +15,18 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from service.inference import AGGREGATIONS, ModelRegistry
+from service.analysis import AnalysisPolicy, analyze
+from service.decoding import decode_image
+from service.inference import AGGREGATIONS, ModelRegistry, NoSpineFoundError
 from service.inference.aggregation import DAMAGED_CUTOFF
+from service.pipeline import Upload, analyze_uploads, classify_response
+from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, mae_deg, smape_pct
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
 from training.datasets import read_aasce_dataset, read_course_dataset
@@ -69,19 +74,56 @@ def _refinement(registry: ModelRegistry, structure: str, n_refined: int) -> dict
     return {"model": model.name if model else None, "images_refined": n_refined}
 
 
-def _classification(labels: list[bool], p_damaged: list[float]) -> dict[str, float]:
-    """AUC, and at the served cut-off accuracy, sensitivity (Damaged films flagged) and specificity."""
-    y, p = np.asarray(labels, bool), np.asarray(p_damaged)
-    flagged = p >= DAMAGED_CUTOFF
+def _classification(
+    labels: list[bool], p_damaged: list[float], flagged: list[bool] | None = None, cutoff: float = DAMAGED_CUTOFF
+) -> dict:
+    """AUC of p_damaged, and accuracy, sensitivity (Damaged films flagged) and specificity of the flags
+    (`flagged`: the labels returned; default p_damaged >= cutoff)."""
+    y, p = np.asarray(labels, bool), np.asarray(p_damaged, dtype=np.float64)
+    f = np.asarray(flagged, bool) if flagged is not None else p >= cutoff
     return {
         "auc": roc_auc(y, p),
-        "accuracy": accuracy(y, flagged),
-        "sensitivity": sensitivity(y, flagged),
-        "specificity": specificity(y, flagged),
-        "decision_threshold": DAMAGED_CUTOFF,
+        "accuracy": accuracy(y, f),
+        "sensitivity": sensitivity(y, f),
+        "specificity": specificity(y, f),
+        "decision_threshold": cutoff,
         "n": len(y),
         "n_damaged": int(y.sum()),
     }
+
+
+def _rule_figures(labels: list[bool], rows: list[dict]) -> dict:
+    """Accuracy, sensitivity and specificity of every rule the endpoint reports, on the films where it gave one."""
+    out = {}
+    for rule in sorted({r for row in rows for r in row["rules"]}):
+        pairs = [(y, row["rules"][rule] == CLASSES[1]) for y, row in zip(labels, rows, strict=True) if rule in row["rules"]]
+        y, f = np.asarray([p[0] for p in pairs], bool), np.asarray([p[1] for p in pairs], bool)
+        out[rule] = {
+            "accuracy": accuracy(y, f),
+            "sensitivity": sensitivity(y, f),
+            "specificity": specificity(y, f),
+            "n": len(pairs),
+        }
+    return out
+
+
+def _measurement(rows: list[dict], truths: list[np.ndarray]) -> dict:
+    """Cobb angles and corners of the films the endpoint measured, against the labels (angles.csv order)."""
+    measured = [(row, t) for row, t in zip(rows, truths, strict=True) if row.get("predicted_angles") is not None]
+    out: dict = {"films": len(rows), "films_measured": len(measured)}
+    if not measured:
+        return out
+    predicted = np.array([row["predicted_angles"] for row, _ in measured])
+    true = np.array([row["true_angles"] for row, _ in measured])
+    out["cobb"] = {
+        "smape_pct": smape_pct(predicted, true),
+        "mae_deg": mae_deg(predicted, true),
+        "max_angle_mae_deg": float(np.abs(predicted.max(axis=1) - true.max(axis=1)).mean()),
+        "angle_order": "as angles.csv",
+    }
+    out["landmarks"] = {"mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured]))}
+    out["dice_corners_filled"] = float(np.mean([row["dice_corners"] for row, _ in measured]))
+    return out
 
 
 def evaluate_aasce(
@@ -93,7 +135,10 @@ def evaluate_aasce(
     threads: int | None = None,
     precision: str = "fp32",
     refinement: bool = False,
+    policy: AnalysisPolicy | None = None,
 ) -> dict:
+    """Every film sent through what `POST /classify` runs with default settings (`policy`: the endpoint's)."""
+    policy = policy or AnalysisPolicy()
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
         train_idx, val_idx = aasce_sample_split(samples)
@@ -102,25 +147,60 @@ def evaluate_aasce(
     registry = _registry(models_dir, threads, precision, refinement)
     has_classifier = registry.classifier() is not None
     refined = 0
-    dices, labels, p_pred, p_gt, per_image = [], [], [], [], []
+    dices, labels, p_served, p_gt, rows, scored, truths = [], [], [], [], [], [], []
+    refused: list[dict] = []
     t0 = time.perf_counter()
     for sample in tqdm(samples, desc="aasce", mininterval=5.0):
-        image = sample.image()
-        truth = sample.vertebra_mask(image.shape[0], image.shape[1])
-        result = registry.segment(image, "AP", ["Ap_Vertebra"])
-        d = dice(result.masks["Ap_Vertebra"], truth)
+        upload = {"AP": Upload(sample.image_path.read_bytes(), sample.name)}
+        try:
+            study, decoded = analyze_uploads(registry, upload, policy) if has_classifier else (None, None)
+        except NoSpineFoundError as exc:
+            refused.append({"image": sample.name, "reason": str(exc)})
+            continue
+        if study is None:  # no classifier: segmentation figures only
+            image = decode_image(upload["AP"].data, 10**9, sample.name)
+            study = analyze(registry, {"AP": image}, replace(policy, spine_check=False), classify=False)
+            decoded = {"AP": image}
+        ap = study.views["AP"]
+        height, width = ap.image.height, ap.image.width
+        truth_corners = (sample.landmarks * [width, height]).reshape(17, 4, 2)
+        truth = fill_vertebrae(truth_corners, height, width)
+        mask = ap.result.masks["Ap_Vertebra"]
+        d = dice(mask, truth)
         dices.append(d)
-        refined += bool(result.refined)
-        row = {"image": sample.name, "dice": d, "max_cobb": sample.max_cobb, "models": result.models_used}
+        refined += bool(ap.result.refined)
+        cobb, found = ap.reading.cobb, ap.reading.vertebrae
+        row: dict = {
+            "image": sample.name,
+            "dice": d,
+            "max_cobb": sample.max_cobb,
+            "models": ap.result.models_used,
+            "true_angles": sample.cobb_angles.tolist(),
+            "predicted_angles": cobb.aasce_angles_deg if cobb else None,
+            "vertebrae_found": len(found.vertebrae) if found else 0,
+        }
+        if cobb is not None and found is not None:
+            corners = found.corners()
+            row["corner_error_px"] = corner_error_px(corners, truth_corners)
+            row["dice_corners"] = dice(fill_vertebrae(corners, height, width), truth)
+        truths.append(truth_corners)
         if has_classifier:
-            frame = result.model_frame_masks["Ap_Vertebra"]
-            gt_frame = letterbox_mask(truth, frame.shape)
-            scores = registry.classify_masks({"predicted": frame, "ground_truth": gt_frame})
-            p_pred.append(scores["predicted"][1])
-            p_gt.append(scores["ground_truth"][1])
+            response = classify_response(registry, study, decoded, include_masks=False)  # the body a client gets
+            frame = ap.result.model_frame_masks["Ap_Vertebra"]
+            raw_gt = registry.classify_masks({"ground_truth": letterbox_mask(truth, frame.shape)})["ground_truth"][1]
+            p_served.append(response.p_damaged)
+            p_gt.append(raw_gt)
             labels.append(sample.max_cobb >= cobb_threshold)
-            row.update(p_damaged=scores["predicted"][1], p_damaged_gt_mask=scores["ground_truth"][1])
-        per_image.append(row)
+            scored.append(response.label == CLASSES[1])
+            row.update(
+                label=response.label,
+                p_damaged=response.p_damaged,
+                p_damaged_raw=study.per_mask_raw["Ap_Vertebra"][1],
+                p_damaged_gt_mask_raw=raw_gt,
+                decided_by=response.decided_by,
+                rules={name: r.label for name, r in response.rules.items()},
+            )
+        rows.append(row)
     out: dict = {
         "dataset": "aasce",
         "data_dir": str(data_dir),
@@ -130,18 +210,25 @@ def evaluate_aasce(
         "models_dir": str(models_dir),
         "execution_provider": registry.execution_provider,
         "precision": _precisions(registry),
+        "policy": vars(policy),
         "seconds": round(time.perf_counter() - t0, 1),
         "refinement": _refinement(registry, "Ap_Vertebra", refined),
+        "refused": {"n": len(refused), "films": refused},
         "segmentation": {"Ap_Vertebra": _summary(dices)},
+        "measurement": _measurement(rows, truths),
     }
-    if has_classifier:
+    if has_classifier and labels:
+        classifier = registry.classifier()
+        threshold = classifier.entry.decision_threshold if classifier and classifier.entry.decision_threshold else DAMAGED_CUTOFF
         out["classification"] = {
-            **_classification(labels, p_pred),
+            **_classification(labels, p_served, scored, threshold),
+            "what": "the label and p_damaged that POST /classify returns with default settings",
             "threshold_deg": cobb_threshold,
+            "rules": _rule_figures(labels, rows),
             "masks": "predicted by the exported Ap_Vertebra U-Net",
-            "ground_truth_masks": _classification(labels, p_gt),
+            "ground_truth_masks_raw": _classification(labels, p_gt),
         }
-    out["per_image"] = per_image
+    out["per_image"] = rows
     return out
 
 

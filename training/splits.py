@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from spine_core.structures import DAMAGED_COBB_DEG
 from training.datasets import split_by_patient
 
-COBB_THRESHOLD_DEG = 40.0  # a film is Damaged when its largest Cobb angle is at least this
+COBB_THRESHOLD_DEG = DAMAGED_COBB_DEG  # the label policy of the AASCE films: spine_core says what Damaged means
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 

@@ -12,14 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.errors import STATUS_CODES, ApiError, error_body
 from service.decoding import ImageDecodeError
-from service.inference import (
-    InferenceError,
-    InvalidInputError,
-    ModelUnavailableError,
-    UnknownModelError,
-    UnknownStructureError,
-    UnknownViewError,
-)
+from service.inference import InferenceError, ModelUnavailableError, NoSpineFoundError
 from service.kserve import ProtocolError
 
 
@@ -34,20 +27,6 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
     )
 
 
-def _inference_status(exc: InferenceError) -> tuple[int, str]:
-    if isinstance(exc, ModelUnavailableError):
-        return 503, "model_unavailable"
-    if isinstance(exc, UnknownModelError):
-        return 404, "unknown_model"
-    if isinstance(exc, UnknownViewError):
-        return 422, "unknown_view"
-    if isinstance(exc, UnknownStructureError):
-        return 422, "unknown_structure"
-    if isinstance(exc, InvalidInputError):
-        return 400, "invalid_input"
-    return 422, "invalid_request"
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -59,9 +38,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InferenceError)
     async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
-        status, code = _inference_status(exc)
-        extra = {"problems": exc.problems} if isinstance(exc, ModelUnavailableError) else {}
-        return error_response(request, status, code, str(exc), **extra)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, ModelUnavailableError):
+            extra["problems"] = exc.problems
+        elif isinstance(exc, NoSpineFoundError):
+            extra["features"] = {k: round(v, 4) for k, v in exc.features.items()}  # what the spine check measured
+        return error_response(request, exc.status_code, exc.code, str(exc), **extra)
 
     @app.exception_handler(ProtocolError)
     async def _protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.analysis import AnalysisPolicy
 from service.inference import DEFAULT_PROVIDERS, RuntimeTuning, default_threads
 
 # The package sits at <repo>/service/core/config.py in a checkout (editable install), so the committed
@@ -127,8 +128,32 @@ class Settings(BaseSettings):
     max_form_files: int = Field(4, ge=1, description="Most files in one multipart form (400 beyond)")
     max_field_bytes: int = Field(64 * 1024, ge=1024, description="Largest non-file form field in bytes (400 beyond)")
 
-    aggregation: Literal["max_score", "mean"] = Field(
-        "max_score", description="Default rule turning per-mask scores into a label"
+    aggregation: Literal["mean", "max_score", "cobb"] = Field(
+        "mean",
+        description=(
+            "Default rule that decides the label: mean (calibrated p_damaged of the deciding masks >= the manifest's "
+            "decision_threshold), max_score (the course report's rule), cobb (measured largest Cobb angle >= 40 degrees)"
+        ),
+    )
+    demonstration_models: bool = Field(
+        False,
+        description=(
+            "Run a view's demonstration (unvalidated) U-Nets without being asked; a request may always name them in "
+            "`structures`. Their masks are marked, and their scores never decide unless SPINE_DEMONSTRATION_MODELS_DECIDE"
+        ),
+    )
+    demonstration_models_decide: bool = Field(
+        False, description="Let demonstration models' scores enter the label (never by default: docs/trust.md)"
+    )
+    localisation: bool = Field(
+        True,
+        description=(
+            "Full-body AP films: keep the vertebra chain and re-segment a window around it when the spine fills a small "
+            "part of the film (docs/fov.md)"
+        ),
+    )
+    spine_check: bool = Field(
+        True, description="Refuse with 422 no_spine_found what is not a readable AP spine, rather than label it"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text for a terminal)")
@@ -151,6 +176,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    def policy(self) -> AnalysisPolicy:
+        """What runs and what decides by default."""
+        return AnalysisPolicy(
+            demonstration_models=self.demonstration_models,
+            demonstration_models_decide=self.demonstration_models_decide,
+            aggregation=self.aggregation,
+            localisation=self.localisation,
+            spine_check=self.spine_check,
+        )
 
     def tuning(self) -> RuntimeTuning:
         """What the model registry's scheduler needs from these settings."""

@@ -1,20 +1,22 @@
-"""Rules that turn per-mask (p_normal, p_damaged) scores into one Normal/Damaged label.
+"""Rules that turn per-mask (p_normal, p_damaged) scores, or the measured Cobb angle, into one label.
 
-Each rule returns `(label, score)` where `score` is the aggregated probability of `label`.
+Each classifier rule returns `(label, score)` where `score` is the aggregated probability of `label`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from spine_core.structures import CLASSES
+from spine_core.structures import CLASSES, DAMAGED_COBB_DEG
 
-# p_damaged at or above which a score means Damaged: the `mean` rule's cut-off, and for one mask the
-# `max_score` rule's too (its two softmax scores sum to 1).
+# p_damaged at or above which a score means Damaged when the classifier's manifest entry names no
+# `decision_threshold`; for one mask the `max_score` rule's cut-off too (its two softmax scores sum to 1).
 DAMAGED_CUTOFF = 0.5
 
 PerMask = Mapping[str, tuple[float, float]] | Iterable[tuple[float, float]]
-Aggregation = Callable[[PerMask], tuple[str, float]]
+Aggregation = Callable[..., tuple[str, float]]
+CLASSIFIER_RULES = ("mean", "max_score")
+RULES = (*CLASSIFIER_RULES, "cobb")
 
 
 def _pairs(per_mask: PerMask) -> list[tuple[float, float]]:
@@ -24,10 +26,11 @@ def _pairs(per_mask: PerMask) -> list[tuple[float, float]]:
     return [(float(p_normal), float(p_damaged)) for p_normal, p_damaged in pairs]
 
 
-def aggregate_max_score(per_mask: PerMask) -> tuple[str, float]:
+def aggregate_max_score(per_mask: PerMask, cutoff: float = DAMAGED_CUTOFF) -> tuple[str, float]:
     """The course report's rule: the class holding the single highest per-mask class score wins.
 
-    Ties go to Damaged: for a screening tool a false alarm costs less than a missed finding.
+    It has no cut-off of its own (`cutoff` is ignored). Ties go to Damaged: for a screening tool a
+    false alarm costs less than a missed finding.
     """
     pairs = _pairs(per_mask)
     best_normal = max(p[0] for p in pairs)
@@ -37,21 +40,26 @@ def aggregate_max_score(per_mask: PerMask) -> tuple[str, float]:
     return CLASSES[0], best_normal
 
 
-def aggregate_mean(per_mask: PerMask) -> tuple[str, float]:
-    """Damaged when the mean p_damaged over all masks is at least DAMAGED_CUTOFF."""
+def aggregate_mean(per_mask: PerMask, cutoff: float = DAMAGED_CUTOFF) -> tuple[str, float]:
+    """Damaged when the mean p_damaged over all masks is at least `cutoff`."""
     pairs = _pairs(per_mask)
     mean_damaged = sum(p[1] for p in pairs) / len(pairs)
-    if mean_damaged >= DAMAGED_CUTOFF:
+    if mean_damaged >= cutoff:
         return CLASSES[1], mean_damaged
     return CLASSES[0], 1.0 - mean_damaged
+
+
+def label_from_cobb(max_deg: float, threshold_deg: float = DAMAGED_COBB_DEG) -> str:
+    """The `cobb` rule: Damaged when the largest measured Cobb angle is at least `threshold_deg`."""
+    return CLASSES[1] if max_deg >= threshold_deg else CLASSES[0]
 
 
 AGGREGATIONS: dict[str, Aggregation] = {"max_score": aggregate_max_score, "mean": aggregate_mean}
 
 
-def aggregate(per_mask: PerMask, rule: str = "max_score") -> tuple[str, float]:
+def aggregate(per_mask: PerMask, rule: str = "mean", cutoff: float = DAMAGED_CUTOFF) -> tuple[str, float]:
     try:
         fn = AGGREGATIONS[rule]
     except KeyError:
         raise ValueError(f"unknown aggregation {rule!r}; choose one of {', '.join(AGGREGATIONS)}") from None
-    return fn(per_mask)
+    return fn(per_mask, cutoff)

@@ -21,7 +21,9 @@ VIEW_HELP = (
     "AP or LAT (case-insensitive; LATERAL and the DICOM ViewPosition terms PA, LL, RL too); "
     "optional for a DICOM whose ViewPosition says it"
 )
-STRUCTURES_HELP = "Comma-separated subset of the view's structures (case-insensitive); default all"
+STRUCTURES_HELP = (
+    "Comma-separated structures to run (case-insensitive), demonstration ones included; default: the view's validated ones"
+)
 # Bounded text fields: a long value is a 422 before any work (and is never echoed back at length).
 VIEW_MAX = 32
 STRUCTURES_MAX = 512
@@ -36,8 +38,12 @@ async def _read(upload: UploadFile) -> Upload:
     "/segment",
     operation_id="segment",
     response_model=SegmentResponse,
-    summary="Segment one radiograph with the U-Nets of its view",
-    description="Masks come back at the original image size, as base64 1-bit PNG or COCO uncompressed RLE.",
+    summary="Segment one radiograph with the validated U-Nets of its view (or the ones named)",
+    description=(
+        "Masks come back at the original image size, as base64 1-bit PNG or COCO uncompressed RLE. By default only "
+        "validated models run; demonstration models run when named in `structures`. AP films also get the vertebrae "
+        "T1-L5 and the Cobb angles when all 17 vertebrae are found."
+    ),
     responses=ERRORS,
 )
 async def segment(
@@ -64,6 +70,7 @@ async def segment(
         overlay,
         settings.max_image_pixels,
         settings.overlay_max_side,
+        settings.policy(),
     )
     result = await anyio.to_thread.run_sync(job, limiter=limiter)
     metrics.images.labels("segment", result.view).inc()
@@ -74,10 +81,12 @@ async def segment(
     "/classify",
     operation_id="classify",
     response_model=ClassifyResponse,
-    summary="Segment the AP and/or LAT radiograph and score every mask Normal/Damaged",
+    summary="Segment the AP and/or LAT radiograph, measure the AP spine and label the study Normal/Damaged",
     description=(
-        "Each view is segmented with its U-Nets; every mask (in the model frame) is scored by the classifier in one "
-        "batch; `aggregation` turns the per-mask scores into one label."
+        "Each view is segmented with its validated U-Nets (or the ones named in `structures`); every mask is scored by "
+        "the classifier, calibrated; only validated models' scores decide the label (`decided_by`). What is not a "
+        "readable AP spine gets 422 `no_spine_found`; a study with no validated model (e.g. LAT only) gets 422 "
+        "`no_validated_model`."
     ),
     responses=ERRORS,
 )
@@ -91,6 +100,10 @@ async def classify(
     include_masks: Annotated[bool, Form(description="Return the masks as /segment does")] = True,
     mask_format: Annotated[MaskFormat, Form()] = "png",
     aggregation: Annotated[AggregationName | None, Form(description="Override SPINE_AGGREGATION for this request")] = None,
+    structures: Annotated[
+        str | None,
+        Form(description=STRUCTURES_HELP + " (of any view sent)", examples=["Ap_Vertebra"], max_length=STRUCTURES_MAX),
+    ] = None,
 ) -> ClassifyResponse:
     uploads = {view: await _read(f) for view, f in (("AP", ap), ("LAT", lat)) if f is not None}
     if not uploads:
@@ -101,8 +114,10 @@ async def classify(
         uploads,
         include_masks,
         mask_format,
-        aggregation or settings.aggregation,
+        aggregation,
         settings.max_image_pixels,
+        settings.policy(),
+        parse_structures(structures),
     )
     result = await anyio.to_thread.run_sync(job, limiter=limiter)
     for view in uploads:
