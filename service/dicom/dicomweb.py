@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from dicomweb_client.api import DICOMwebClient, load_json_dataset
+from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
 
@@ -94,7 +94,7 @@ def analyze_study(
     analyses: list[RadiographAnalysis] = []
     skipped: list[dict[str, str]] = []
     for match in matches:
-        meta = load_json_dataset(match)
+        meta = Dataset.from_json(match)
         sop_uid, series_uid = _text(meta, "SOPInstanceUID"), _text(meta, "SeriesInstanceUID")
         problem = radiograph_problem(_text(meta, "Modality"), _text(meta, "SOPClassUID"))
         if problem is not None:
