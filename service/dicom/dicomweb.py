@@ -15,6 +15,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
 
 from service.decoding import ImageDecodeError
 from service.dicom.analysis import RadiographAnalysis, analyze_radiograph, study_label
@@ -35,7 +36,10 @@ class DicomwebServer:
 
     def client(self) -> DICOMwebClient:
         session = create_session_from_user_pass(self.username, self.password or "") if self.username else requests.Session()
-        return DICOMwebClient(url=self.url, session=session, timeout=self.timeout_s)
+        client = DICOMwebClient(url=self.url, session=session, timeout=self.timeout_s)
+        # dicomweb-client retries 5 times with exponential back-off (30 s) by default; the caller of analyze decides.
+        client.set_http_retry_params(retry=False)
+        return client
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, not_found: str | None = None, **kwargs: Any) -> T:
         """Run one DICOMweb request; transport and HTTP failures become DicomInputErrors with a clear code."""
@@ -100,14 +104,18 @@ def analyze_study(
         if problem is not None:
             skipped.append({"sop_instance_uid": sop_uid, "reason": problem})
             continue
-        source = server.call(
-            f"a WADO-RS retrieval of instance {sop_uid}",
-            client.retrieve_instance,
-            study_uid,
-            series_uid,
-            sop_uid,
-            not_found=not_found,
-        )
+        try:
+            source = server.call(
+                f"a WADO-RS retrieval of instance {sop_uid}",
+                client.retrieve_instance,
+                study_uid,
+                series_uid,
+                sop_uid,
+                not_found=not_found,
+            )
+        except InvalidDicomError as exc:  # e.g. stored without the Part 10 preamble: pydicom will not guess
+            skipped.append({"sop_instance_uid": sop_uid, "reason": f"the DICOMweb server sent a part pydicom cannot read: {exc}"})
+            continue
         try:
             analyses.append(analyze_radiograph(registry, source, None, None, structures, max_pixels))
         except (DicomInputError, ImageDecodeError, UnknownViewError, UnknownStructureError) as exc:
@@ -121,6 +129,10 @@ def analyze_study(
     label = study_label(analyses, aggregation)
     report = build_measurement_report(analyses, segmentations, label)
     outgoing: list[Dataset] = [*segmentations, report]
+    for ds in outgoing:
+        # dicomweb-client writes each part with pydicom's dcmwrite, which (pydicom 3) writes the 128-byte preamble and
+        # 'DICM' only for a dataset that has a preamble: without them the PACS would store and serve non-Part-10 data.
+        ds.preamble = b"\0" * 128
     answer = server.call("a STOW-RS store of the results", client.store_instances, outgoing, study_instance_uid=study_uid)
     failed = [str(item.get("ReferencedSOPInstanceUID", "")) for item in answer.get("FailedSOPSequence", [])]
     if failed:
