@@ -129,7 +129,7 @@ def test_fuzz_summary() -> None:
         Path(report).write_text(json.dumps(summary, indent=2))
     if not CASES:
         pytest.skip("the fuzz test did not run (deselected)")
-    assert len(CASES) == 17, sorted(CASES)
+    assert len(CASES) == 20, sorted(CASES)
     assert not any(s.startswith("5") for s in STATUSES), STATUSES
     if EXAMPLES >= 200:
         assert total >= FULL_RUN_MIN_CASES, summary

@@ -29,12 +29,12 @@ T = TypeVar("T")
 
 DICOM_MEDIA_TYPE = "application/dicom"
 _ERROR_TEXT = {
-    404: "Unknown study on the DICOMweb server",
+    404: "Unknown study on the DICOMweb server, or no DICOMweb server configured (SPINE_DICOMWEB_URL unset)",
     413: "Upload over the byte limit, or image over the pixel limit",
     415: "Not a DICOM file, or a DICOM transfer syntax without a decoder",
     422: "Missing or invalid field; not DICOM radiograph (no pixel data, not CR/DX, no AP/LAT view); no radiograph in the study",
     502: "The DICOMweb server cannot be reached, or answered with an error",
-    503: "Models not ready, or SPINE_DICOMWEB_URL not configured",
+    503: "Not ready: a needed model is missing, corrupt, mismatched, or still loading",
     504: "The DICOMweb server did not answer in time (SPINE_DICOMWEB_TIMEOUT_S)",
 }
 DICOM_BODY = {
@@ -207,7 +207,7 @@ async def dicomweb_analyze(
 ) -> dict[str, Any]:
     if not settings.dicomweb_url:
         raise ApiError(
-            503, "dicomweb_not_configured", "no DICOMweb server is configured: set SPINE_DICOMWEB_URL (docs/deployment.md)"
+            404, "dicomweb_not_configured", "no DICOMweb server is configured: set SPINE_DICOMWEB_URL (docs/deployment.md)"
         )
     password = settings.dicomweb_password.get_secret_value() if settings.dicomweb_password else None
     server = DicomwebServer(settings.dicomweb_url, settings.dicomweb_username, password, settings.dicomweb_timeout_s)

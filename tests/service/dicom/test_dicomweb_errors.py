@@ -61,9 +61,9 @@ def with_pacs(models_dir: Path, url: str, **settings: object) -> TestClient:
     return start_client(make_settings(models_dir, dicomweb_url=url, **settings))
 
 
-def test_not_configured_is_a_503_that_says_so(client: TestClient):
+def test_not_configured_is_a_404_that_says_so(client: TestClient):
     response = analyze(client)
-    assert response.status_code == 503
+    assert response.status_code == 404
     assert response.json()["code"] == "dicomweb_not_configured" and "SPINE_DICOMWEB_URL" in response.json()["detail"]
 
 
