@@ -90,3 +90,11 @@ def test_a_pacs_that_does_not_answer_is_a_504(models_dir: Path, silent_server: i
         client.__exit__(None, None, None)
     assert response.status_code == 504
     assert response.json()["code"] == "pacs_timeout" and "0.5 s" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/dicom/seg", "/dicom/sr", f"/dicomweb/studies/{STUDY}/analyze"])
+def test_dicom_routes_are_admitted_as_inference(path: str):
+    """They decode and infer: overload protection (SPINE_MAX_QUEUE) bounds them like /segment."""
+    from service.core.admission import INFERENCE_PATH
+
+    assert INFERENCE_PATH.match(path)
