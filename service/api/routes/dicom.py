@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 DICOM_MEDIA_TYPE = "application/dicom"
 _ERROR_TEXT = {
+    400: "Malformed request (e.g. a broken multipart body, too many form fields)",
     404: "Unknown study on the DICOMweb server, or no DICOMweb server configured (SPINE_DICOMWEB_URL unset)",
     413: "Upload over the byte limit, or image over the pixel limit",
     415: "Not a DICOM file, or a DICOM transfer syntax without a decoder",
@@ -96,7 +97,7 @@ def _sr_job(
         "A binary SEG instance (highdicom) referencing the source study, series and instance: one segment per structure, "
         "SNOMED CT coded, with the model's name, version and sha256; the masks are those /segment returns for the same file."
     ),
-    responses={**DICOM_BODY, **_errors(413, 415, 422, 503)},
+    responses={**DICOM_BODY, **_errors(400, 413, 415, 422, 503)},
 )
 async def dicom_seg(
     registry: RegistryDep,
@@ -122,7 +123,7 @@ async def dicom_seg(
         "A Comprehensive SR Measurement Report: the label and its score, each mask's probability of Damaged and finding, "
         "each tied to the source image and to the segment of the SEG that /dicom/seg returns for the same file and options."
     ),
-    responses={**DICOM_BODY, **_errors(413, 415, 422, 503)},
+    responses={**DICOM_BODY, **_errors(400, 413, 415, 422, 503)},
 )
 async def dicom_sr(
     registry: RegistryDep,
@@ -194,7 +195,7 @@ class AnalyzeResponse(BaseModel):
         "QIDO-RS lists the study, WADO-RS fetches each CR/DX instance, every AP/LAT radiograph is segmented and scored, "
         "and one SEG per image plus one SR for the study are stored back over STOW-RS. Nothing touches the local disk."
     ),
-    responses=_errors(404, 422, 502, 503, 504),
+    responses=_errors(400, 404, 422, 502, 503, 504),
 )
 async def dicomweb_analyze(
     registry: RegistryDep,
