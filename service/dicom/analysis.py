@@ -14,7 +14,7 @@ import numpy as np
 from pydicom import Dataset
 
 from service.decoding import decode_image
-from service.dicom.source import check_radiograph, dataset_bytes
+from service.dicom.source import check_radiograph, dataset_bytes, fill_missing_type2
 from service.inference import ModelRegistry, UnknownViewError, aggregate
 from service.pipeline import canonical_view
 
@@ -75,6 +75,9 @@ def analyze_radiograph(
         requested = decoded.view
     elif decoded.view is not None and decoded.view != requested:
         warnings.append(f"the DICOM ViewPosition says {decoded.view}; segmented as {requested} as requested")
+    empty = fill_missing_type2(source)
+    if empty:
+        warnings.append(f"the source DICOM lacks {', '.join(empty)}; the SEG/SR carry them empty (unknown)")
     result = registry.segment(decoded.pixels, requested, structures)
     models: dict[str, list[ModelIdentity]] = {s: [] for s in result.masks}
     for name in result.models_used:  # the U-Nets in mask order, then any refinement models that ran

@@ -96,6 +96,7 @@ def analyze_study(
         raise DicomInputError(404, "study_not_found", not_found)
 
     analyses: list[RadiographAnalysis] = []
+    segmentations: list[Dataset] = []  # segmentations[i] is the SEG of analyses[i]
     skipped: list[dict[str, str]] = []
     for match in matches:
         meta = Dataset.from_json(match)
@@ -117,7 +118,9 @@ def analyze_study(
             skipped.append({"sop_instance_uid": sop_uid, "reason": f"the DICOMweb server sent a part pydicom cannot read: {exc}"})
             continue
         try:
-            analyses.append(analyze_radiograph(registry, source, None, None, structures, max_pixels))
+            analysis = analyze_radiograph(registry, source, None, None, structures, max_pixels)
+            segmentations.append(build_segmentation(analysis))
+            analyses.append(analysis)
         except (DicomInputError, ImageDecodeError, UnknownViewError, UnknownStructureError) as exc:
             skipped.append({"sop_instance_uid": sop_uid, "reason": _skip_reason(exc)})
     if not analyses:
@@ -125,7 +128,6 @@ def analyze_study(
             422, "no_radiographs", f"study {study_uid} has no AP or lateral radiograph this service can analyse", skipped=skipped
         )
 
-    segmentations = [build_segmentation(a) for a in analyses]
     label = study_label(analyses, aggregation)
     report = build_measurement_report(analyses, segmentations, label)
     outgoing: list[Dataset] = [*segmentations, report]

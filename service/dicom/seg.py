@@ -19,6 +19,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from service.dicom.analysis import ModelIdentity, RadiographAnalysis
+from service.dicom.source import copied_from_source
 
 try:
     SOFTWARE_VERSION = version("spine-xray")
@@ -124,7 +125,19 @@ def build_segmentation(analysis: RadiographAnalysis) -> hd.seg.Segmentation:
     pixels = np.stack([analysis.masks[s].astype(bool) for s in structures], axis=-1)[np.newaxis]  # (1, rows, cols, segments)
     if pixels.shape[1:3] != (rows, columns):
         raise ValueError(f"masks are {pixels.shape[1:3]}, the source is {rows}x{columns}")
-    seg = hd.seg.Segmentation(
+    with copied_from_source("Segmentation"):
+        seg = _segmentation(source, pixels, descriptions, identity, analysis.view)
+    seg.SeriesDescription = "spine-xray segmentation"
+    if "PatientOrientation" not in seg:
+        # General Image module, Type 2C for a SEG of a projection image; empty when the source does not say.
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    return seg
+
+
+def _segmentation(
+    source: Dataset, pixels: np.ndarray, descriptions: list[hd.seg.SegmentDescription], identity: SegIdentity, view: str
+) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
         source_images=[source],
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -137,21 +150,19 @@ def build_segmentation(analysis: RadiographAnalysis) -> hd.seg.Segmentation:
         manufacturer_model_name=MODEL_NAME,
         software_versions=SOFTWARE_VERSION,
         device_serial_number=MANUFACTURER,
-        content_description=f"spine-xray segmentation, {analysis.view} view",
+        content_description=f"spine-xray segmentation, {view} view",
         content_label="SPINE_XRAY",
         omit_empty_frames=False,  # frame n = segment n, so an SR can point at a segment even when it is empty
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    seg.SeriesDescription = "spine-xray segmentation"
-    if "PatientOrientation" not in seg:
-        # General Image module, Type 2C for a SEG of a projection image; empty when the source does not say.
-        seg.PatientOrientation = source.get("PatientOrientation", "")
-    return seg
 
 
 def seg_frames(seg: Dataset) -> dict[int, int]:
-    """Segment number -> frame number, read from the SEG's per-frame functional groups."""
+    """Segment number -> frame number, read from the SEG's functional groups (a SEG of one segment has its
+    Segment Identification in the shared group, not per frame)."""
+    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else Dataset()
     frames = {}
     for frame, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        frames[int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)] = frame
+        identification = item.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+        frames[int(identification[0].ReferencedSegmentNumber)] = frame
     return frames

@@ -7,6 +7,8 @@ nothing here imports the web framework.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydicom import Dataset, dcmread
@@ -86,9 +88,48 @@ def check_radiograph(ds: Dataset) -> None:
             f"the DICOM radiograph lacks {', '.join(missing)}, which a Segmentation/SR must reference",
             missing=missing,
         )
+    invalid = [name for name in REQUIRED_UIDS if not UID(str(ds.get(name))).is_valid]
+    if invalid:
+        raise DicomInputError(
+            422, "dicom_invalid_uid", f"the DICOM radiograph's {', '.join(invalid)} is not a valid UID", invalid=invalid
+        )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DicomInputError(422, "multi_frame", f"the DICOM radiograph has {frames} frames; send one single-frame image")
+
+
+# Type 2 attributes (present, possibly empty) of the Patient and General Study modules that a SEG/SR copies
+# from its source. Files in the wild sometimes omit them; absent means unknown, which DICOM writes as empty.
+COPIED_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def fill_missing_type2(ds: Dataset) -> list[str]:
+    """Add the absent COPIED_TYPE2 attributes, empty, to this parsed copy of the source; returns their names."""
+    missing = [keyword for keyword in COPIED_TYPE2 if keyword not in ds]
+    for keyword in missing:
+        setattr(ds, keyword, "")
+    return missing
+
+
+@contextmanager
+def copied_from_source(what: str) -> Iterator[None]:
+    """highdicom validates what it copies from the source (dates, coded values): a bad value is the file's fault."""
+    try:
+        yield
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise DicomInputError(
+            422, "dicom_not_encodable", f"the source DICOM's attributes cannot be carried into a {what}: {exc}"
+        ) from exc
 
 
 def dataset_bytes(ds: Dataset) -> bytes:

@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from service.dicom.analysis import ModelIdentity, RadiographAnalysis, StudyLabel
 from service.dicom.seg import MANUFACTURER, MODEL_NAME, SR_SERIES_NUMBER, seg_frames, structure_coding
+from service.dicom.source import copied_from_source
 from service.inference.aggregation import DAMAGED_CUTOFF
 
 FINDING = codes.SCT.Finding
@@ -177,16 +178,17 @@ def build_measurement_report(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
-    sr = hd.sr.ComprehensiveSR(
-        evidence=[*(a.source for a in analyses), *segmentations],
-        content=report,
-        series_instance_uid=generate_uid(),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    with copied_from_source("Structured Report"):
+        sr = hd.sr.ComprehensiveSR(
+            evidence=[*(a.source for a in analyses), *segmentations],
+            content=report,
+            series_instance_uid=generate_uid(),
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            is_complete=True,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+        )
     sr.SeriesDescription = "spine-xray measurement report"
     return sr

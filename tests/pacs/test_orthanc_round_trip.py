@@ -150,3 +150,18 @@ def test_wrong_credentials_are_a_502_naming_the_pacs_status(models_dir: Path, or
         client.__exit__(None, None, None)
     assert response.status_code == 502
     assert response.json()["code"] == "pacs_error" and response.json()["pacs_status"] == 401
+
+
+def test_a_radiograph_without_a_view_is_skipped_and_the_rest_analysed(api: TestClient, orthanc: Orthanc):
+    study = generate_uid()
+    ap = dx_dataset(radiograph_pixels(8, "MONOCHROME2"), view="AP", study_uid=study)
+    unknown = dx_dataset(radiograph_pixels(8, "MONOCHROME2"), view=None, study_uid=study)
+    stow(orthanc, [ap, unknown])
+    response = api.post(f"/dicomweb/studies/{study}/analyze", data={"structures": "Ap_Vertebra"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["sop_instance_uid"] for r in body["results"]] == [ap.SOPInstanceUID]
+    assert [m["structure"] for m in body["results"][0]["masks"]] == ["Ap_Vertebra"]
+    (skipped,) = body["skipped"]
+    assert skipped["sop_instance_uid"] == unknown.SOPInstanceUID and "ViewPosition" in skipped["reason"]
+    assert len(body["stored"]) == 2  # one SEG, one SR

@@ -136,6 +136,18 @@ def test_sr_carries_the_classify_label_and_scores_tied_to_the_seg(client: TestCl
         assert measurement.value == pytest.approx(per_mask[structure], abs=1e-6)
 
 
+def test_sr_of_a_single_structure(client: TestClient):
+    """One segment: highdicom puts its identification in the shared functional group; the SR still finds its frame."""
+    data = dx_bytes(view="LL")
+    response = post_dicom(client, "/dicom/sr", data, structures="Lat_Vertebra")
+    assert response.status_code == 200, response.text
+    sr = hd.sr.srread(io.BytesIO(response.content))
+    seg = read(post_dicom(client, "/dicom/seg", data, structures="Lat_Vertebra"))
+    (group,) = sr.content.get_planar_roi_measurement_groups()
+    assert group.referenced_segmentation_frame.referenced_sop_instance_uid == seg.SOPInstanceUID
+    assert group.referenced_segmentation_frame.referenced_frame_numbers == [1]
+
+
 def test_demonstration_models_are_flagged_in_the_segment_description(models_dir: Path, tmp_path: Path):
     shutil.copytree(models_dir, tmp_path / "models")
     manifest = load_manifest(tmp_path / "models")
@@ -177,6 +189,13 @@ def _ct() -> bytes:
     return to_bytes(ds)
 
 
+def _with(**attributes: str) -> bytes:
+    ds = dx_dataset(radiograph_pixels(8, "MONOCHROME2"))
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return to_bytes(ds)
+
+
 def _no_pixels() -> bytes:
     ds = dx_dataset(radiograph_pixels(8, "MONOCHROME2"))
     del ds.PixelData
@@ -192,8 +211,11 @@ def _no_pixels() -> bytes:
         (_ct(), 422, "not_a_radiograph"),
         (make_dicom(np.zeros((64, 32), np.uint8), view="AP"), 422, "dicom_missing_attribute"),  # no study or series
         (dx_bytes()[:6000], 422, "corrupt_image"),  # pixel data cut short
+        (_with(StudyInstanceUID="not.a.uid"), 422, "dicom_invalid_uid"),
+        (_with(PatientSex="X"), 422, "dicom_not_encodable"),  # highdicom refuses to copy it
+        (_with(StudyDate="notadate"), 422, "dicom_not_encodable"),
     ],
-    ids=["png", "empty", "no-pixel-data", "ct", "minimal-dicom", "truncated"],
+    ids=["png", "empty", "no-pixel-data", "ct", "minimal-dicom", "truncated", "bad-uid", "bad-sex", "bad-date"],
 )
 @pytest.mark.parametrize("path", ["/dicom/seg", "/dicom/sr"])
 def test_bad_input_is_a_clear_4xx(client: TestClient, path: str, data: bytes, status: int, code: str):
@@ -209,3 +231,18 @@ def test_a_radiograph_without_uids_is_refused_with_their_names(client: TestClien
     response = post_dicom(client, "/dicom/seg", to_bytes(ds))
     assert response.status_code == 422
     assert response.json()["code"] == "dicom_missing_attribute" and response.json()["missing"] == ["StudyInstanceUID"]
+
+
+@pytest.mark.parametrize("path", ["/dicom/seg", "/dicom/sr"])
+def test_a_radiograph_without_patient_and_study_details_still_gives_valid_objects(client: TestClient, tmp_path: Path, path: str):
+    """A file that omits the Type 2 patient/study attributes (common in the wild): the SEG/SR carry them empty."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(radiograph_pixels(8, "MONOCHROME2"), view="AP")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    assert "PatientID" not in ds and "StudyDate" not in ds
+    out = read(post_dicom(client, path, to_bytes(ds)))
+    assert out.PatientID == "" and out.StudyInstanceUID == ds.StudyInstanceUID
+    if shutil.which("dciodvfy") is not None:
+        buf = io.BytesIO()
+        out.save_as(buf, enforce_file_format=True)
+        errors, _warnings = dciodvfy(buf.getvalue(), tmp_path)
+        assert errors == []
