@@ -62,6 +62,10 @@ class DicomwebServer:
             ) from exc
         except requests.exceptions.RequestException as exc:
             raise DicomInputError(502, "pacs_error", f"the DICOMweb request ({what}) to {self.url} failed: {exc}") from exc
+        except (ValueError, KeyError) as exc:  # an answer dicomweb-client cannot parse (JSON, multipart)
+            raise DicomInputError(
+                502, "pacs_bad_answer", f"the DICOMweb server {self.url} answered {what} unreadably: {exc}"
+            ) from exc
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -101,7 +105,9 @@ def analyze_study(
     for match in matches:
         meta = Dataset.from_json(match)
         sop_uid, series_uid = _text(meta, "SOPInstanceUID"), _text(meta, "SeriesInstanceUID")
-        problem = radiograph_problem(_text(meta, "Modality"), _text(meta, "SOPClassUID"))
+        # A server that leaves Modality out of the QIDO answer: fetch the instance and let its header decide.
+        modality = _text(meta, "Modality")
+        problem = radiograph_problem(modality, _text(meta, "SOPClassUID")) if modality else None
         if problem is not None:
             skipped.append({"sop_instance_uid": sop_uid, "reason": problem})
             continue

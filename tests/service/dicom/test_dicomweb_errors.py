@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,31 @@ def test_dicom_routes_are_admitted_as_inference(path: str):
     from service.core.admission import INFERENCE_PATH
 
     assert INFERENCE_PATH.match(path)
+
+
+class _Garbage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html>this is not DICOM JSON</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_pacs_answering_garbage_is_a_502(models_dir: Path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = with_pacs(models_dir, f"http://127.0.0.1:{server.server_address[1]}/dicom-web")
+    try:
+        response = analyze(client)
+    finally:
+        client.__exit__(None, None, None)
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 502, response.text
+    assert response.json()["code"] in {"pacs_error", "pacs_bad_answer"} and "QIDO-RS" in response.json()["detail"]
