@@ -20,7 +20,9 @@ from service.core.metrics import Metrics
 from service.core.middleware import send_json
 
 # The routes that decode and infer; everything else is cheap and always admitted.
-INFERENCE_PATH = re.compile(r"^/(?:segment|classify|v2/models/[^/]+(?:/versions/[^/]+)?/infer)$")
+INFERENCE_PATH = re.compile(
+    r"^/(?:segment|classify|dicom/(?:seg|sr)|dicomweb/studies/[^/]+/analyze|v2/models/[^/]+(?:/versions/[^/]+)?/infer)$"
+)
 
 
 class AdmissionMiddleware:

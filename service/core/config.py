@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     max_form_files: int = Field(4, ge=1, description="Most files in one multipart form (400 beyond)")
     max_field_bytes: int = Field(64 * 1024, ge=1024, description="Largest non-file form field in bytes (400 beyond)")
 
+    # DICOMweb (docs/deployment.md, "A PACS"): POST /dicomweb/studies/{uid}/analyze reads from and writes to it.
+    dicomweb_url: str | None = Field(None, description="Base URL of a DICOMweb server (QIDO/WADO/STOW-RS); unset: analyze off")
+    dicomweb_username: str | None = Field(None, description="HTTP basic-auth user for SPINE_DICOMWEB_URL (optional)")
+    dicomweb_password: SecretStr | None = Field(None, description="HTTP basic-auth password for SPINE_DICOMWEB_URL (optional)")
+    dicomweb_timeout_s: float = Field(30.0, gt=0, description="Timeout of each request to the DICOMweb server (504 beyond)")
+
     aggregation: Literal["mean", "max_score", "cobb"] = Field(
         "mean",
         description=(
