@@ -1,8 +1,7 @@
 """One DICOM radiograph through the service's own pipeline: the masks /segment returns and the scores /classify uses.
 
-The SEG and SR writers take what this returns; they never run a model themselves, so the masks in a SEG are
-the masks `/segment` answers for the same file (decode_image -> registry.segment), and the scores in an SR
-are those of `registry.classify_masks` + `aggregate`.
+The SEG and SR writers take what this returns; they never run a model themselves: masks, scores, label and
+Cobb angles come from `service.analysis.analyze`, as `/segment` and `/classify` answer them for the same file.
 """
 
 from __future__ import annotations
@@ -13,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom import Dataset
 
+from service.analysis import AnalysisPolicy, Decision, SpineReading, analyze
 from service.decoding import decode_image
 from service.dicom.source import check_radiograph, dataset_bytes, fill_missing_type2
-from service.inference import ModelRegistry, UnknownViewError, aggregate
+from service.inference import ModelRegistry, UnknownViewError
 from service.pipeline import canonical_view
 
 
@@ -42,9 +42,11 @@ class RadiographAnalysis:
     view: str
     masks: dict[str, np.ndarray]  # structure -> bool mask at the source's Rows x Columns
     models: dict[str, list[ModelIdentity]]  # structure -> the U-Net that made its mask (+ its refinement model, if one ran)
-    per_mask: dict[str, tuple[float, float]] = field(default_factory=dict)  # structure -> (p_normal, p_damaged)
+    per_mask: dict[str, tuple[float, float]] = field(default_factory=dict)  # structure -> calibrated (p_normal, p_damaged)
     classifier: ModelIdentity | None = None
     warnings: list[str] = field(default_factory=list)
+    reading: SpineReading = field(default_factory=SpineReading)  # AP: the vertebrae and Cobb angles
+    decision: Decision | None = None  # this image's label, as /classify decides it
 
     @property
     def sop_instance_uid(self) -> str:
@@ -59,12 +61,13 @@ def analyze_radiograph(
     structures: list[str] | None = None,
     max_pixels: int = 100_000_000,
     classify: bool = True,
+    policy: AnalysisPolicy | None = None,
 ) -> RadiographAnalysis:
     """Segment (and score) one radiograph. `data` is the file as uploaded; a fetched Dataset is serialised in memory."""
     check_radiograph(source)
     requested = canonical_view(view)
-    if requested is not None:
-        registry.resolve_structures(requested, structures)  # fail fast, before decoding
+    if requested is not None and structures is not None:
+        registry.select_models(requested, structures)  # fail fast, before decoding
     decoded = decode_image(data if data is not None else dataset_bytes(source), max_pixels, "source.dcm")
     warnings: list[str] = []
     if requested is None:
@@ -78,14 +81,19 @@ def analyze_radiograph(
     empty = fill_missing_type2(source)
     if empty:
         warnings.append(f"the source DICOM lacks {', '.join(empty)}; the SEG/SR carry them empty (unknown)")
-    result = registry.segment(decoded.pixels, requested, structures)
+    study = analyze(registry, {requested: decoded}, policy or AnalysisPolicy(), {requested: structures}, classify=classify)
+    analysed = study.views[requested]
+    result = analysed.result
     models: dict[str, list[ModelIdentity]] = {s: [] for s in result.masks}
     for name in result.models_used:  # the U-Nets in mask order, then any refinement models that ran
         models.setdefault(str(registry.models[name].entry.structure), []).append(ModelIdentity.of(registry, name))
-    analysis = RadiographAnalysis(source=source, view=requested, masks=dict(result.masks), models=models, warnings=warnings)
-    if classify:
+    analysis = RadiographAnalysis(
+        source=source, view=requested, masks=dict(result.masks), models=models, warnings=warnings, reading=analysed.reading
+    )
+    if classify and study.decision is not None:
         classifier = registry.classifier()
-        analysis.per_mask = registry.classify_masks(result.model_frame_masks)
+        analysis.per_mask = {s: (1.0 - p, p) for s, p in study.per_mask.items()}
+        analysis.decision = study.decision
         analysis.classifier = ModelIdentity.of(registry, classifier.name) if classifier is not None else None
     return analysis
 
@@ -93,13 +101,31 @@ def analyze_radiograph(
 @dataclass(frozen=True)
 class StudyLabel:
     label: str  # Normal | Damaged
-    score: float  # probability of `label` under `aggregation`
+    score: float  # calibrated probability of `label`
     aggregation: str
     masks: int  # how many per-mask scores entered it
 
 
-def study_label(analyses: Iterable[RadiographAnalysis], aggregation: str) -> StudyLabel:
-    """The label of everything analysed (every mask of every image), as /classify aggregates a study."""
-    pairs: Sequence[tuple[float, float]] = [p for a in analyses for p in a.per_mask.values()]
-    label, score = aggregate(pairs, aggregation)
-    return StudyLabel(label=label, score=float(score), aggregation=aggregation, masks=len(pairs))
+def study_label(analyses: Iterable[RadiographAnalysis]) -> StudyLabel:
+    """The study's label: the one image's decision as /classify makes it; several images: the mean of their
+    calibrated p_damaged against the same threshold (each image decided by its validated masks)."""
+    decisions = [a.decision for a in analyses if a.decision is not None]
+    if not decisions:
+        raise ValueError("no analysed image has a label")
+    if len(decisions) == 1:
+        d = decisions[0]
+        return StudyLabel(label=d.label, score=float(d.score), aggregation=d.rule, masks=len(d.decided_by))
+    p_damaged = float(np.mean([d.p_damaged for d in decisions]))
+    damaged = p_damaged >= decisions[0].threshold
+    return StudyLabel(
+        label="Damaged" if damaged else "Normal",
+        score=p_damaged if damaged else 1.0 - p_damaged,
+        aggregation="mean",
+        masks=sum(len(d.decided_by) for d in decisions),
+    )
+
+
+def cobb_of(analyses: Sequence[RadiographAnalysis]) -> dict | None:
+    """The Cobb angles of the study's AP image, as /classify returns them (None when not measured)."""
+    ap = next((a for a in analyses if a.view == "AP" and a.reading.cobb is not None), None)
+    return ap.reading.cobb.to_dict() if ap is not None and ap.reading.cobb is not None else None

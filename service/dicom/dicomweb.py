@@ -17,12 +17,13 @@ from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
+from service.analysis import AnalysisPolicy
 from service.decoding import ImageDecodeError
-from service.dicom.analysis import RadiographAnalysis, analyze_radiograph, study_label
+from service.dicom.analysis import RadiographAnalysis, analyze_radiograph, cobb_of, study_label
 from service.dicom.seg import build_segmentation
 from service.dicom.source import DicomInputError, radiograph_problem
 from service.dicom.sr import build_measurement_report
-from service.inference import ModelRegistry, UnknownStructureError, UnknownViewError
+from service.inference import InferenceError, ModelRegistry
 
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ def analyze_study(
     registry: ModelRegistry,
     study_uid: str,
     structures: list[str] | None = None,
-    aggregation: str = "max_score",
+    policy: AnalysisPolicy | None = None,
     max_pixels: int = 100_000_000,
 ) -> dict[str, Any]:
     """Analyse every AP/LAT radiograph of a study and store one SEG per image and one SR for the study."""
@@ -124,18 +125,18 @@ def analyze_study(
             skipped.append({"sop_instance_uid": sop_uid, "reason": f"the DICOMweb server sent a part pydicom cannot read: {exc}"})
             continue
         try:
-            analysis = analyze_radiograph(registry, source, None, None, structures, max_pixels)
+            analysis = analyze_radiograph(registry, source, None, None, structures, max_pixels, True, policy)
             segmentations.append(build_segmentation(analysis))
             analyses.append(analysis)
-        except (DicomInputError, ImageDecodeError, UnknownViewError, UnknownStructureError) as exc:
+        except (DicomInputError, ImageDecodeError, InferenceError) as exc:  # e.g. no validated model, no spine found
             skipped.append({"sop_instance_uid": sop_uid, "reason": _skip_reason(exc)})
     if not analyses:
         raise DicomInputError(
             422, "no_radiographs", f"study {study_uid} has no AP or lateral radiograph this service can analyse", skipped=skipped
         )
 
-    label = study_label(analyses, aggregation)
-    report = build_measurement_report(analyses, segmentations, label)
+    label = study_label(analyses)
+    report = build_measurement_report(analyses, segmentations, label, cobb_of(analyses))
     outgoing: list[Dataset] = [*segmentations, report]
     for ds in outgoing:
         # dicomweb-client writes each part with pydicom's dcmwrite, which (pydicom 3) writes the 128-byte preamble and

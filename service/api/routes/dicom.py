@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -15,7 +16,7 @@ from pydicom import Dataset
 from service.api.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
 from service.core.config import Settings
 from service.core.errors import ApiError
-from service.dicom.analysis import analyze_radiograph, study_label
+from service.dicom.analysis import analyze_radiograph, cobb_of, study_label
 from service.dicom.dicomweb import DicomwebServer, analyze_study
 from service.dicom.seg import build_segmentation
 from service.dicom.source import DicomInputError, read_dataset
@@ -73,7 +74,14 @@ def _seg_job(
     registry: ModelRegistry, settings: Settings, data: bytes, view: str | None, structures: str | None
 ) -> tuple[Dataset, str]:
     analysis = analyze_radiograph(
-        registry, read_dataset(data), data, view, parse_structures(structures), settings.max_image_pixels, False
+        registry,
+        read_dataset(data),
+        data,
+        view,
+        parse_structures(structures),
+        settings.max_image_pixels,
+        False,
+        settings.policy(),
     )
     return build_segmentation(analysis), analysis.view
 
@@ -81,11 +89,12 @@ def _seg_job(
 def _sr_job(
     registry: ModelRegistry, settings: Settings, data: bytes, view: str | None, structures: str | None, aggregation: str
 ) -> tuple[Dataset, str]:
+    policy = replace(settings.policy(), aggregation=aggregation or settings.aggregation)
     analysis = analyze_radiograph(
-        registry, read_dataset(data), data, view, parse_structures(structures), settings.max_image_pixels
+        registry, read_dataset(data), data, view, parse_structures(structures), settings.max_image_pixels, True, policy
     )
     seg = build_segmentation(analysis)  # not returned: the same UIDs as /dicom/seg's, so the SR's references resolve
-    return build_measurement_report([analysis], [seg], study_label([analysis], aggregation)), analysis.view
+    return build_measurement_report([analysis], [seg], study_label([analysis]), cobb_of([analysis])), analysis.view
 
 
 @router.post(
@@ -212,9 +221,9 @@ async def dicomweb_analyze(
         )
     password = settings.dicomweb_password.get_secret_value() if settings.dicomweb_password else None
     server = DicomwebServer(settings.dicomweb_url, settings.dicomweb_username, password, settings.dicomweb_timeout_s)
-    rule = aggregation or settings.aggregation
+    policy = replace(settings.policy(), aggregation=aggregation or settings.aggregation)
     job = lambda: analyze_study(  # noqa: E731
-        server, registry, study_uid, parse_structures(structures), rule, settings.max_image_pixels
+        server, registry, study_uid, parse_structures(structures), policy, settings.max_image_pixels
     )
     result = await _run(job, limiter)
     for image in result["results"]:

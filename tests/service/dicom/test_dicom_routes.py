@@ -157,7 +157,10 @@ def test_demonstration_models_are_flagged_in_the_segment_description(models_dir:
     save_manifest(Manifest(created=manifest.created, models=entries), tmp_path / "models")
     demo = ModelRegistry.load(tmp_path / "models", providers=["CPUExecutionProvider"], intra_op_threads=1)
     data = dx_bytes()
-    seg = build_segmentation(analyze_radiograph(demo, read_dataset(data), data, classify=False))
+    by_default = build_segmentation(analyze_radiograph(demo, read_dataset(data), data, classify=False))
+    assert "Ap_Pedicle" not in {str(s.SegmentLabel) for s in by_default.SegmentSequence}  # demonstrations run when named
+    named = ["Ap_Vertebra", "Ap_Pedicle"]
+    seg = build_segmentation(analyze_radiograph(demo, read_dataset(data), data, structures=named, classify=False))
     text = {str(s.SegmentLabel): str(s.SegmentDescription) for s in seg.SegmentSequence}
     assert "DEMONSTRATION MODEL, NOT VALIDATED" in text["Ap_Pedicle"] and "trained on one study" in text["Ap_Pedicle"]
     assert "DEMONSTRATION" not in text["Ap_Vertebra"]

@@ -32,7 +32,7 @@ COBB = {
 def report_bytes(registry: ModelRegistry, cobb: dict | None) -> tuple[bytes, str]:
     data = dx_bytes()
     analysis = analyze_radiograph(registry, read_dataset(data), data)
-    sr = build_measurement_report([analysis], [build_segmentation(analysis)], study_label([analysis], "mean"), cobb=cobb)
+    sr = build_measurement_report([analysis], [build_segmentation(analysis)], study_label([analysis]), cobb=cobb)
     buf = io.BytesIO()
     sr.save_as(buf)
     return buf.getvalue(), analysis.sop_instance_uid
