@@ -6,6 +6,7 @@ figures the project reports describe what a client gets. No web framework here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -123,6 +124,8 @@ def choose_models(
     """The U-Nets a request runs: those it names, else the view's validated ones (+ demonstrations if the policy says)."""
     if structures is not None:
         return registry.select_models(view, structures), []
+    if registry.manifest is None:
+        raise ModelUnavailableError(registry.problems)
     available = registry.structures_for(view)
     demo = demonstration(registry, available)
     chosen = [s for s in available if s not in demo or policy.demonstration_models]
@@ -235,13 +238,17 @@ def analyze(
         classifier=classifier.name if classifier else None,
         timings_ms=dict(results[0].timings_ms),
     )
+    started = time.perf_counter()
     for view in study.views.values():
         view.reading = read_spine(registry, view.image, view.result, policy)
         if classify:  # a mask answer may be shown with a warning; a label never comes from an unreadable film
             refuse_unreadable(view.reading, policy)
+    study.timings_ms["measurement"] = (time.perf_counter() - started) * 1000  # localisation, spine check, vertebrae, Cobb
     if classify:
+        started = time.perf_counter()
         frame_masks = {s: m for v in study.views.values() for s, m in v.result.model_frame_masks.items()}
         study.per_mask_raw = registry.classify_masks(frame_masks)
+        study.timings_ms["classification"] = (time.perf_counter() - started) * 1000
         ap = study.views.get("AP")
         study.per_mask, study.decision = decide(registry, study.per_mask_raw, ap.reading.cobb if ap else None, policy)
         study.excluded += [

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from service.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, demonstration
+from service.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, choose_models, demonstration
 from service.decoding import VIEW_NAMES, DecodedImage, decode_image
-from service.inference import ModelRegistry, UnknownStructureError, UnknownViewError
+from service.inference import ModelRegistry, NoValidatedModelError, UnknownStructureError, UnknownViewError
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle
 from service.measurement_overlay import draw_cobb
 from service.overlay import legend, overlay_png
@@ -157,8 +157,8 @@ def segment_upload(
     started = time.perf_counter()
     policy = policy or AnalysisPolicy()
     view = canonical_view(view)
-    if view is not None and structures is not None:
-        registry.select_models(view, structures)  # a request that names models is checked before decoding a large file
+    if view is not None:
+        choose_models(registry, view, structures, policy)  # checked before decoding a large file
     decoded, decode_ms = _decode(upload, max_pixels)
     if view is None:
         if decoded.view is None:
@@ -227,9 +227,14 @@ def analyze_uploads(
         for view in uploads:
             named = [s for s in structures if STRUCTURES.get(s) == view]
             per_view[view] = named or None
-        for view, named in per_view.items():
-            if named:
-                registry.select_models(view, named)  # checked before decoding
+    refusals = []
+    for view, named in per_view.items():  # checked before decoding: unknown names, broken models
+        try:
+            choose_models(registry, view, named, policy)
+        except NoValidatedModelError as exc:  # that view is left out; refused only if every view is
+            refusals.append(exc)
+    if len(refusals) == len(per_view):
+        raise refusals[0]
     started = time.perf_counter()
     images = registry.parallel_map(lambda upload: decode_image(upload.data, max_pixels, upload.filename), list(uploads.values()))
     decoded: dict[str, DecodedImage] = dict(zip(uploads, images, strict=True))

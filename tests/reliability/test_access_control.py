@@ -257,7 +257,8 @@ def test_no_uploaded_image_is_written_to_disk(open_client: TestClient, disk_writ
     r = open_client.post("/segment", files={"file": ("a.png", big, "image/png")}, data={"view": "AP", "overlay": "true"})
     assert r.status_code == 200, r.text[:200]
     r = open_client.post("/classify", files={"ap": ("a.png", big, "image/png"), "lat": ("b.png", big, "image/png")})
-    assert r.status_code == 200, r.text[:200]
+    # Noise is segmented, then refused by the spine check (no label for what is not a spine): decoded either way.
+    assert r.status_code == 200 or r.json()["code"] == "no_spine_found", r.text[:200]
     assert disk_writes == []
 
 

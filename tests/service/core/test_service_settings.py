@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import service.main
+from service.analysis import AnalysisPolicy
 from service.core.config import DEFAULT_MODELS_DIR, Settings
 
 
@@ -15,7 +16,10 @@ def test_defaults() -> None:
     assert s.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert s.max_upload_bytes >= 100 * 1024 * 1024 and s.max_image_pixels >= 50_000_000
     assert s.intra_op_threads >= 1 and s.inter_op_threads == 1
-    assert (s.host, s.port, s.require_gpu, s.aggregation) == ("0.0.0.0", 8000, False, "max_score")
+    assert (s.host, s.port, s.require_gpu, s.aggregation) == ("0.0.0.0", 8000, False, "mean")
+    # spine-evaluate scores AnalysisPolicy(): it must be what the endpoint runs with default settings.
+    assert s.policy() == AnalysisPolicy()
+    assert not s.demonstration_models and not s.demonstration_models_decide and s.spine_check and s.localisation
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

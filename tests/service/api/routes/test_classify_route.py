@@ -29,8 +29,11 @@ def test_ap_and_lat(client: TestClient, registry: ModelRegistry) -> None:
     expected = registry.classify_masks(frames)
     for s in structures:
         assert per_mask[s] == pytest.approx(expected[s], abs=1e-5)
-    label, score = aggregate_max_score(per_mask)
-    assert (body["label"], body["aggregation"]) == (label, "max_score") and body["score"] == pytest.approx(score, abs=1e-5)
+    label, score = aggregate_mean(per_mask)  # the default rule; these test models are all validated, uncalibrated
+    assert (body["label"], body["aggregation"]) == (label, "mean") and body["score"] == pytest.approx(score, abs=1e-5)
+    assert body["decided_by"] == structures and body["threshold"] == 0.5 and body["excluded"] == []
+    assert body["rules"]["max_score"]["label"] == aggregate_max_score(per_mask)[0]
+    assert all(p["decides"] and p["validated"] and p["p_damaged"] == p["p_damaged_raw"] for p in body["per_mask"])
     assert [v["view"] for v in body["views"]] == ["AP", "LAT"]
     ap_view = body["views"][0]
     assert (ap_view["width"], ap_view["height"]) == (120, 300)
