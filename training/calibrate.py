@@ -56,7 +56,8 @@ def films_from_evaluation(result: dict, source: str) -> Films:
     cobb = float(result.get("classification", {}).get("threshold_deg", COBB_THRESHOLD_DEG))
     return Films(
         names=[r["image"] for r in rows],
-        p_damaged=np.array([r["p_damaged"] for r in rows], dtype=np.float64),
+        # The classifier's own output: `p_damaged_raw` where spine-evaluate also records the served, calibrated p_damaged.
+        p_damaged=np.array([r.get("p_damaged_raw", r["p_damaged"]) for r in rows], dtype=np.float64),
         damaged=np.array([r["max_cobb"] >= cobb for r in rows], dtype=bool),
         patients=[patient_key(r["image"]) for r in rows],
         source=(

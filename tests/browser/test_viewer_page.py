@@ -39,7 +39,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     manifest = load_manifest(models)
     entries = [e.model_copy(update={"validated": e.name != DEMO_STRUCTURE}) for e in manifest.models]
     save_manifest(Manifest(created=manifest.created, models=entries), models)
-    with serve_live(make_settings(models)) as address:
+    # Demonstration models run only when asked: this server is asked to, so the page must show them as such.
+    with serve_live(make_settings(models, demonstration_models=True)) as address:
         yield f"http://{address}"
 
 
