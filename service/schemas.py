@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,8 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 MaskFormat = Literal["png", "rle"]
 AggregationName = Literal["mean", "max_score", "cobb"]
 
-_TIMINGS = {"decode": 41.2, "preprocess": 9.8, "inference": 35.5, "postprocess": 48.1, "encode": 12.0, "total": 147.3}
-_MODEL_REF = {"name": "Ap_Vertebra", "version": "1", "sha256": "3f5a…", "validated": True, "precision": "fp32"}
+# Real responses of the committed models (scripts/api_examples.py writes them; the README shows the same).
+_EXAMPLES_FILE = Path(__file__).with_name("api_examples.json")
+
+
+def _examples(name: str) -> list[dict[str, Any]]:
+    if not _EXAMPLES_FILE.is_file():
+        return []
+    return [json.loads(_EXAMPLES_FILE.read_text())[name]]
 
 
 class RleMask(BaseModel):
@@ -80,32 +88,7 @@ class RuleOut(BaseModel):
 
 
 class SegmentResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "view": "AP",
-                    "width": 1024,
-                    "height": 2600,
-                    "format": "JPEG",
-                    "masks": [
-                        {
-                            "structure": "Ap_Vertebra",
-                            "encoding": "rle",
-                            "data": {"size": [2600, 1024], "counts": [812, 40, 2559, 41]},
-                            "area_px": 301544,
-                            "bbox": [380, 212, 268, 2110],
-                        }
-                    ],
-                    "overlay_png": None,
-                    "models": [_MODEL_REF],
-                    "execution_provider": "CUDAExecutionProvider",
-                    "timings_ms": _TIMINGS,
-                    "warnings": [],
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": _examples("segment")})
 
     view: Literal["AP", "LAT"]
     width: int
@@ -144,26 +127,7 @@ class ViewMasks(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "label": "Damaged",
-                    "score": 0.91,
-                    "aggregation": "max_score",
-                    "per_mask": [
-                        {"structure": "Ap_Vertebra", "view": "AP", "p_normal": 0.09, "p_damaged": 0.91},
-                        {"structure": "Ap_Pedicle", "view": "AP", "p_normal": 0.62, "p_damaged": 0.38},
-                    ],
-                    "views": [{"view": "AP", "width": 1024, "height": 2600, "format": "JPEG", "masks": []}],
-                    "models": [_MODEL_REF, {**_MODEL_REF, "name": "Mask_Classifier"}],
-                    "execution_provider": "CUDAExecutionProvider",
-                    "timings_ms": {**_TIMINGS, "classification": 6.1},
-                    "warnings": [],
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": _examples("classify")})
 
     label: Literal["Normal", "Damaged"]
     score: float = Field(description="Calibrated probability of `label` (from p_damaged)")
