@@ -186,18 +186,27 @@ def chain_only(mask: np.ndarray, box, top: float = 0.2, bottom: float = 0.9) -> 
 
 
 def gate_features(registry, item: CorpusItem, chain_only_too: bool = False) -> dict:
-    """The endpoint's way: decode the bytes, segment Ap_Vertebra, gate on the model-frame mask, the image
-    statistics and (DICOM) the modality. registry: service.inference.ModelRegistry."""
-    from service.decoding import decode_image
-    from spine_core.spine_gate import check_spine, image_statistics
+    """What POST /classify answers with default settings (service.pipeline.analyze_uploads: decode, segment,
+    localise, the spine check): refused with its reason, or labelled. registry: service.inference.ModelRegistry."""
+    from service.decoding import ImageDecodeError
+    from service.inference import NoSpineFoundError
+    from service.pipeline import Upload, analyze_uploads
 
-    decoded = decode_image(item.data, 1_000_000_000, item.filename)
-    result = registry.segment(decoded.pixels, "AP", ["Ap_Vertebra"])
-    mask, stats, modality = result.model_frame_masks["Ap_Vertebra"], image_statistics(decoded.pixels), dicom_modality(item.data)
-    gate = check_spine(mask, stats, result.letterbox, modality)
-    row = {"name": item.name, "kind": item.kind, "ok": gate.ok, "failed": gate.failed, "features": gate.features}
+    row: dict = {"name": item.name, "kind": item.kind}
+    try:
+        study, decoded = analyze_uploads(registry, {"AP": Upload(item.data, item.filename)}, max_pixels=1_000_000_000)
+    except NoSpineFoundError as exc:
+        return {**row, "ok": False, "failed": exc.failed, "features": exc.features, "code": exc.code}
+    except ImageDecodeError as exc:  # e.g. a DICOM without pixel data: refused before any model ran
+        return {**row, "ok": False, "failed": ["decode"], "features": {}, "code": exc.code}
+    reading = study.views["AP"].reading
+    row.update(ok=True, failed=[], features=reading.gate.features if reading.gate else {}, label=study.decision.label)
     if chain_only_too:
-        chain = check_spine(chain_only(mask, result.letterbox), stats, result.letterbox, modality)
+        from spine_core.spine_gate import check_spine, image_statistics
+
+        result = study.views["AP"].result
+        mask, stats = result.model_frame_masks["Ap_Vertebra"], image_statistics(decoded["AP"].pixels)
+        chain = check_spine(chain_only(mask, result.letterbox), stats, result.letterbox, decoded["AP"].modality)
         row["chain_only"] = {"ok": chain.ok, "failed": chain.failed, "features": chain.features}
     return row
 

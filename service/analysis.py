@@ -163,7 +163,7 @@ def read_spine(registry: ModelRegistry, image: DecodedImage, result: Segmentatio
 
 def refuse_unreadable(reading: SpineReading, policy: AnalysisPolicy) -> None:
     if policy.spine_check and reading.gate is not None and not reading.gate.ok:
-        raise NoSpineFoundError(reading.gate.reason, reading.gate.features)
+        raise NoSpineFoundError(reading.gate.reason, reading.gate.features, reading.gate.failed)
 
 
 def decide(

@@ -52,8 +52,9 @@ class NoSpineFoundError(InferenceError, ValueError):
 
     code = "no_spine_found"
 
-    def __init__(self, reason: str, features: Mapping[str, float] | None = None):
+    def __init__(self, reason: str, features: Mapping[str, float] | None = None, failed: list[str] | None = None):
         self.features = dict(features or {})
+        self.failed = list(failed or [])  # the signals that refused it
         super().__init__(reason)
 
 
