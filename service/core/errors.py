@@ -92,6 +92,19 @@ def _inference_status(exc: InferenceError) -> tuple[int, str]:
     return 422, "invalid_request"
 
 
+def describe_error(exc: Exception) -> tuple[int, str, str] | None:
+    """(HTTP status, code, message) the API answers for a decoding or inference error; None for any other.
+
+    Public so that callers of the pipeline outside HTTP (spine-batch) report the same codes as the API.
+    """
+    if isinstance(exc, ImageDecodeError):
+        return exc.status_code, exc.code, exc.message
+    if isinstance(exc, InferenceError):
+        status, code = _inference_status(exc)
+        return status, code, str(exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -1,0 +1,165 @@
+"""spine-batch SOURCE --out RESULTS: every radiograph of an archive through /classify's code, into a table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from service.core.config import Settings
+from spine_batch.results import ResultsStore, export_csv
+from spine_batch.rows import STATUS_ERROR, RowOptions
+from spine_batch.sources import Item, SourceError, source_items
+
+EXAMPLES = """
+examples:
+  spine-batch ../shared/data/aasce-train --view AP --out results.parquet
+  spine-batch manifest.csv --out results.parquet --csv results.csv        # rows: path,view[,study]
+  spine-batch /archive --out /archive-results.parquet --engine ray --ray-address auto
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spine-batch",
+        description="Classify every spine radiograph of a folder or manifest with the service's models; one row per image.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", type=Path, help="a folder (recursive: JPEG, PNG, TIFF, DICOM) or a CSV manifest path,view[,study]")
+    p.add_argument("--out", type=Path, required=True, help="results folder of Parquet parts (created; re-running resumes)")
+    p.add_argument("--csv", type=Path, help="also write the whole results table to this CSV at the end")
+    p.add_argument("--view", help="AP or LAT for files whose manifest row and DICOM header give none")
+    p.add_argument("--masks-dir", type=Path, help="write each image's masks as PNGs to <dir>/<path>/<structure>.png")
+    p.add_argument("--no-masks", action="store_true", help="skip the masks at the original size (faster; no area/bbox columns)")
+    p.add_argument("--aggregation", choices=["max_score", "mean"], help="default: SPINE_AGGREGATION, as the service")
+    p.add_argument("--models-dir", type=Path, help="default: SPINE_MODELS_DIR or the committed exported_models/")
+    p.add_argument("--providers", help="onnxruntime providers, comma-separated (default: SPINE_PROVIDERS, CUDA then CPU)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, help="local: images in flight (default: cores + 1)")
+    p.add_argument("--ray-address", help="ray: auto (this node's cluster) or ray://head:10001; default: start Ray here")
+    p.add_argument("--actors", type=int, help="ray: model-holder actors (default: cluster CPUs / --cpus-per-actor, or GPUs)")
+    p.add_argument("--cpus-per-actor", type=int, default=1)
+    p.add_argument("--gpus-per-actor", type=float, help="ray: default 1 when the cluster has GPUs and CUDA is usable, else 0")
+    p.add_argument("--chunk-rows", type=int, default=256, help="rows per Parquet part (a part is also written every 30 s)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"log_level": "warning"}
+    if args.models_dir:
+        overrides["models_dir"] = args.models_dir
+    if args.providers:
+        overrides["providers"] = args.providers
+    return Settings(**overrides)
+
+
+def _count_in_background(source: Path, done: set[str], bar: tqdm) -> None:
+    """The images still to do, counted on a second walk, so the bar gets its ETA without holding the list."""
+
+    def count() -> None:
+        try:
+            bar.total = sum(1 for item in source_items(source) if item.key not in done)
+            bar.refresh()
+        except Exception:  # the main walk reports source errors; the bar just stays without a total
+            pass
+
+    threading.Thread(target=count, name="count-images", daemon=True).start()
+
+
+def _pending(source: Path, done: set[str]) -> Iterator[Item]:
+    return (item for item in source_items(source) if item.key not in done)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    settings = _settings(args)
+    options = RowOptions(
+        aggregation=args.aggregation or settings.aggregation,
+        max_pixels=settings.max_image_pixels,
+        include_masks=not args.no_masks,
+        masks_dir=str(args.masks_dir) if args.masks_dir else None,
+        default_view=args.view,
+    )
+    try:
+        store = ResultsStore(args.out, chunk_rows=args.chunk_rows)
+        done = store.done_keys()
+        next(iter(source_items(args.source)), None)  # fail now on a missing folder or a bad manifest
+    except (SourceError, ValueError, OSError) as exc:
+        print(f"spine-batch: {exc}", file=sys.stderr)
+        return 2
+    if done:
+        print(f"resuming: {len(done)} images already in {args.out}", file=sys.stderr)
+
+    errors = 0
+    bar = tqdm(unit="img", desc="classify", disable=args.no_progress, smoothing=0.05, dynamic_ncols=True)
+
+    def on_row(row: dict[str, Any]) -> None:
+        nonlocal errors
+        store.add(row)
+        errors += row.get("status") == STATUS_ERROR
+        bar.update(1)
+        if errors:
+            bar.set_postfix(errors=errors, refresh=False)
+
+    def on_total(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+
+    started = time.perf_counter()
+    try:
+        if args.engine == "local":
+            from spine_batch.local_engine import default_workers, run_local
+            from spine_batch.registry import load_registry
+
+            registry = load_registry(settings)
+            _count_in_background(args.source, done, bar)
+            workers = args.workers or default_workers(registry.tuning.inference_slots or 1)
+            run_local(registry, _pending(args.source, done), options, workers, on_row)
+        else:
+            from spine_batch.ray_engine import run_ray
+
+            run_ray(
+                settings,
+                _pending(args.source, done),
+                options,
+                args.out,
+                on_row,
+                on_total,
+                address=args.ray_address,
+                actors=args.actors,
+                cpus_per_actor=args.cpus_per_actor,
+                gpus_per_actor=args.gpus_per_actor,
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted: the rows finished so far are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"spine-batch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+        store.close()
+    seconds = time.perf_counter() - started
+    print(
+        f"{store.written} images in {seconds:.1f} s ({store.written / seconds if seconds else 0:.2f}/s), "
+        f"{errors} errors; results in {args.out}",
+        file=sys.stderr,
+    )
+    if args.csv:
+        rows = export_csv(args.out, args.csv)
+        print(f"{rows} rows written to {args.csv}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
