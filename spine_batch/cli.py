@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
                 _pending(args.source, done),
                 options,
-                args.out,
                 on_row,
                 on_total,
                 address=args.ray_address,

@@ -1,7 +1,7 @@
 """`--engine ray`: Ray Data over the file list, an actor pool of model holders, rows streamed back.
 
-The pending file list is written as small Parquet files (bounded memory, however long the list) that Ray
-Data reads; `map_batches` sends batches of items to a fixed pool of actors, each holding one
+The pending file list goes into Ray's object store as small Arrow blocks (the driver keeps references
+only); `map_batches` sends batches of items to a fixed pool of actors, each holding one
 ModelRegistry (one ONNX Runtime session set, loaded once, on a GPU when the actor has one) and calling the
 same `classify_item` as the local engine. Each actor returns its rows as JSON text (one column, so blocks
 never disagree on a schema), and the driver writes them into the results store as they arrive: the
@@ -14,21 +14,21 @@ every node needs this package installed (the container image of docs/batch.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from service.core.config import Settings
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import Item
 
-LIST_FILE_ROWS = 512  # items per list file: the unit Ray Data reads and spreads
+# Items per block of the file list. A block goes to one actor whole, so blocks must be small for the pool to
+# share the work (a 481-film list in one block would keep one actor busy and the others idle).
+LIST_BLOCK_ROWS = 16
 
 
 class ModelHolder:
@@ -50,21 +50,22 @@ class ModelHolder:
         return {"row": np.array(rows, dtype=object)}
 
 
-def write_item_lists(items: Iterable[Item], folder: Path) -> int:
-    """The items as Parquet files of LIST_FILE_ROWS rows each; returns how many items."""
-    folder.mkdir(parents=True, exist_ok=True)
+def put_item_lists(items: Iterable[Item]) -> tuple[list[Any], int]:
+    """The items as Arrow tables of LIST_BLOCK_ROWS rows in Ray's object store (spilled to disk when it
+    fills): the driver holds only references, however long the list."""
+    import ray
+
     schema = pa.schema([("key", pa.string()), ("path", pa.string()), ("view", pa.string()), ("study", pa.string())])
-    count, chunk = 0, []
+    refs, chunk, count = [], [], 0
     for item in items:
         chunk.append(item.as_dict())
-        if len(chunk) == LIST_FILE_ROWS:
-            pq.write_table(pa.Table.from_pylist(chunk, schema=schema), folder / f"list-{count // LIST_FILE_ROWS:06d}.parquet")
-            count += len(chunk)
+        count += 1
+        if len(chunk) == LIST_BLOCK_ROWS:
+            refs.append(ray.put(pa.Table.from_pylist(chunk, schema=schema)))
             chunk = []
     if chunk:
-        pq.write_table(pa.Table.from_pylist(chunk, schema=schema), folder / f"list-{count // LIST_FILE_ROWS:06d}.parquet")
-        count += len(chunk)
-    return count
+        refs.append(ray.put(pa.Table.from_pylist(chunk, schema=schema)))
+    return refs, count
 
 
 def _cuda_usable(settings: Settings) -> bool:
@@ -80,16 +81,16 @@ def connect(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its execution plan and timings: not for a terminal
 
 
 def run_ray(
     settings: Settings,
     items: Iterable[Item],
     options: RowOptions,
-    work_dir: Path,
     on_row: Callable[[dict[str, Any]], None],
     on_total: Callable[[int], None],
     *,
@@ -102,14 +103,12 @@ def run_ray(
     import ray
     import ray.data
 
-    list_dir = work_dir / "_pending"
-    shutil.rmtree(list_dir, ignore_errors=True)
-    total = write_item_lists(items, list_dir)
-    on_total(total)
-    if total == 0:
-        shutil.rmtree(list_dir, ignore_errors=True)
-        return
     connect(address, None)
+    # Not a file Ray reads: its read tasks need a CPU each, which a pool of actors holding every CPU never frees.
+    lists, total = put_item_lists(items)
+    on_total(total)
+    if not lists:
+        return
     resources = ray.cluster_resources()
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 and _cuda_usable(settings) else 0.0
@@ -119,15 +118,14 @@ def run_ray(
         actors = max(1, min(by_cpu, by_gpu))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts rows written
-    dataset = ray.data.read_parquet(str(list_dir)).map_batches(
+    dataset = ray.data.from_arrow_refs(lists).map_batches(
         ModelHolder,
         fn_constructor_kwargs={"settings": settings, "options": options, "cpus": cpus_per_actor},
         batch_size=batch_size,
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor,
     )
     for batch in dataset.iter_batches(batch_size=None, batch_format="default"):
         for text in batch["row"]:
             on_row(json.loads(text))
-    shutil.rmtree(list_dir, ignore_errors=True)

@@ -73,12 +73,9 @@ class ResultsStore:
 
 
 def _to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    # Column by column (pa.Table.from_pylist would take the columns of the first row only).
     columns = list(ID_COLUMNS) + sorted({k for row in rows for k in row} - set(ID_COLUMNS))
-    table = pa.Table.from_pylist(rows, schema=None)
-    missing = [c for c in columns if c not in table.column_names]
-    for name in missing:
-        table = table.append_column(name, pa.nulls(len(table)))
-    return table.select(columns)
+    return pa.table({name: [row.get(name) for row in rows] for name in columns})
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
