@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import threading
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-actor", type=float, help="ray: default 1 when the cluster has GPUs and CUDA is usable, else 0")
     p.add_argument("--chunk-rows", type=int, default=256, help="rows per Parquet part (a part is also written every 30 s)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stats-json", type=Path, help="write the run's counts and timings here (benchmarks/batch_bench.py reads it)")
     return p
 
 
@@ -79,6 +81,41 @@ def _pending(source: Path, done: set[str]) -> Iterator[Item]:
     return (item for item in source_items(source) if item.key not in done)
 
 
+class RowClock:
+    """When rows arrive. The first burst (rows within 50 ms of the first: a Ray block, or each local worker's
+    first image) closes the start-up (model loading, Ray's start); the steady rate is the rows after it over
+    the time from it to the last row."""
+
+    BURST_S = 0.05
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.last = 0.0
+        self.burst_rows = 0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        if now - self.first <= self.BURST_S:
+            self.burst_rows += 1
+        self.last = now
+
+    def stats(self, images: int, errors: int) -> dict[str, float]:
+        seconds = time.perf_counter() - self.started
+        first = (self.first or self.started) - self.started
+        span = self.last - self.first if self.first is not None else 0.0
+        return {
+            "images": images,
+            "errors": errors,
+            "seconds": round(seconds, 3),
+            "first_row_s": round(first, 3),
+            "images_per_s": images / seconds if seconds > 0 else 0.0,
+            "steady_images_per_s": (images - self.burst_rows) / span if span > 0 else 0.0,
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -101,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming: {len(done)} images already in {args.out}", file=sys.stderr)
 
     errors = 0
+    clock = RowClock()
     bar = tqdm(unit="img", desc="classify", disable=args.no_progress, smoothing=0.05, dynamic_ncols=True)
 
     def on_row(row: dict[str, Any]) -> None:
         nonlocal errors
         store.add(row)
+        clock.tick()
         errors += row.get("status") == STATUS_ERROR
         bar.update(1)
         if errors:
@@ -115,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         bar.total = total
         bar.refresh()
 
-    started = time.perf_counter()
     try:
         if args.engine == "local":
             from spine_batch.local_engine import default_workers, run_local
@@ -148,12 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
         store.close()
-    seconds = time.perf_counter() - started
+    stats = clock.stats(store.written, errors)
     print(
-        f"{store.written} images in {seconds:.1f} s ({store.written / seconds if seconds else 0:.2f}/s), "
+        f"{store.written} images in {stats['seconds']:.1f} s ({stats['images_per_s']:.2f}/s; "
+        f"{stats['steady_images_per_s']:.2f}/s after the first row at {stats['first_row_s']:.1f} s), "
         f"{errors} errors; results in {args.out}",
         file=sys.stderr,
     )
+    if args.stats_json:
+        args.stats_json.write_text(json.dumps({**stats, "engine": args.engine}, indent=1))
     if args.csv:
         rows = export_csv(args.out, args.csv)
         print(f"{rows} rows written to {args.csv}", file=sys.stderr)
