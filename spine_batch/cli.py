@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from service.core.config import Settings
+from spine_batch.dicomweb import DicomwebServer, dicomweb_items, read_study_uids
 from spine_batch.results import ResultsStore, export_csv
 from spine_batch.rows import STATUS_ERROR, RowOptions
 from spine_batch.sources import Item, SourceError, source_items
@@ -24,6 +26,8 @@ examples:
   spine-batch ../shared/data/aasce-train --view AP --out results.parquet
   spine-batch manifest.csv --out results.parquet --csv results.csv        # rows: path,view[,study]
   spine-batch /archive --out /archive-results.parquet --engine ray --ray-address auto
+  spine-batch http://pacs:8042/dicom-web --studies @study-uids.txt --out results.parquet
+      (SPINE_DICOMWEB_USERNAME / SPINE_DICOMWEB_PASSWORD: basic auth, as the service reads them)
 """
 
 
@@ -34,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", type=Path, help="a folder (recursive: JPEG, PNG, TIFF, DICOM) or a CSV manifest path,view[,study]")
+    p.add_argument(
+        "source", help="a folder (recursive: JPEG, PNG, TIFF, DICOM), a CSV manifest path,view[,study], or a DICOMweb URL"
+    )
+    p.add_argument("--studies", help="DICOMweb: study UIDs, comma-separated, or @FILE with one a line")
     p.add_argument("--out", type=Path, required=True, help="results folder of Parquet parts (created; re-running resumes)")
     p.add_argument("--csv", type=Path, help="also write the whole results table to this CSV at the end")
     p.add_argument("--view", help="AP or LAT for files whose manifest row and DICOM header give none")
@@ -64,21 +71,31 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _count_in_background(source: Path, done: set[str], bar: tqdm) -> None:
+def _source(args: argparse.Namespace) -> tuple[Callable[[], Iterator[Item]], DicomwebServer | None]:
+    """A function that streams the items (called once to run, once more to count), and the DICOMweb server if any."""
+    if args.source.startswith(("http://", "https://")):
+        if not args.studies:
+            raise SourceError("a DICOMweb source needs --studies (UIDs, or @FILE)")
+        env = os.environ.get
+        server = DicomwebServer(args.source.rstrip("/"), env("SPINE_DICOMWEB_USERNAME"), env("SPINE_DICOMWEB_PASSWORD"))
+        uids = read_study_uids(args.studies)
+        return (lambda: dicomweb_items(server, uids)), server
+    source = Path(args.source)
+    next(iter(source_items(source)), None)  # fail now on a missing folder or a bad manifest
+    return (lambda: source_items(source)), None
+
+
+def _count_in_background(items: Callable[[], Iterator[Item]], done: set[str], bar: tqdm) -> None:
     """The images still to do, counted on a second walk, so the bar gets its ETA without holding the list."""
 
     def count() -> None:
         try:
-            bar.total = sum(1 for item in source_items(source) if item.key not in done)
+            bar.total = sum(1 for item in items() if item.key not in done)
             bar.refresh()
         except Exception:  # the main walk reports source errors; the bar just stays without a total
             pass
 
     threading.Thread(target=count, name="count-images", daemon=True).start()
-
-
-def _pending(source: Path, done: set[str]) -> Iterator[Item]:
-    return (item for item in source_items(source) if item.key not in done)
 
 
 class RowClock:
@@ -120,20 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = _settings(args)
+    try:
+        items, server = _source(args)
+        store = ResultsStore(args.out, chunk_rows=args.chunk_rows)
+        done = store.done_keys()
+    except (SourceError, ValueError, OSError) as exc:
+        print(f"spine-batch: {exc}", file=sys.stderr)
+        return 2
     options = RowOptions(
         aggregation=args.aggregation or settings.aggregation,
         max_pixels=settings.max_image_pixels,
         include_masks=not args.no_masks,
         masks_dir=str(args.masks_dir) if args.masks_dir else None,
         default_view=args.view,
+        dicomweb=server,
     )
-    try:
-        store = ResultsStore(args.out, chunk_rows=args.chunk_rows)
-        done = store.done_keys()
-        next(iter(source_items(args.source)), None)  # fail now on a missing folder or a bad manifest
-    except (SourceError, ValueError, OSError) as exc:
-        print(f"spine-batch: {exc}", file=sys.stderr)
-        return 2
+    pending = (item for item in items() if item.key not in done)
     if done:
         print(f"resuming: {len(done)} images already in {args.out}", file=sys.stderr)
 
@@ -160,15 +179,16 @@ def main(argv: list[str] | None = None) -> int:
             from spine_batch.registry import load_registry
 
             registry = load_registry(settings)
-            _count_in_background(args.source, done, bar)
+            if server is None:  # a second QIDO-RS pass over a PACS only for a progress total: no
+                _count_in_background(items, done, bar)
             workers = args.workers or default_workers(registry.tuning.inference_slots or 1)
-            run_local(registry, _pending(args.source, done), options, workers, on_row)
+            run_local(registry, pending, options, workers, on_row)
         else:
             from spine_batch.ray_engine import run_ray
 
             run_ray(
                 settings,
-                _pending(args.source, done),
+                pending,
                 options,
                 on_row,
                 on_total,

@@ -20,6 +20,7 @@ from service.core.errors import describe_error
 from service.decoding import decode_image
 from service.inference import ModelRegistry, UnknownViewError
 from service.pipeline import Upload, canonical_view, classify_uploads
+from spine_batch.dicomweb import SCHEME, DicomwebServer, PacsError, fetch
 from spine_batch.sources import Item
 
 # Columns every row has, first in the table (the rest follow the response).
@@ -39,6 +40,7 @@ class RowOptions:
     mask_format: str = "rle"  # cheaper to encode than PNG; the PNGs are only made for --masks-dir
     masks_dir: str | None = None
     default_view: str | None = None  # --view: for files whose manifest row and DICOM header say nothing
+    dicomweb: DicomwebServer | None = None  # where `dicomweb:` items are fetched from
 
 
 def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
@@ -85,6 +87,8 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     described = describe_error(exc) if isinstance(exc, Exception) else None
     if described is not None:
         status, code, message = described
+    elif isinstance(exc, PacsError):
+        status, code, message = exc.status, exc.code, exc.message
     elif isinstance(exc, OSError):
         status, code, message = None, "read_error", f"the file cannot be read: {exc}"
     else:
@@ -92,14 +96,14 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     return {"status": STATUS_ERROR, "error_code": code, "error_status": status, "error_message": message}
 
 
-def _view_of(item: Item, data: bytes, options: RowOptions) -> str:
+def _view_of(item: Item, data: bytes, filename: str, options: RowOptions) -> str:
     """Manifest row, else the DICOM's ViewPosition, else --view (canonical AP/LAT; an unknown name raises)."""
     view = canonical_view(item.view)
     if view is not None:
         return view
-    if data[128:132] == b"DICM" or item.path.lower().endswith((".dcm", ".dicom")):
+    if data[128:132] == b"DICM" or filename.lower().endswith((".dcm", ".dicom")):
         # The service's own decoder reads the tag (a second decode of the file: only for DICOMs without a view).
-        view = decode_image(data, options.max_pixels, Path(item.path).name).view
+        view = decode_image(data, options.max_pixels, filename).view
     view = view or canonical_view(options.default_view)
     if view is None:
         raise UnknownViewError("view unknown: give --view (AP or LAT) or a manifest `view` column; no DICOM ViewPosition")
@@ -120,16 +124,25 @@ def write_masks(masks_dir: Path, key: str, response: dict[str, Any]) -> None:
                 (folder / f"{mask['structure']}.png").write_bytes(base64.b64decode(mask["data"]))
 
 
+def read_item(item: Item, options: RowOptions) -> tuple[bytes, str]:
+    """The film's bytes and a file name (the decoder uses the name to try a DICOM without its preamble)."""
+    if item.path.startswith(SCHEME):
+        if options.dicomweb is None:
+            raise PacsError(502, "pacs_error", "a DICOMweb item but no DICOMweb server configured")
+        return fetch(options.dicomweb, item), "instance.dcm"
+    return Path(item.path).read_bytes(), Path(item.path).name
+
+
 def classify_item(registry: ModelRegistry, item: Item, options: RowOptions) -> dict[str, Any]:
     """Never raises: a file that cannot be read, decoded or classified is a row with its error."""
     row: dict[str, Any] = {"path": item.key, "study": item.study, "view": canonical_view_or_raw(item.view)}
     try:
-        data = Path(item.path).read_bytes()
-        view = _view_of(item, data, options)
+        data, filename = read_item(item, options)
+        view = _view_of(item, data, filename, options)
         row["view"] = view
         response = classify_uploads(
             registry,
-            {view: Upload(data=data, filename=Path(item.path).name)},
+            {view: Upload(data=data, filename=filename)},
             include_masks=options.include_masks or options.masks_dir is not None,
             mask_format="png" if options.masks_dir else options.mask_format,
             aggregation=options.aggregation,
