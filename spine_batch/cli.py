@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="ray: model-holder actors (default: cluster CPUs / --cpus-per-actor, or GPUs)")
     p.add_argument("--cpus-per-actor", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, help="ray: default 1 when the cluster has GPUs and CUDA is usable, else 0")
+    p.add_argument("--retry-errors", action="store_true", help="drop the error rows of RESULTS first, so those images run again")
     p.add_argument("--chunk-rows", type=int, default=256, help="rows per Parquet part (a part is also written every 30 s)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--stats-json", type=Path, help="write the run's counts and timings here (benchmarks/batch_bench.py reads it)")
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         items, server = _source(args)
         store = ResultsStore(args.out, chunk_rows=args.chunk_rows)
+        if args.retry_errors:
+            print(f"retrying {store.drop_errors()} images whose rows were errors", file=sys.stderr)
         done = store.done_keys()
     except (SourceError, ValueError, OSError) as exc:
         print(f"spine-batch: {exc}", file=sys.stderr)

@@ -15,14 +15,13 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spine_batch.rows import ID_COLUMNS
+from spine_batch.rows import ID_COLUMNS, STATUS_ERROR
 
 PART_GLOB = "part-*.parquet"
 
@@ -50,6 +49,24 @@ class ResultsStore:
         for part in self.parts():
             keys.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
         return keys
+
+    def drop_errors(self) -> int:
+        """Remove the error rows (so a re-run tries those images again); returns how many were removed."""
+        import pyarrow.compute as pc
+
+        dropped = 0
+        for part in self.parts():
+            table = pq.read_table(part)
+            keep = pc.fill_null(pc.not_equal(table.column("status"), STATUS_ERROR), True)
+            kept = table.filter(keep)
+            if kept.num_rows == table.num_rows:
+                continue
+            dropped += table.num_rows - kept.num_rows
+            if kept.num_rows:
+                _write_atomic(kept, part)
+            else:
+                part.unlink()
+        return dropped
 
     def add(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
@@ -135,7 +152,3 @@ def export_csv(out: Path, csv_path: Path) -> int:
                 writer.writerow([_csv_cell(record[name]) for name in schema.names])
                 rows += 1
     return rows
-
-
-def count_rows(rows: Iterable[dict[str, Any]], status: str) -> int:
-    return sum(1 for row in rows if row.get("status") == status)

@@ -49,3 +49,14 @@ def test_csv_export_has_every_row_with_lists_as_json(tmp_path: Path) -> None:
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].startswith("path,study,view,status,error_code")
     assert any('"[1.0,2.5]"' in line for line in lines)
+
+
+def test_drop_errors_leaves_the_good_rows_and_frees_the_failed_keys(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "out", chunk_rows=1)
+    for row in (ERROR, OK, LATER):
+        store.add(row)
+    store.close()
+    again = ResultsStore(tmp_path / "out")
+    assert again.drop_errors() == 1
+    assert again.done_keys() == {"b.png", "c.png"} and len(again.parts()) == 2
+    assert again.drop_errors() == 0
