@@ -94,6 +94,42 @@ def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Pat
     }
 
 
+def stage_profile(films: Path, models_dir: Path | None, count: int) -> dict[str, Any]:
+    """Where an image's time goes, one image at a time in this process (the service's own timings_ms, median
+    over `count` films), and what the driver's side costs per row (JSON round trip as from a Ray actor + the
+    Parquet part write), timed over the same rows written again and again (at least 5,000 rows)."""
+    from service.core.config import Settings
+    from spine_batch.registry import load_registry
+    from spine_batch.results import ResultsStore
+    from spine_batch.rows import RowOptions, classify_item
+    from spine_batch.sources import source_items
+
+    settings = Settings(**({"models_dir": models_dir} if models_dir else {}))
+    registry = load_registry(settings)
+    options = RowOptions(default_view="AP")
+    items = list(source_items(films))[:count]
+    timings: list[dict[str, float]] = []
+    rows = []
+    from service.pipeline import Upload, classify_uploads
+
+    for item in items:
+        data = Path(item.path).read_bytes()
+        response = classify_uploads(registry, {"AP": Upload(data, Path(item.path).name)}, True, "rle", settings.aggregation)
+        timings.append(response.timings_ms)
+        rows.append(classify_item(registry, item, options))
+    stages = {key: round(float(np.median([t.get(key, 0.0) for t in timings])), 1) for key in timings[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ResultsStore(Path(tmp) / "out", chunk_rows=256)
+        repeats = -(-5000 // len(rows))
+        started = time.perf_counter()
+        for i in range(repeats):
+            for row in rows:
+                store.add(json.loads(json.dumps(row)) | {"path": f"{i}/{row['path']}"})
+        store.close()
+        driver_ms = (time.perf_counter() - started) * 1000 / (repeats * len(rows))
+    return {"films": len(items), "median_ms": stages, "driver_ms_per_row": round(driver_ms, 3)}
+
+
 def _outcomes(results: Path) -> dict[str, tuple]:
     table = pq.read_table(results)
     columns = sorted(c for c in table.column_names if c in ("label", "score", "error_code") or c.startswith("p_damaged."))
@@ -127,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, help="default: SPINE_MODELS_DIR or exported_models/")
     p.add_argument("--workers", type=_ints, default=[1, 2, 3], help="local engine worker counts (default 1,2,3)")
     p.add_argument("--actors", type=_ints, default=[1, 2], help="Ray actor counts (default 1,2; empty: no Ray run)")
+    p.add_argument("--stages", type=int, default=0, help="also profile N films by stage in this process (default 0: no)")
     p.add_argument("--json", type=Path, help="write the runs here")
     args = p.parse_args(argv)
 
@@ -138,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             films = generated_films(root / "films", args.films)
             source = f"{args.films} generated 2000x800 JPEGs"
+        profile = stage_profile(films, args.models_dir, args.stages) if args.stages else None
         configs = [("local", w) for w in args.workers] + [("ray", a) for a in args.actors]
         runs: list[dict[str, Any]] = []
         reference: dict[str, tuple] | None = None
@@ -155,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": len(os.sched_getaffinity(0)),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": runs,
+        "stages": profile,
     }
     print(f"films: {source}; CPUs: {report['cpus']}\n")
     print(render(runs))
+    if profile:
+        stages = ", ".join(f"{k} {v} ms" for k, v in profile["median_ms"].items())
+        print(f"\nper image, one at a time (median of {profile['films']}): {stages}")
+        print(f"driver, per row (JSON round trip + Parquet): {profile['driver_ms_per_row']} ms")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0 if all(r["same_rows"] for r in runs) else 1
