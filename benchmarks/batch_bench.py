@@ -8,6 +8,8 @@ start-up (model loading, Ray's start) and memory are its own. Peak RSS is the la
 0.1 s, over the process and all its descendants (Ray's raylet, GCS and workers included). Images per second
 are given overall and "steady" (between the first and the last row: start-up excluded). The runs must agree:
 every configuration's rows are compared with the first one's (label, score, per-mask probabilities).
+On a shared machine the rates measure the share of the CPUs a run got as much as the engine; the CPU
+seconds (user + system, every process of the tree, start-up included) are the sturdier figure.
 """
 
 from __future__ import annotations
@@ -56,13 +58,25 @@ def linked_subset(data_dir: Path, folder: Path, limit: int | None) -> Path:
     return folder
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    with contextlib.suppress(psutil.Error):  # the process ended between two samples
-        for proc in [process, *process.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-    return total
+class TreeSampler:
+    """Samples a process and its descendants: the largest sum of RSS seen, and each process's latest CPU time
+    (user + system), summed at the end. A process that ends between two samples loses at most 0.1 s of CPU."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process, self.peak_rss, self.cpu_s = process, 0, {}
+
+    def sample(self) -> None:
+        total = 0
+        with contextlib.suppress(psutil.Error):  # the process ended between two samples
+            for proc in [self.process, *self.process.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error), proc.oneshot():
+                    total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    self.cpu_s[proc.pid] = times.user + times.system
+        self.peak_rss = max(self.peak_rss, total)
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_s.values())
 
 
 def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Path | None) -> dict[str, Any]:
@@ -75,9 +89,9 @@ def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Pat
         cmd += ["--models-dir", str(models_dir)]
     started = time.perf_counter()
     process = psutil.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=(work / "stderr.txt").open("w"))
-    peak = 0
+    sampler = TreeSampler(process)
     while process.poll() is None:
-        peak = max(peak, _tree_rss(process))
+        sampler.sample()
         time.sleep(0.1)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {process.returncode}: {(work / 'stderr.txt').read_text()[-2000:]}")
@@ -88,7 +102,9 @@ def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Pat
         "engine": engine,
         "parallelism": count,
         "process_s": round(time.perf_counter() - started, 2),
-        "peak_rss_mib": round(peak / 2**20),
+        "peak_rss_mib": round(sampler.peak_rss / 2**20),
+        "cpu_s": round(sampler.cpu_seconds(), 1),
+        "cpu_s_per_image": round(sampler.cpu_seconds() / max(1, stats["images"]), 3),
         "load_avg_1min_after": round(load, 2),
         "results": str(out),
     }
@@ -139,14 +155,14 @@ def _outcomes(results: Path) -> dict[str, tuple]:
 def render(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| engine | workers / actors | images | errors | wall s | first row s | images/s | steady images/s | peak RSS MiB "
-        "| same rows as the first |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU s (all processes) | CPU s per image | same rows as the first |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         lines.append(
             f"| {r['engine']} | {r['parallelism']} | {r['images']} | {r['errors']} | {r['seconds']:.1f} | "
             f"{r['first_row_s']:.1f} | {r['images_per_s']:.2f} | {r['steady_images_per_s']:.2f} | {r['peak_rss_mib']} | "
-            f"{'yes' if r['same_rows'] else 'NO'} |"
+            f"{r['cpu_s']:.1f} | {r['cpu_s_per_image']:.3f} | {'yes' if r['same_rows'] else 'NO'} |"
         )
     return "\n".join(lines)
 

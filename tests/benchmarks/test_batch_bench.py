@@ -24,5 +24,5 @@ def test_batch_bench_runs_and_its_configurations_agree(tmp_path: Path, capsys) -
     assert [(r["engine"], r["parallelism"]) for r in report["runs"]] == [("local", 1), ("local", 2)]
     for run in report["runs"]:
         assert run["images"] == 3 and run["errors"] == 0 and run["same_rows"] is True
-        assert run["seconds"] > 0 and run["images_per_s"] > 0 and run["peak_rss_mib"] > 0
+        assert run["seconds"] > 0 and run["images_per_s"] > 0 and run["peak_rss_mib"] > 0 and run["cpu_s"] > 0
     assert "| local | 2 | 3 | 0 |" in capsys.readouterr().out
