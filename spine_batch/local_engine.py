@@ -2,8 +2,8 @@
 
 Threads, not processes: decoding (Pillow, pydicom), onnxruntime and most of numpy release the GIL, and the
 registry already spreads each image's models over its own inference threads (one per core), so a few
-request threads keep every core busy with one copy of the models in memory. docs/batch.md has the
-measurements behind the default worker count.
+request threads keep every core busy with one copy of the models in memory. On the shared 2-core VM,
+1, 2 and 3 workers could not be told apart (docs/benchmarks.md, "Batch analysis").
 """
 
 from __future__ import annotations
