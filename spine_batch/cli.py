@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     pending = (item for item in items() if item.key not in done)
     if done:
         print(f"resuming: {len(done)} images already in {args.out}", file=sys.stderr)
+    if args.view is None and not args.source.lower().endswith(".csv"):
+        print(
+            "spine-batch: no --view: only DICOMs whose ViewPosition says AP or LAT can be classified; "
+            "other files become `unknown_view` error rows (give --view AP|LAT, or a manifest with a view column)",
+            file=sys.stderr,
+        )
 
     errors = 0
     clock = RowClock()
