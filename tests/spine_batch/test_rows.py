@@ -122,3 +122,11 @@ def test_masks_dir_gets_each_mask_as_a_png_of_the_row_s_area(registry: ModelRegi
         mask = np.asarray(Image.open(io.BytesIO(png.read_bytes())))
         assert mask.shape == (row["height"], row["width"])
         assert int(np.count_nonzero(mask)) == row[f"area_px.{png.stem}"]
+
+
+def test_without_masks_the_scores_are_the_same_and_there_are_no_areas(registry: ModelRegistry, films: Path) -> None:
+    item = Item(key="a.png", path=str(films / "a.png"))
+    with_masks = classify_item(registry, item, RowOptions(default_view="AP"))
+    label_only = classify_item(registry, item, RowOptions(default_view="AP", include_masks=False))
+    assert not any(k.startswith(("area_px.", "bbox.")) for k in label_only)
+    assert {k: v for k, v in with_masks.items() if not k.startswith(("area_px.", "bbox."))} == label_only
