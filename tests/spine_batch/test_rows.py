@@ -48,6 +48,20 @@ def test_row_equals_the_http_answer_flattened(client: TestClient, registry: Mode
     assert structures and all(f"p_damaged.{s}" in row and row[f"area_px.{s}"] > 0 for s in structures)
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "status", "code"),
+    [("text.png", b"not an image", 415, "unsupported_media_type"), ("empty.jpg", b"", 422, "empty_file")],
+)
+def test_bad_files_are_the_http_errors_as_rows(
+    client: TestClient, registry: ModelRegistry, tmp_path: Path, name: str, data: bytes, status: int, code: str
+) -> None:
+    (tmp_path / name).write_bytes(data)
+    row = classify_item(registry, Item(key=name, path=str(tmp_path / name)), RowOptions(default_view="AP"))
+    response = _post(client, tmp_path / name, "AP")
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert (row["error_status"], row["error_code"], row["error_message"]) == (status, code, response.json()["detail"])
+
+
 def test_a_corrupt_film_is_the_http_error_as_a_row(client: TestClient, registry: ModelRegistry, films: Path) -> None:
     row = classify_item(registry, Item(key=CORRUPT_FILM, path=str(films / CORRUPT_FILM)), RowOptions(default_view="AP"))
     response = _post(client, films / CORRUPT_FILM, "AP")
