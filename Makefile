@@ -14,7 +14,7 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.all: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[serve,train,dev]'
+	$(BIN)/python -m pip install -q -e '.[serve,train,dev,batch]'
 	touch $@ $(VENV)/.serve
 
 ## Set up (serving extras only) and serve the committed models on 0.0.0.0:8000

@@ -1,4 +1,4 @@
-"""python -m benchmarks run [--quick] [--json out.json] ... | report results.json | synthetic DIR [--tiny]"""
+"""python -m benchmarks run [--quick] [--json out.json] ... | report results.json | synthetic DIR [--tiny] | batch ..."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["batch"]:  # spine-batch throughput, its own options (benchmarks/batch_bench.py)
+        from benchmarks.batch_bench import main as batch_main
+
+        return batch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="spine-xray benchmark suite (issue 5)")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the suite: prints markdown tables, writes JSON")

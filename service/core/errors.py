@@ -12,6 +12,8 @@ from typing import Any
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.logging import request_id_var
+from service.decoding import ImageDecodeError
+from service.inference import InferenceError
 
 STATUS_CODES = {  # status -> the code of an error that has none of its own
     400: "bad_request",
@@ -52,3 +54,15 @@ def error_body(path: str, status_code: int, code: str, detail: str, **extra: Any
     if path.startswith("/v2"):
         return {"error": detail}
     return {"code": code, "detail": detail, "request_id": request_id_var.get(), **extra}
+
+
+def describe_error(exc: Exception) -> tuple[int, str, str] | None:
+    """(HTTP status, code, message) the API answers for a decoding or inference error; None for any other.
+
+    Public so that callers of the pipeline outside HTTP (spine-batch) report the same codes as the API.
+    """
+    if isinstance(exc, ImageDecodeError):
+        return exc.status_code, exc.code, exc.message
+    if isinstance(exc, InferenceError):
+        return exc.status_code, exc.code, str(exc)
+    return None

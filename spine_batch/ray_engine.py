@@ -1,0 +1,140 @@
+"""`--engine ray`: Ray Data over the file list, an actor pool of model holders, rows streamed back.
+
+The pending file list goes into Ray's object store as small Arrow blocks (the driver keeps references
+only); `map_batches` sends batches of items to a fixed pool of actors, each holding one
+ModelRegistry (one ONNX Runtime session set, loaded once, on a GPU when the actor has one) and calling the
+same `classify_item` as the local engine. Each actor returns its rows as JSON text (one column, so blocks
+never disagree on a schema), and the driver writes them into the results store as they arrive: the
+progress bar, resuming and the Parquet layout are the same as the local engine's.
+
+On a cluster, SOURCE, RESULTS and the models folder must be paths every node sees (a shared mount), and
+every node needs this package installed (the container image of docs/batch.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from service.core.config import Settings
+from spine_batch.rows import RowOptions, classify_item
+from spine_batch.sources import Item
+
+# Items per block of the file list. A block goes to one actor whole, so blocks must be small for the pool to
+# share the work (a 481-film list in one block would keep one actor busy and the others idle).
+LIST_BLOCK_ROWS = 16
+
+
+class ModelHolder:
+    """A Ray actor's state: one registry for the actor's life; called with a batch of items, returns rows.
+
+    The batch's images run side by side on as many threads as the actor has CPUs (as the local engine's
+    workers do), so `--cpus-per-actor 4` gives a GPU actor four images decoding and post-processing at once.
+    """
+
+    def __init__(self, settings: Settings, options: RowOptions, cpus: int) -> None:
+        # The registry's inference threads: the CPUs Ray gave this actor, not every core of the node.
+        os.environ.setdefault("SPINE_INFERENCE_SLOTS", str(max(1, cpus)))
+        from spine_batch.registry import load_registry
+
+        self.registry = load_registry(settings.model_copy(update={"intra_op_threads": 1}))
+        self.options = options
+        self.pool = ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="actor")
+
+    def _row(self, item: Item) -> str:
+        return json.dumps(classify_item(self.registry, item, self.options))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = [
+            Item(key=str(key), path=str(path), view=view or None, study=study or None)
+            for key, path, view, study in zip(batch["key"], batch["path"], batch["view"], batch["study"], strict=True)
+        ]
+        return {"row": np.array(list(self.pool.map(self._row, items)), dtype=object)}
+
+
+def put_item_lists(items: Iterable[Item]) -> tuple[list[Any], int]:
+    """The items as Arrow tables of LIST_BLOCK_ROWS rows in Ray's object store (spilled to disk when it
+    fills): the driver holds only references, however long the list."""
+    import ray
+
+    schema = pa.schema([("key", pa.string()), ("path", pa.string()), ("view", pa.string()), ("study", pa.string())])
+    refs, chunk, count = [], [], 0
+    for item in items:
+        chunk.append(item.as_dict())
+        count += 1
+        if len(chunk) == LIST_BLOCK_ROWS:
+            refs.append(ray.put(pa.Table.from_pylist(chunk, schema=schema)))
+            chunk = []
+    if chunk:
+        refs.append(ray.put(pa.Table.from_pylist(chunk, schema=schema)))
+    return refs, count
+
+
+def _cuda_usable(settings: Settings) -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in settings.providers and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def connect(address: str | None, num_cpus: int | None) -> None:
+    """Join the cluster at `address` (auto, ray://host:10001), or start Ray on this machine; reuse a started one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its execution plan and timings: not for a terminal
+
+
+def run_ray(
+    settings: Settings,
+    items: Iterable[Item],
+    options: RowOptions,
+    on_row: Callable[[dict[str, Any]], None],
+    on_total: Callable[[int], None],
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    cpus_per_actor: int = 1,
+    gpus_per_actor: float | None = None,
+    batch_size: int = 4,
+) -> None:
+    import ray
+    import ray.data
+
+    connect(address, None)
+    # Not a file Ray reads: its read tasks need a CPU each, which a pool of actors holding every CPU never frees.
+    lists, total = put_item_lists(items)
+    on_total(total)
+    if not lists:
+        return
+    resources = ray.cluster_resources()
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 and _cuda_usable(settings) else 0.0
+    if actors is None:
+        by_cpu = int(resources.get("CPU", 1) // cpus_per_actor)
+        by_gpu = int(resources.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else by_cpu
+        actors = max(1, min(by_cpu, by_gpu))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours counts rows written
+    dataset = ray.data.from_arrow_refs(lists).map_batches(
+        ModelHolder,
+        fn_constructor_kwargs={"settings": settings, "options": options, "cpus": cpus_per_actor},
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor,
+    )
+    for batch in dataset.iter_batches(batch_size=None, batch_format="default"):
+        for text in batch["row"]:
+            on_row(json.loads(text))
