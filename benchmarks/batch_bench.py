@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ class TreeSampler:
         return sum(self.cpu_s.values())
 
 
-def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Path | None) -> dict[str, Any]:
+def run_config(
+    films: Path, work: Path, engine: str, count: int, models_dir: Path | None, spine_check: bool = True
+) -> dict[str, Any]:
     """One spine-batch process; returns its stats, peak RSS and results folder."""
     out, stats_path = work / "results.parquet", work / "stats.json"
     cmd = [sys.executable, "-m", "spine_batch.cli", str(films), "--out", str(out), "--view", "AP", "--no-progress"]
@@ -88,7 +91,9 @@ def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Pat
     if models_dir:
         cmd += ["--models-dir", str(models_dir)]
     started = time.perf_counter()
-    process = psutil.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=(work / "stderr.txt").open("w"))
+    # Generated films are not spines: without SPINE_SPINE_CHECK=false every row would be a no_spine_found refusal.
+    env = {**os.environ, "SPINE_SPINE_CHECK": "true" if spine_check else "false"}
+    process = psutil.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=(work / "stderr.txt").open("w"))
     sampler = TreeSampler(process)
     while process.poll() is None:
         sampler.sample()
@@ -110,7 +115,7 @@ def run_config(films: Path, work: Path, engine: str, count: int, models_dir: Pat
     }
 
 
-def stage_profile(films: Path, models_dir: Path | None, count: int) -> dict[str, Any]:
+def stage_profile(films: Path, models_dir: Path | None, count: int, spine_check: bool = True) -> dict[str, Any]:
     """Where an image's time goes, one image at a time in this process (the service's own timings_ms, median
     over `count` films), and what the driver's side costs per row (JSON round trip as from a Ray actor + the
     Parquet part write), timed over the same rows written again and again (at least 5,000 rows)."""
@@ -122,7 +127,8 @@ def stage_profile(films: Path, models_dir: Path | None, count: int) -> dict[str,
 
     settings = Settings(**({"models_dir": models_dir} if models_dir else {}))
     registry = load_registry(settings)
-    options = RowOptions(default_view="AP")
+    policy = replace(settings.policy(), spine_check=spine_check)
+    options = RowOptions(default_view="AP", policy=policy)
     items = list(source_items(films))[:count]
     timings: list[dict[str, float]] = []
     rows = []
@@ -130,7 +136,7 @@ def stage_profile(films: Path, models_dir: Path | None, count: int) -> dict[str,
 
     for item in items:
         data = Path(item.path).read_bytes()
-        response = classify_uploads(registry, {"AP": Upload(data, Path(item.path).name)}, True, "rle", settings.aggregation)
+        response = classify_uploads(registry, {"AP": Upload(data, Path(item.path).name)}, True, "rle", policy=policy)
         timings.append(response.timings_ms)
         rows.append(classify_item(registry, item, options))
     stages = {key: round(float(np.median([t.get(key, 0.0) for t in timings])), 1) for key in timings[0]}
@@ -190,15 +196,15 @@ def main(argv: list[str] | None = None) -> int:
             source = f"{args.data_dir} ({'first ' + str(args.limit) if args.limit else 'all'})"
         else:
             films = generated_films(root / "films", args.films)
-            source = f"{args.films} generated 2000x800 JPEGs"
-        profile = stage_profile(films, args.models_dir, args.stages) if args.stages else None
+            source = f"{args.films} generated 2000x800 JPEGs (spine check off)"
+        profile = stage_profile(films, args.models_dir, args.stages, args.data_dir is not None) if args.stages else None
         configs = [("local", w) for w in args.workers] + [("ray", a) for a in args.actors]
         runs: list[dict[str, Any]] = []
         reference: dict[str, tuple] | None = None
         for i, (engine, count) in enumerate(configs):
             work = root / f"run-{i}"
             work.mkdir()
-            run = run_config(films, work, engine, count, args.models_dir)
+            run = run_config(films, work, engine, count, args.models_dir, spine_check=args.data_dir is not None)
             outcomes = _outcomes(Path(run.pop("results")))
             reference = reference if reference is not None else outcomes
             run["same_rows"] = outcomes == reference

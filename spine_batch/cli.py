@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from spine_batch.sources import Item, SourceError, source_items
 
 EXAMPLES = """
 examples:
-  spine-batch ../shared/data/aasce-train --view AP --out results.parquet
+  spine-batch ../shared/data/aasce-train --out results.parquet
   spine-batch manifest.csv --out results.parquet --csv results.csv        # rows: path,view[,study]
   spine-batch /archive --out /archive-results.parquet --engine ray --ray-address auto
   spine-batch http://pacs:8042/dicom-web --studies @study-uids.txt --out results.parquet
@@ -44,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--studies", help="DICOMweb: study UIDs, comma-separated, or @FILE with one a line")
     p.add_argument("--out", type=Path, required=True, help="results folder of Parquet parts (created; re-running resumes)")
     p.add_argument("--csv", type=Path, help="also write the whole results table to this CSV at the end")
-    p.add_argument("--view", help="AP or LAT for files whose manifest row and DICOM header give none")
+    p.add_argument("--view", default="AP", help="AP (default) or LAT for files whose manifest row and DICOM header give none")
     p.add_argument("--masks-dir", type=Path, help="write each image's masks as PNGs to <dir>/<path>/<structure>.png")
     p.add_argument("--no-masks", action="store_true", help="skip the masks at the original size (faster; no area/bbox columns)")
-    p.add_argument("--aggregation", choices=["max_score", "mean"], help="default: SPINE_AGGREGATION, as the service")
+    p.add_argument("--aggregation", choices=["mean", "max_score", "cobb"], help="default: SPINE_AGGREGATION, as the service")
     p.add_argument("--models-dir", type=Path, help="default: SPINE_MODELS_DIR or the committed exported_models/")
     p.add_argument("--providers", help="onnxruntime providers, comma-separated (default: SPINE_PROVIDERS, CUDA then CPU)")
     p.add_argument("--engine", choices=["local", "ray"], default="local")
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spine-batch: {exc}", file=sys.stderr)
         return 2
     options = RowOptions(
-        aggregation=args.aggregation or settings.aggregation,
+        policy=replace(settings.policy(), aggregation=args.aggregation or settings.aggregation),
         max_pixels=settings.max_image_pixels,
         include_masks=not args.no_masks,
         masks_dir=str(args.masks_dir) if args.masks_dir else None,
@@ -158,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     pending = (item for item in items() if item.key not in done)
     if done:
         print(f"resuming: {len(done)} images already in {args.out}", file=sys.stderr)
-    if args.view is None and not args.source.lower().endswith(".csv"):
+    if args.view == "AP" and not args.source.lower().endswith(".csv"):
         print(
-            "spine-batch: no --view: only DICOMs whose ViewPosition says AP or LAT can be classified; "
-            "other files become `unknown_view` error rows (give --view AP|LAT, or a manifest with a view column)",
+            "spine-batch: files whose DICOM header names no view are analysed as AP (--view; AP is the view with a "
+            "validated model); give a manifest with a view column for a mixed archive",
             file=sys.stderr,
         )
 

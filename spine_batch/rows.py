@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.analysis import AnalysisPolicy
 from service.core.errors import describe_error
 from service.decoding import decode_image
 from service.inference import ModelRegistry, UnknownViewError
@@ -34,7 +35,7 @@ _SKIPPED_FIELDS = ("views", "timings_ms")
 class RowOptions:
     """The /classify form fields (and the service settings) every row is made with."""
 
-    aggregation: str = "max_score"
+    policy: AnalysisPolicy = field(default_factory=AnalysisPolicy)  # what runs and decides: the service's settings
     max_pixels: int = 100_000_000
     include_masks: bool = True  # areas and boxes need the masks at the original size
     mask_format: str = "rle"  # cheaper to encode than PNG; the PNGs are only made for --masks-dir
@@ -44,8 +45,8 @@ class RowOptions:
 
 
 def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
-    if value is None:
-        return  # absent: a null in the table
+    if value is None or (isinstance(value, list) and not value):
+        return  # absent or empty: a null in the table (an empty list has no type for the column)
     if isinstance(value, dict):
         for key, inner in value.items():
             _flatten(f"{prefix}.{key}", inner, row)
@@ -145,8 +146,8 @@ def classify_item(registry: ModelRegistry, item: Item, options: RowOptions) -> d
             {view: Upload(data=data, filename=filename)},
             include_masks=options.include_masks or options.masks_dir is not None,
             mask_format="png" if options.masks_dir else options.mask_format,
-            aggregation=options.aggregation,
             max_pixels=options.max_pixels,
+            policy=options.policy,
         ).model_dump(mode="json")
         if options.masks_dir:
             write_masks(Path(options.masks_dir), item.key, response)
