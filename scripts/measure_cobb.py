@@ -72,7 +72,7 @@ def measure_film(
     else:
         found = find_vertebrae(unet_mask)
     corners = found.corners()
-    cobb = cobb_angles(corners, height) if corners is not None else None
+    cobb = cobb_angles(corners, height, found.confidences()) if corners is not None else None
     postprocess_ms = (time.perf_counter() - started) * 1000
 
     found_corners = np.array([v.corners for v in found.vertebrae]).reshape(-1, 4, 2)
@@ -92,6 +92,7 @@ def measure_film(
         "true_angles": angles.tolist(),
         "predicted_angles": cobb.aasce_angles_deg if cobb else None,
         "curve": cobb.curve if cobb else None,
+        "reliable": cobb.reliable if cobb else None,
         "corner_error_px": corner_error_px(corners, truth) if corners is not None else None,
         "dice_corners": dice(fill_vertebrae(found_corners, height, width), truth_mask),
         "dice_unet": dice(unet_mask, truth_mask),
@@ -104,19 +105,26 @@ def measure_film(
     return film
 
 
+def _angle_metrics(films: list[dict]) -> dict:
+    predicted = np.array([f["predicted_angles"] for f in films])
+    true = np.array([f["true_angles"] for f in films])
+    return {
+        "smape_pct": smape_pct(predicted, true),
+        "mae_deg": mae_deg(predicted, true),
+        "max_angle_mae_deg": float(np.abs(predicted[:, 0] - true[:, 0]).mean()),
+    }
+
+
 def summarise(films: list[dict]) -> dict:
     measured = [f for f in films if f["predicted_angles"] is not None]
     summary: dict = {"films": len(films), "films_with_angle": len(measured), "films_without_angle": len(films) - len(measured)}
     summary["without_angle"] = [{"name": f["name"], "reason": f["reason"]} for f in films if f["predicted_angles"] is None]
     if measured:
-        predicted = np.array([f["predicted_angles"] for f in measured])
-        true = np.array([f["true_angles"] for f in measured])
-        summary["cobb"] = {
-            "smape_pct": smape_pct(predicted, true),
-            "mae_deg": mae_deg(predicted, true),
-            "max_angle_mae_deg": float(np.abs(predicted[:, 0] - true[:, 0]).mean()),
-            "angle_order": "as angles.csv: largest, then the organisers' second and third",
-        }
+        summary["cobb"] = _angle_metrics(measured)
+        summary["cobb"]["angle_order"] = "as angles.csv: largest, then the organisers' second and third"
+        for flag, name in ((True, "reliable"), (False, "flagged_unreliable")):
+            subset = [f for f in measured if f["reliable"] is flag]
+            summary["cobb"][name] = {"films": len(subset), **(_angle_metrics(subset) if subset else {})}
         summary["landmarks"] = {"mean_error_px": float(np.mean([f["corner_error_px"] for f in measured]))}
     incomplete = [f for f in films if f["found"] != N_VERTEBRAE]
     summary["levels"] = {
@@ -150,8 +158,11 @@ def plot_max_angle(films: list[dict], path: Path, title: str) -> None:
     measured = [f for f in films if f["predicted_angles"] is not None]
     true = np.array([f["true_angles"][0] for f in measured])
     predicted = np.array([f["predicted_angles"][0] for f in measured])
+    flagged = np.array([f["reliable"] is False for f in measured], dtype=bool)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    ax.scatter(true, predicted, s=14, alpha=0.7)
+    ax.scatter(true[~flagged], predicted[~flagged], s=14, alpha=0.8, label=f"reliable ({(~flagged).sum()})")
+    ax.scatter(true[flagged], predicted[flagged], s=18, marker="x", color="tab:red", label=f"flagged ({flagged.sum()})")
+    ax.legend(loc="upper left", fontsize=8)
     top = max(true.max(initial=0), predicted.max(initial=0)) * 1.05 + 1
     ax.plot([0, top], [0, top], color="grey", lw=1)
     for line in (10, 25, 40):

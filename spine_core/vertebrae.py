@@ -69,6 +69,9 @@ class VertebraeResult:
         """(17, 4, 2) corners T1..L5 for the Cobb computation, or None when the chain is incomplete."""
         return np.stack([v.corners for v in self.vertebrae]) if self.complete else None
 
+    def confidences(self) -> list[float]:
+        return [v.confidence for v in self.vertebrae]
+
 
 @dataclass
 class _Blob:
@@ -289,7 +292,7 @@ def find_vertebrae(mask: np.ndarray) -> VertebraeResult:
     ]
     reason = None
     if len(vertebrae) < N_VERTEBRAE:
-        reason = f"found {len(vertebrae)} of the {N_VERTEBRAE} vertebrae T1-L5; levels counted from L5 upwards"
+        reason = f"found {len(vertebrae)} of the {N_VERTEBRAE} vertebrae T1-L5; levels counted from L5 upwards (uncertain)"
         gap = _widest_gap([blob for blob, _, _ in fitted])
         if gap is not None:
             reason += f"; one seems missing or merged between found vertebrae {gap} and {gap + 1} (from the top)"
