@@ -2,7 +2,7 @@
 
 .venv/bin/python -m scripts.measure_cobb ../shared/data/aasce-train --subset val --json out.json \
     [--models exported_models] [--refine] [--plot docs/cobb_max_angle.png] [--limit N]
-    [--source unet|label-masks|labels]
+    [--source unet|label-masks|labels] [--noise-px SD]
 
 --source label-masks runs the same post-processing on masks filled from the labels' corners (what it
 can reach with a perfect segmentation); --source labels takes the labels' corners as they are (checks
@@ -54,10 +54,16 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure_film(
-    registry: ModelRegistry | None, image_path: Path, landmarks: np.ndarray, angles: np.ndarray, source: str = "unet"
+    registry: ModelRegistry | None,
+    image_path: Path,
+    landmarks: np.ndarray,
+    angles: np.ndarray,
+    source: str = "unet",
+    noise: np.ndarray | None = None,
 ) -> dict:
     """One film's record. `source`: "unet" (the served mask), "label-masks" (the mask filled from the
-    labels' corners: the post-processing's own ceiling) or "labels" (the labels' corners themselves)."""
+    labels' corners: the post-processing's own ceiling) or "labels" (the labels' corners themselves,
+    plus `noise` in pixels when given: how sensitive the angles are to corner error)."""
     if source == "unet":
         image = np.asarray(Image.open(image_path).convert("L"))
         height, width = image.shape
@@ -68,7 +74,8 @@ def measure_film(
     unet_mask = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"] if source == "unet" else truth_mask
     started = time.perf_counter()
     if source == "labels":
-        found = VertebraeResult([Vertebra(level, c, 1.0, 0) for level, c in zip(LEVELS, truth, strict=True)])
+        noisy = truth if noise is None else truth + noise
+        found = VertebraeResult([Vertebra(level, c, 1.0, 0) for level, c in zip(LEVELS, noisy, strict=True)])
     else:
         found = find_vertebrae(unet_mask)
     corners = found.corners()
@@ -192,7 +199,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the summary and per-film records here")
     parser.add_argument("--plot", type=Path, default=Path("docs/cobb_max_angle.png"))
     parser.add_argument("--limit", type=int, help="only the first N films of the subset")
+    parser.add_argument("--noise-px", type=float, default=0.0, help="--source labels: Gaussian noise (sd, px) on each corner")
     args = parser.parse_args()
+    rng = np.random.default_rng(0)
 
     samples = read_aasce_dataset(args.data_dir)
     train, val = aasce_sample_split(samples)
@@ -201,13 +210,15 @@ def main() -> None:
     films = []
     for k, i in enumerate(chosen):
         s = samples[i]
-        films.append(measure_film(registry, s.image_path, s.landmarks, s.cobb_angles, args.source))
+        noise = rng.normal(0.0, args.noise_px, (N_VERTEBRAE, 4, 2)) if args.noise_px else None
+        films.append(measure_film(registry, s.image_path, s.landmarks, s.cobb_angles, args.source, noise))
         f = films[-1]
         print(f"{k + 1}/{len(chosen)} {f['name']}: found {f['found']}, angles {f['predicted_angles']} vs {f['true_angles']}")
     summary = summarise(films)
     summary["subset"] = args.subset
     summary["refine"] = args.refine
     summary["source"] = args.source
+    summary["noise_px"] = args.noise_px
     print(json.dumps({k: v for k, v in summary.items() if k != "without_angle"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "films": films}, indent=1))
