@@ -197,7 +197,7 @@ def main() -> None:
         "(the post-processing's ceiling), or the labels' corners (checks the Cobb computation)",
     )
     parser.add_argument("--json", type=Path, help="write the summary and per-film records here")
-    parser.add_argument("--plot", type=Path, default=Path("docs/cobb_max_angle.png"))
+    parser.add_argument("--plot", default="docs/cobb_max_angle.png", help="PNG path; '' for none")
     parser.add_argument("--limit", type=int, help="only the first N films of the subset")
     parser.add_argument("--noise-px", type=float, default=0.0, help="--source labels: Gaussian noise (sd, px) on each corner")
     args = parser.parse_args()
@@ -224,7 +224,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"summary": summary, "films": films}, indent=1))
     if args.plot:
         what = {"unet": "the Ap_Vertebra mask" + (" (refined)" if args.refine else ""), "label-masks": "label-filled masks"}
-        plot_max_angle(films, args.plot, f"AASCE {args.subset} split, corners from {what.get(args.source, 'the labels')}")
+        plot_max_angle(films, Path(args.plot), f"AASCE {args.subset} split, corners from {what.get(args.source, 'the labels')}")
 
 
 if __name__ == "__main__":
