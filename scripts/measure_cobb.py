@@ -12,7 +12,8 @@ Per film: segment with `ModelRegistry.segment(image, "AP", ["Ap_Vertebra"])` (th
 size), `spine_core.vertebrae.find_vertebrae`, then `spine_core.cobb.cobb_angles` when all 17 were found.
 Reports (JSON and stdout):
   cobb.smape_pct, cobb.mae_deg (per angle, in angles.csv's order), cobb.max_angle_mae_deg — over the
-    films that got an angle; films_without_angle with their reasons;
+    films that got an angle, and apart for those `cobb_angles` marks reliable and flagged; the share of
+    films whose severity band (and whether >= 40°) matches; films_without_angle with their reasons;
   landmarks.mean_error_px — mean distance over the 68 corners (original pixels), films with an angle;
   levels.correct_films — films whose every vertebra's level is the ground-truth vertebra nearest to it;
   dice.corners / dice.unet — Dice of the masks filled from the predicted corners and of the U-Net's
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from service.inference import ModelRegistry
-from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles
+from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles, severity
 from spine_core.landmark_metrics import corner_error_px, dice, fill_vertebrae, mae_deg, smape_pct
 from spine_core.vertebrae import Vertebra, VertebraeResult, find_vertebrae
 from training.datasets import read_aasce_dataset
@@ -129,6 +130,12 @@ def summarise(films: list[dict]) -> dict:
     if measured:
         summary["cobb"] = _angle_metrics(measured)
         summary["cobb"]["angle_order"] = "as angles.csv: largest, then the organisers' second and third"
+        true_max = np.array([f["true_angles"][0] for f in measured])
+        predicted_max = np.array([f["predicted_angles"][0] for f in measured])
+        summary["cobb"]["severity_agreement"] = float(
+            np.mean([severity(p) == severity(t) for p, t in zip(predicted_max, true_max, strict=True)])
+        )
+        summary["cobb"]["severe_40_agreement"] = float(np.mean((predicted_max >= 40) == (true_max >= 40)))
         for flag, name in ((True, "reliable"), (False, "flagged_unreliable")):
             subset = [f for f in measured if f["reliable"] is flag]
             summary["cobb"][name] = {"films": len(subset), **(_angle_metrics(subset) if subset else {})}
