@@ -92,3 +92,17 @@ def test_a_vertebra_missing_in_the_middle_is_located() -> None:
     result = find_vertebrae(fill_vertebrae(np.delete(truth, 8, axis=0), HEIGHT, WIDTH))  # T9 not segmented
     assert result.corners() is None
     assert "between found vertebrae 8 and 9 (from the top)" in result.reason
+
+
+def test_results_serialise_to_json_for_the_response() -> None:
+    import json
+
+    tilts = [0.0] * N_VERTEBRAE
+    tilts[4], tilts[10] = 10.0, -10.0
+    result = find_vertebrae(fill_vertebrae(spine_corners(tilts), HEIGHT, WIDTH))
+    cobb = cobb_angles(result.corners(), HEIGHT, result.confidences())
+    payload = json.loads(json.dumps({"cobb": cobb.to_dict(), "vertebrae": [v.to_dict() for v in result.vertebrae]}))
+    assert payload["cobb"]["curves"][0]["upper_end"] == "T5" and payload["cobb"]["reliable"] is True
+    assert payload["cobb"]["severity"] == "mild"
+    first = payload["vertebrae"][0]
+    assert first["level"] == "T1" and len(first["corners"]) == 4 and 0.9 < first["confidence"] <= 1.0
