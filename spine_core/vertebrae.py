@@ -77,6 +77,7 @@ class VertebraeResult:
 class _Blob:
     xy: np.ndarray  # (n, 2) pixel centres x, y
     split: bool = False
+    run: tuple[int, int, int] | None = None  # (merged component's id, this piece's place, pieces) when split
 
     @cached_property
     def centroid(self) -> np.ndarray:
@@ -178,8 +179,9 @@ def _split_merged(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
     extents = np.array([np.ptp(s) + 1 for s in along])
     result: list[_Blob] = []
     for i, (blob, s) in enumerate(zip(blobs, along, strict=True)):
-        neighbours = np.r_[extents[max(0, i - 3) : i], extents[i + 1 : i + 4]]
-        reference = float(np.median(neighbours))
+        # Counted in the neighbours' vertebra heights; the discs inside a merged run make a run of three
+        # or more look taller (see docs/measurement.md for the disc-aware count tried instead).
+        reference = float(np.median(np.r_[extents[max(0, i - 3) : i], extents[i + 1 : i + 4]]))
         pieces = round(extents[i] / reference)
         if pieces < 2:
             result.append(blob)
@@ -193,7 +195,7 @@ def _split_merged(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
         for k in range(pieces):
             part = blob.xy[piece == k]
             if len(part):
-                result.append(_Blob(part, split=True))
+                result.append(_Blob(part, split=True, run=(i, k, int(pieces))))
         notes.append(f"cut a merged component into {pieces}")
     return sorted(result, key=lambda b: b.centroid[1])
 
@@ -254,6 +256,45 @@ def _likeness(end: tuple[_Blob, np.ndarray, float], neighbour: tuple[_Blob, np.n
     return end[2] * min(1.0, len(end[0].xy) / len(neighbour[0].xy))
 
 
+def _tilt(corners: np.ndarray) -> float:
+    """Angle (radians) of the left-side-midpoint to right-side-midpoint vector, the one the Cobb angle uses."""
+    d = (corners[1] + corners[3]) / 2 - (corners[0] + corners[2]) / 2
+    return float(np.arctan2(d[1], d[0]))
+
+
+def _edge_tilt(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.arctan2(b[1] - a[1], b[0] - a[0]))
+
+
+def _rotated(corners: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    centre = corners.mean(axis=0)
+    return (corners - centre) @ np.array([[c, s], [-s, c]]) + centre
+
+
+def _retilt_split_pieces(fitted: list[tuple[_Blob, np.ndarray, float]]) -> list[tuple[_Blob, np.ndarray, float]]:
+    """A piece cut out of a merged run has at most one real endplate: the cut is a guess. Its tilt is
+    taken instead from the run's real outer endplates (the top of its first piece, the bottom of its
+    last), interpolated linearly along the run (tilts change smoothly along the spine)."""
+    runs: dict[int, dict[int, int]] = {}
+    for index, (blob, _, _) in enumerate(fitted):
+        if blob.run is not None:
+            runs.setdefault(blob.run[0], {})[blob.run[1]] = index
+    result = list(fitted)
+    for places in runs.values():
+        count = fitted[next(iter(places.values()))][0].run[2]
+        if set(places) != set(range(count)):
+            continue  # a piece went missing (too small): leave the run as fitted
+        top = fitted[places[0]][1]
+        bottom = fitted[places[count - 1]][1]
+        top_tilt, bottom_tilt = _edge_tilt(top[0], top[1]), _edge_tilt(bottom[2], bottom[3])
+        for place, index in places.items():
+            blob, corners, confidence = fitted[index]
+            target = top_tilt + (bottom_tilt - top_tilt) * (place + 0.5) / count
+            result[index] = (blob, _rotated(corners, target - _tilt(corners)), confidence)
+    return result
+
+
 def _widest_gap(blobs: list[_Blob]) -> int | None:
     """1-based index of the found vertebra after which the chain has a gap of about one vertebra (the
     step between centroids over 1.6 times the median step), or None."""
@@ -280,6 +321,7 @@ def find_vertebrae(mask: np.ndarray) -> VertebraeResult:
         down = centroids[min(i + 1, len(blobs) - 1)] - centroids[max(i - 1, 0)]
         corners = _corners(blob, down / np.linalg.norm(down))
         fitted.append((blob, corners, _confidence(blob, corners)))
+    fitted = _retilt_split_pieces(fitted)
     while len(fitted) > N_VERTEBRAE:  # surplus: drop the end that looks least like a vertebra
         top, bottom = (_likeness(fitted[0], fitted[1]), _likeness(fitted[-1], fitted[-2]))
         end = 0 if top < bottom else -1

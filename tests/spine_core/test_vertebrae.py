@@ -106,3 +106,22 @@ def test_results_serialise_to_json_for_the_response() -> None:
     assert payload["cobb"]["severity"] == "mild"
     first = payload["vertebrae"][0]
     assert first["level"] == "T1" and len(first["corners"]) == 4 and 0.9 < first["confidence"] <= 1.0
+
+
+def test_pieces_of_a_merged_run_take_their_tilt_from_the_runs_real_endplates() -> None:
+    tilts = [0.0] * N_VERTEBRAE
+    tilts[5:10] = [3.0, 6.0, 9.0, 12.0, 15.0]  # T6..T10 turning steadily
+    truth = spine_corners(tilts, size=(70.0, 60.0))  # discs a sixth of a body's height, as in the thorax
+    mask = fill_vertebrae(truth, HEIGHT, WIDTH)
+    # Fill the discs between T7, T8 and T9: one blob of three without notches, so the cuts cannot
+    # find the discs' tilt and the pieces must take it from the run's top and bottom endplates.
+    for upper in (6, 7):
+        bl, br, tl, tr = truth[upper, 2], truth[upper, 3], truth[upper + 1, 0], truth[upper + 1, 1]
+        mask |= fill_vertebrae(np.array([[bl, br, tl, tr]]), HEIGHT, WIDTH)
+    result = find_vertebrae(mask)
+    assert result.complete, result.reason
+    assert [v.level for v in result.vertebrae if v.split] == ["T7", "T8", "T9"]
+    sides = [((c[1] + c[3]) - (c[0] + c[2])) / 2 for c in result.corners()]  # left-to-right side midpoints
+    found = np.degrees([np.arctan2(d[1], d[0]) for d in sides])
+    assert np.abs(found[6:9] - np.array(tilts[6:9])).max() < 2.5
+    assert all(v.confidence < 0.8 for v in result.vertebrae if v.split)
