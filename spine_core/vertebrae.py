@@ -1,25 +1,26 @@
 """From an AP `Ap_Vertebra` mask to the 17 vertebrae T1..L5: levels, four corners and a confidence each.
 
-Steps (all on the mask at the original image size):
+Steps (all on the mask at the original image size; docs/measurement.md has the measurements):
 
 1. Connected components (8-connected). Specks under a fraction of a typical vertebra's area go.
 2. The chain: a smooth curve x(y) through the components' centroids (area-weighted polynomial, refit
-   after dropping outliers); components far from it (ribs, skull, a hand) or much wider than the
-   vertebrae (pelvis, skull) are not vertebrae.
+   after dropping outliers); components far from it (ribs, a hand) or much thicker across their long
+   axis than a vertebra is wide (pelvis, skull) are not vertebrae.
 3. Merged vertebrae: a component whose extent along the chain is about k times its neighbours' is cut
-   into k at the minima of its width profile along the chain (the disc spaces are the narrow parts).
-4. Levels: with exactly 17, T1..L5 top to bottom. With more, the surplus is dropped at the end whose
-   end component looks least like a vertebra (lowest confidence), one at a time. With fewer, the result
-   is incomplete: levels are counted from L5 upwards (the lumbar end is the better-segmented one on the
-   validation films, see docs/measurement.md) and `reason` says how many were found; no Cobb angle is
-   computed from an incomplete chain.
-5. Corners: in each vertebra's frame (its up axis along the chain), straight lines are fitted to the
-   top and bottom edges (the endplates) and to the left and right sides, over the middle of each edge;
-   the corners are their intersections.
+   into k, each cut joining the deepest notches of its left and right sides (the disc). A cut edge is a
+   guess, so the pieces then take their tilt from the run's real outer endplates, interpolated.
+4. Corners: in each vertebra's frame (its up axis from its neighbours' centroids), straight lines are
+   fitted to the top and bottom edges (the endplates) and to the two sides, over the middle of each
+   edge; the corners are their intersections.
+5. Levels: with exactly 17, T1..L5 top to bottom. With more, the surplus is dropped one at a time at the
+   end that looks less like a vertebra (confidence x area relative to its neighbour). With fewer, the
+   result is incomplete: `corners()` is None (no Cobb angle), levels are counted from L5 upwards and
+   marked uncertain (neither end proved reliable on the validation films), and `reason` says how many
+   were found and where the chain has a gap.
 
 Confidence of a vertebra: the Dice overlap between its mask pixels and the quadrilateral of its fitted
-corners, lowered by a third for a vertebra that was cut out of a merged component. 1 means the mask is a
-clean quadrilateral the corners describe exactly; ragged, partial or merged blobs score lower.
+corners, times 2/3 for a vertebra cut out of a merged component. 1 means the mask is a clean
+quadrilateral the corners describe exactly; ragged, partial or merged blobs score lower.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def _disc_line(u: np.ndarray, s: np.ndarray, expected: float, pitch: float) -> t
     np.fmin.at(left, bins, u)
     np.fmax.at(right, bins, u)
     lo, hi = max(0, int(expected - 0.3 * pitch)), min(len(left), int(expected + 0.3 * pitch) + 1)
-    if hi - lo < 3:
+    if hi - lo < 3 or np.isnan(left[lo:hi]).all():
         return expected, 0.0, 0.0
     s_left = lo + int(np.nanargmax(left[lo:hi]))  # left side's most inward point
     s_right = lo + int(np.nanargmin(right[lo:hi]))

@@ -125,3 +125,14 @@ def test_pieces_of_a_merged_run_take_their_tilt_from_the_runs_real_endplates() -
     found = np.degrees([np.arctan2(d[1], d[0]) for d in sides])
     assert np.abs(found[6:9] - np.array(tilts[6:9])).max() < 2.5
     assert all(v.confidence < 0.8 for v in result.vertebrae if v.split)
+
+
+@pytest.mark.parametrize("density", [0.001, 0.05, 0.5, 0.97])
+def test_arbitrary_masks_give_a_result_or_a_reason_never_an_error(density: float) -> None:
+    rng = np.random.default_rng(int(density * 1000))
+    for _ in range(3):
+        mask = rng.random((300, 120)) < density
+        result = find_vertebrae(mask)
+        assert result.complete or result.reason
+        for v in result.vertebrae:
+            assert np.all(np.isfinite(v.corners)) and 0.0 <= v.confidence <= 1.0
