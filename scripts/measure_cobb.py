@@ -2,7 +2,7 @@
 
 .venv/bin/python -m scripts.measure_cobb ../shared/data/aasce-train --subset val --json out.json \
     [--models exported_models] [--refine] [--plot docs/cobb_max_angle.png] [--limit N]
-    [--source unet|label-masks|labels]
+    [--source unet|label-masks|labels] [--noise-px SD]
 
 --source label-masks runs the same post-processing on masks filled from the labels' corners (what it
 can reach with a perfect segmentation); --source labels takes the labels' corners as they are (checks
@@ -12,7 +12,8 @@ Per film: segment with `ModelRegistry.segment(image, "AP", ["Ap_Vertebra"])` (th
 size), `spine_core.vertebrae.find_vertebrae`, then `spine_core.cobb.cobb_angles` when all 17 were found.
 Reports (JSON and stdout):
   cobb.smape_pct, cobb.mae_deg (per angle, in angles.csv's order), cobb.max_angle_mae_deg — over the
-    films that got an angle; films_without_angle with their reasons;
+    films that got an angle, and apart for those `cobb_angles` marks reliable and flagged; the share of
+    films whose severity band (and whether >= 40°) matches; films_without_angle with their reasons;
   landmarks.mean_error_px — mean distance over the 68 corners (original pixels), films with an angle;
   levels.correct_films — films whose every vertebra's level is the ground-truth vertebra nearest to it;
   dice.corners / dice.unet — Dice of the masks filled from the predicted corners and of the U-Net's
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from service.inference import ModelRegistry
-from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles
+from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles, severity
 from spine_core.landmark_metrics import corner_error_px, dice, fill_vertebrae, mae_deg, smape_pct
 from spine_core.vertebrae import Vertebra, VertebraeResult, find_vertebrae
 from training.datasets import read_aasce_dataset
@@ -54,10 +55,16 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure_film(
-    registry: ModelRegistry | None, image_path: Path, landmarks: np.ndarray, angles: np.ndarray, source: str = "unet"
+    registry: ModelRegistry | None,
+    image_path: Path,
+    landmarks: np.ndarray,
+    angles: np.ndarray,
+    source: str = "unet",
+    noise: np.ndarray | None = None,
 ) -> dict:
     """One film's record. `source`: "unet" (the served mask), "label-masks" (the mask filled from the
-    labels' corners: the post-processing's own ceiling) or "labels" (the labels' corners themselves)."""
+    labels' corners: the post-processing's own ceiling) or "labels" (the labels' corners themselves,
+    plus `noise` in pixels when given: how sensitive the angles are to corner error)."""
     if source == "unet":
         image = np.asarray(Image.open(image_path).convert("L"))
         height, width = image.shape
@@ -68,11 +75,12 @@ def measure_film(
     unet_mask = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"] if source == "unet" else truth_mask
     started = time.perf_counter()
     if source == "labels":
-        found = VertebraeResult([Vertebra(level, c, 1.0, 0) for level, c in zip(LEVELS, truth, strict=True)])
+        noisy = truth if noise is None else truth + noise
+        found = VertebraeResult([Vertebra(level, c, 1.0, 0) for level, c in zip(LEVELS, noisy, strict=True)])
     else:
         found = find_vertebrae(unet_mask)
     corners = found.corners()
-    cobb = cobb_angles(corners, height) if corners is not None else None
+    cobb = cobb_angles(corners, height, found.confidences()) if corners is not None else None
     postprocess_ms = (time.perf_counter() - started) * 1000
 
     found_corners = np.array([v.corners for v in found.vertebrae]).reshape(-1, 4, 2)
@@ -92,6 +100,7 @@ def measure_film(
         "true_angles": angles.tolist(),
         "predicted_angles": cobb.aasce_angles_deg if cobb else None,
         "curve": cobb.curve if cobb else None,
+        "reliable": cobb.reliable if cobb else None,
         "corner_error_px": corner_error_px(corners, truth) if corners is not None else None,
         "dice_corners": dice(fill_vertebrae(found_corners, height, width), truth_mask),
         "dice_unet": dice(unet_mask, truth_mask),
@@ -104,19 +113,32 @@ def measure_film(
     return film
 
 
+def _angle_metrics(films: list[dict]) -> dict:
+    predicted = np.array([f["predicted_angles"] for f in films])
+    true = np.array([f["true_angles"] for f in films])
+    return {
+        "smape_pct": smape_pct(predicted, true),
+        "mae_deg": mae_deg(predicted, true),
+        "max_angle_mae_deg": float(np.abs(predicted[:, 0] - true[:, 0]).mean()),
+    }
+
+
 def summarise(films: list[dict]) -> dict:
     measured = [f for f in films if f["predicted_angles"] is not None]
     summary: dict = {"films": len(films), "films_with_angle": len(measured), "films_without_angle": len(films) - len(measured)}
     summary["without_angle"] = [{"name": f["name"], "reason": f["reason"]} for f in films if f["predicted_angles"] is None]
     if measured:
-        predicted = np.array([f["predicted_angles"] for f in measured])
-        true = np.array([f["true_angles"] for f in measured])
-        summary["cobb"] = {
-            "smape_pct": smape_pct(predicted, true),
-            "mae_deg": mae_deg(predicted, true),
-            "max_angle_mae_deg": float(np.abs(predicted[:, 0] - true[:, 0]).mean()),
-            "angle_order": "as angles.csv: largest, then the organisers' second and third",
-        }
+        summary["cobb"] = _angle_metrics(measured)
+        summary["cobb"]["angle_order"] = "as angles.csv: largest, then the organisers' second and third"
+        true_max = np.array([f["true_angles"][0] for f in measured])
+        predicted_max = np.array([f["predicted_angles"][0] for f in measured])
+        summary["cobb"]["severity_agreement"] = float(
+            np.mean([severity(p) == severity(t) for p, t in zip(predicted_max, true_max, strict=True)])
+        )
+        summary["cobb"]["severe_40_agreement"] = float(np.mean((predicted_max >= 40) == (true_max >= 40)))
+        for flag, name in ((True, "reliable"), (False, "flagged_unreliable")):
+            subset = [f for f in measured if f["reliable"] is flag]
+            summary["cobb"][name] = {"films": len(subset), **(_angle_metrics(subset) if subset else {})}
         summary["landmarks"] = {"mean_error_px": float(np.mean([f["corner_error_px"] for f in measured]))}
     incomplete = [f for f in films if f["found"] != N_VERTEBRAE]
     summary["levels"] = {
@@ -150,8 +172,11 @@ def plot_max_angle(films: list[dict], path: Path, title: str) -> None:
     measured = [f for f in films if f["predicted_angles"] is not None]
     true = np.array([f["true_angles"][0] for f in measured])
     predicted = np.array([f["predicted_angles"][0] for f in measured])
+    flagged = np.array([f["reliable"] is False for f in measured], dtype=bool)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    ax.scatter(true, predicted, s=14, alpha=0.7)
+    ax.scatter(true[~flagged], predicted[~flagged], s=14, alpha=0.8, label=f"reliable ({(~flagged).sum()})")
+    ax.scatter(true[flagged], predicted[flagged], s=18, marker="x", color="tab:red", label=f"flagged ({flagged.sum()})")
+    ax.legend(loc="upper left", fontsize=8)
     top = max(true.max(initial=0), predicted.max(initial=0)) * 1.05 + 1
     ax.plot([0, top], [0, top], color="grey", lw=1)
     for line in (10, 25, 40):
@@ -179,9 +204,11 @@ def main() -> None:
         "(the post-processing's ceiling), or the labels' corners (checks the Cobb computation)",
     )
     parser.add_argument("--json", type=Path, help="write the summary and per-film records here")
-    parser.add_argument("--plot", type=Path, default=Path("docs/cobb_max_angle.png"))
+    parser.add_argument("--plot", default="docs/cobb_max_angle.png", help="PNG path; '' for none")
     parser.add_argument("--limit", type=int, help="only the first N films of the subset")
+    parser.add_argument("--noise-px", type=float, default=0.0, help="--source labels: Gaussian noise (sd, px) on each corner")
     args = parser.parse_args()
+    rng = np.random.default_rng(0)
 
     samples = read_aasce_dataset(args.data_dir)
     train, val = aasce_sample_split(samples)
@@ -190,19 +217,21 @@ def main() -> None:
     films = []
     for k, i in enumerate(chosen):
         s = samples[i]
-        films.append(measure_film(registry, s.image_path, s.landmarks, s.cobb_angles, args.source))
+        noise = rng.normal(0.0, args.noise_px, (N_VERTEBRAE, 4, 2)) if args.noise_px else None
+        films.append(measure_film(registry, s.image_path, s.landmarks, s.cobb_angles, args.source, noise))
         f = films[-1]
         print(f"{k + 1}/{len(chosen)} {f['name']}: found {f['found']}, angles {f['predicted_angles']} vs {f['true_angles']}")
     summary = summarise(films)
     summary["subset"] = args.subset
     summary["refine"] = args.refine
     summary["source"] = args.source
+    summary["noise_px"] = args.noise_px
     print(json.dumps({k: v for k, v in summary.items() if k != "without_angle"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "films": films}, indent=1))
     if args.plot:
         what = {"unet": "the Ap_Vertebra mask" + (" (refined)" if args.refine else ""), "label-masks": "label-filled masks"}
-        plot_max_angle(films, args.plot, f"AASCE {args.subset} split, corners from {what.get(args.source, 'the labels')}")
+        plot_max_angle(films, Path(args.plot), f"AASCE {args.subset} split, corners from {what.get(args.source, 'the labels')}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ the largest curve is main-thoracic unless the spine is an S whose main curve lie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -33,6 +34,9 @@ N_VERTEBRAE = len(LEVELS)  # 17: T1..L5
 CORNERS = ("TL", "TR", "BL", "BR")
 # Severity lines in degrees (the usual scoliosis bands): below 10 none, 10-25 mild, 25-40 moderate, 40+ severe.
 SEVERITY_LINES: tuple[tuple[float, str], ...] = ((40.0, "severe"), (25.0, "moderate"), (10.0, "mild"))
+# An end vertebra less confident than this makes its curve's angle uncertain. Every vertebra cut out of
+# a merged component is below it (SPLIT_PENALTY in spine_core.vertebrae), as is a poor quadrilateral fit.
+MIN_END_CONFIDENCE = 0.8
 # The organisers' S test compares sum(l)^2 with sum(|l|)^2 within this tolerance (l normalised by the chord).
 _S_TOLERANCE = 1e-4
 
@@ -44,6 +48,7 @@ class Curve:
     lower_end: str
     apex: str  # vertebra between the ends farthest from the line joining the ends' centres
     angle_deg: float
+    end_confidence: float | None = None  # the lower of its end vertebrae's confidences, when given
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class CobbResult:
     curves: list[Curve]  # the curves whose end vertebrae differ, largest first
     severity: str  # none | mild | moderate | severe
     aasce_angles_deg: list[float] = field(default_factory=list)  # the organisers' order, as in angles.csv
+    # False when an end vertebra of the largest curve is uncertain (None: no confidences were given)
+    reliable: bool | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready form (the `cobb` object of the planned /classify response, plus `aasce_angles_deg`)."""
@@ -120,12 +128,16 @@ def _apex(corners: np.ndarray, upper: int, lower: int) -> int:
     return upper + 1 + int(np.argmax(distance))
 
 
-def cobb_angles(points: np.ndarray, image_height: float) -> CobbResult:
+def cobb_angles(points: np.ndarray, image_height: float, confidences: Sequence[float] | None = None) -> CobbResult:
     """The three Cobb angles of one AP film from its 17 vertebrae's corners (original pixels).
 
     `image_height` (pixels) decides, for an S-shaped spine, whether the main curve is in the upper half.
+    `confidences` (17, per vertebra, e.g. from `spine_core.vertebrae`) mark curves whose end vertebrae
+    are uncertain: `reliable` and `warnings` say so.
     """
     corners = as_corners(points)
+    if confidences is not None and len(confidences) != N_VERTEBRAE:
+        raise ValueError(f"expected {N_VERTEBRAE} confidences, got {len(confidences)}")
     angles = pairwise_angles_deg(corners)
     mid = centreline(corners)
     last = N_VERTEBRAE - 1
@@ -156,12 +168,23 @@ def cobb_angles(points: np.ndarray, image_height: float) -> CobbResult:
     ends = [(upper, lower), second_ends, third_ends]
     computed = [first_angle, float(angles[second_ends]), float(angles[third_ends])]
     by_name = dict(zip(names, computed, strict=True))
+
+    def end_confidence(a: int, b: int) -> float | None:
+        return None if confidences is None else round(float(min(confidences[a], confidences[b])), 3)
+
     curves = [
-        Curve(name, LEVELS[a], LEVELS[b], LEVELS[_apex(corners, a, b)], round(value, 3))
+        Curve(name, LEVELS[a], LEVELS[b], LEVELS[_apex(corners, a, b)], round(value, 3), end_confidence(a, b))
         for name, (a, b), value in zip(names, ends, computed, strict=True)
         if b > a
     ]
     curves.sort(key=lambda c: -c.angle_deg)
+    warnings = [
+        f"the {c.name.replace('_', ' ')} curve's end vertebrae ({c.upper_end}, {c.lower_end}) are uncertain "
+        f"(confidence {c.end_confidence:.2f}): its angle may be off"
+        for c in curves
+        if c.end_confidence is not None and c.end_confidence < MIN_END_CONFIDENCE
+    ]
+    main_end = end_confidence(upper, lower)
     return CobbResult(
         angles_deg=[by_name["proximal_thoracic"], by_name["main_thoracic"], by_name["thoracolumbar_lumbar"]],
         max_deg=first_angle,
@@ -169,4 +192,6 @@ def cobb_angles(points: np.ndarray, image_height: float) -> CobbResult:
         curves=curves,
         severity=severity(first_angle),
         aasce_angles_deg=computed,
+        reliable=None if main_end is None else main_end >= MIN_END_CONFIDENCE,
+        warnings=warnings,
     )

@@ -1,25 +1,26 @@
 """From an AP `Ap_Vertebra` mask to the 17 vertebrae T1..L5: levels, four corners and a confidence each.
 
-Steps (all on the mask at the original image size):
+Steps (all on the mask at the original image size; docs/measurement.md has the measurements):
 
 1. Connected components (8-connected). Specks under a fraction of a typical vertebra's area go.
 2. The chain: a smooth curve x(y) through the components' centroids (area-weighted polynomial, refit
-   after dropping outliers); components far from it (ribs, skull, a hand) or much wider than the
-   vertebrae (pelvis, skull) are not vertebrae.
+   after dropping outliers); components far from it (ribs, a hand) or much thicker across their long
+   axis than a vertebra is wide (pelvis, skull) are not vertebrae.
 3. Merged vertebrae: a component whose extent along the chain is about k times its neighbours' is cut
-   into k at the minima of its width profile along the chain (the disc spaces are the narrow parts).
-4. Levels: with exactly 17, T1..L5 top to bottom. With more, the surplus is dropped at the end whose
-   end component looks least like a vertebra (lowest confidence), one at a time. With fewer, the result
-   is incomplete: levels are counted from L5 upwards (the lumbar end is the better-segmented one on the
-   validation films, see docs/measurement.md) and `reason` says how many were found; no Cobb angle is
-   computed from an incomplete chain.
-5. Corners: in each vertebra's frame (its up axis along the chain), straight lines are fitted to the
-   top and bottom edges (the endplates) and to the left and right sides, over the middle of each edge;
-   the corners are their intersections.
+   into k, each cut joining the deepest notches of its left and right sides (the disc). A cut edge is a
+   guess, so the pieces then take their tilt from the run's real outer endplates, interpolated.
+4. Corners: in each vertebra's frame (its up axis from its neighbours' centroids), straight lines are
+   fitted to the top and bottom edges (the endplates) and to the two sides, over the middle of each
+   edge; the corners are their intersections.
+5. Levels: with exactly 17, T1..L5 top to bottom. With more, the surplus is dropped one at a time at the
+   end that looks less like a vertebra (confidence x area relative to its neighbour). With fewer, the
+   result is incomplete: `corners()` is None (no Cobb angle), levels are counted from L5 upwards and
+   marked uncertain (neither end proved reliable on the validation films), and `reason` says how many
+   were found and where the chain has a gap.
 
 Confidence of a vertebra: the Dice overlap between its mask pixels and the quadrilateral of its fitted
-corners, lowered by a third for a vertebra that was cut out of a merged component. 1 means the mask is a
-clean quadrilateral the corners describe exactly; ragged, partial or merged blobs score lower.
+corners, times 2/3 for a vertebra cut out of a merged component. 1 means the mask is a clean
+quadrilateral the corners describe exactly; ragged, partial or merged blobs score lower.
 """
 
 from __future__ import annotations
@@ -69,11 +70,15 @@ class VertebraeResult:
         """(17, 4, 2) corners T1..L5 for the Cobb computation, or None when the chain is incomplete."""
         return np.stack([v.corners for v in self.vertebrae]) if self.complete else None
 
+    def confidences(self) -> list[float]:
+        return [v.confidence for v in self.vertebrae]
+
 
 @dataclass
 class _Blob:
     xy: np.ndarray  # (n, 2) pixel centres x, y
     split: bool = False
+    run: tuple[int, int, int] | None = None  # (merged component's id, this piece's place, pieces) when split
 
     @cached_property
     def centroid(self) -> np.ndarray:
@@ -155,7 +160,7 @@ def _disc_line(u: np.ndarray, s: np.ndarray, expected: float, pitch: float) -> t
     np.fmin.at(left, bins, u)
     np.fmax.at(right, bins, u)
     lo, hi = max(0, int(expected - 0.3 * pitch)), min(len(left), int(expected + 0.3 * pitch) + 1)
-    if hi - lo < 3:
+    if hi - lo < 3 or np.isnan(left[lo:hi]).all():
         return expected, 0.0, 0.0
     s_left = lo + int(np.nanargmax(left[lo:hi]))  # left side's most inward point
     s_right = lo + int(np.nanargmin(right[lo:hi]))
@@ -175,8 +180,9 @@ def _split_merged(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
     extents = np.array([np.ptp(s) + 1 for s in along])
     result: list[_Blob] = []
     for i, (blob, s) in enumerate(zip(blobs, along, strict=True)):
-        neighbours = np.r_[extents[max(0, i - 3) : i], extents[i + 1 : i + 4]]
-        reference = float(np.median(neighbours))
+        # Counted in the neighbours' vertebra heights; the discs inside a merged run make a run of three
+        # or more look taller (see docs/measurement.md for the disc-aware count tried instead).
+        reference = float(np.median(np.r_[extents[max(0, i - 3) : i], extents[i + 1 : i + 4]]))
         pieces = round(extents[i] / reference)
         if pieces < 2:
             result.append(blob)
@@ -190,7 +196,7 @@ def _split_merged(blobs: list[_Blob], notes: list[str]) -> list[_Blob]:
         for k in range(pieces):
             part = blob.xy[piece == k]
             if len(part):
-                result.append(_Blob(part, split=True))
+                result.append(_Blob(part, split=True, run=(i, k, int(pieces))))
         notes.append(f"cut a merged component into {pieces}")
     return sorted(result, key=lambda b: b.centroid[1])
 
@@ -251,6 +257,45 @@ def _likeness(end: tuple[_Blob, np.ndarray, float], neighbour: tuple[_Blob, np.n
     return end[2] * min(1.0, len(end[0].xy) / len(neighbour[0].xy))
 
 
+def _tilt(corners: np.ndarray) -> float:
+    """Angle (radians) of the left-side-midpoint to right-side-midpoint vector, the one the Cobb angle uses."""
+    d = (corners[1] + corners[3]) / 2 - (corners[0] + corners[2]) / 2
+    return float(np.arctan2(d[1], d[0]))
+
+
+def _edge_tilt(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.arctan2(b[1] - a[1], b[0] - a[0]))
+
+
+def _rotated(corners: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    centre = corners.mean(axis=0)
+    return (corners - centre) @ np.array([[c, s], [-s, c]]) + centre
+
+
+def _retilt_split_pieces(fitted: list[tuple[_Blob, np.ndarray, float]]) -> list[tuple[_Blob, np.ndarray, float]]:
+    """A piece cut out of a merged run has at most one real endplate: the cut is a guess. Its tilt is
+    taken instead from the run's real outer endplates (the top of its first piece, the bottom of its
+    last), interpolated linearly along the run (tilts change smoothly along the spine)."""
+    runs: dict[int, dict[int, int]] = {}
+    for index, (blob, _, _) in enumerate(fitted):
+        if blob.run is not None:
+            runs.setdefault(blob.run[0], {})[blob.run[1]] = index
+    result = list(fitted)
+    for places in runs.values():
+        count = fitted[next(iter(places.values()))][0].run[2]
+        if set(places) != set(range(count)):
+            continue  # a piece went missing (too small): leave the run as fitted
+        top = fitted[places[0]][1]
+        bottom = fitted[places[count - 1]][1]
+        top_tilt, bottom_tilt = _edge_tilt(top[0], top[1]), _edge_tilt(bottom[2], bottom[3])
+        for place, index in places.items():
+            blob, corners, confidence = fitted[index]
+            target = top_tilt + (bottom_tilt - top_tilt) * (place + 0.5) / count
+            result[index] = (blob, _rotated(corners, target - _tilt(corners)), confidence)
+    return result
+
+
 def _widest_gap(blobs: list[_Blob]) -> int | None:
     """1-based index of the found vertebra after which the chain has a gap of about one vertebra (the
     step between centroids over 1.6 times the median step), or None."""
@@ -277,6 +322,7 @@ def find_vertebrae(mask: np.ndarray) -> VertebraeResult:
         down = centroids[min(i + 1, len(blobs) - 1)] - centroids[max(i - 1, 0)]
         corners = _corners(blob, down / np.linalg.norm(down))
         fitted.append((blob, corners, _confidence(blob, corners)))
+    fitted = _retilt_split_pieces(fitted)
     while len(fitted) > N_VERTEBRAE:  # surplus: drop the end that looks least like a vertebra
         top, bottom = (_likeness(fitted[0], fitted[1]), _likeness(fitted[-1], fitted[-2]))
         end = 0 if top < bottom else -1
@@ -289,7 +335,7 @@ def find_vertebrae(mask: np.ndarray) -> VertebraeResult:
     ]
     reason = None
     if len(vertebrae) < N_VERTEBRAE:
-        reason = f"found {len(vertebrae)} of the {N_VERTEBRAE} vertebrae T1-L5; levels counted from L5 upwards"
+        reason = f"found {len(vertebrae)} of the {N_VERTEBRAE} vertebrae T1-L5; levels counted from L5 upwards (uncertain)"
         gap = _widest_gap([blob for blob, _, _ in fitted])
         if gap is not None:
             reason += f"; one seems missing or merged between found vertebrae {gap} and {gap + 1} (from the top)"

@@ -122,3 +122,20 @@ def test_training_labels_reproduce_their_angles() -> None:
     assert smape_pct(predicted, angles) < 1.0
     # The largest angle (first column) is the exact same computation: it must agree everywhere.
     assert np.abs(predicted[:, 0] - angles[:, 0]).max() < 0.1
+
+
+def test_uncertain_end_vertebrae_make_the_angle_unreliable() -> None:
+    tilts = [0.0] * N_VERTEBRAE
+    tilts[3], tilts[11] = 12.0, -20.0  # main curve T4-T12
+    corners = synthetic_spine(tilts)
+    sure = cobb_angles(corners, 1200, confidences=[0.95] * N_VERTEBRAE)
+    assert sure.reliable is True and sure.warnings == []
+    shaky = [0.95] * N_VERTEBRAE
+    shaky[11] = 0.6  # T12 cut out of a merged component
+    unsure = cobb_angles(corners, 1200, confidences=shaky)
+    assert unsure.max_deg == sure.max_deg
+    assert unsure.reliable is False
+    assert any("T12" in w for w in unsure.warnings)
+    assert cobb_angles(corners, 1200).reliable is None
+    with pytest.raises(ValueError, match="confidences"):
+        cobb_angles(corners, 1200, confidences=[1.0] * 3)

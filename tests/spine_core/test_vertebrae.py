@@ -92,3 +92,47 @@ def test_a_vertebra_missing_in_the_middle_is_located() -> None:
     result = find_vertebrae(fill_vertebrae(np.delete(truth, 8, axis=0), HEIGHT, WIDTH))  # T9 not segmented
     assert result.corners() is None
     assert "between found vertebrae 8 and 9 (from the top)" in result.reason
+
+
+def test_results_serialise_to_json_for_the_response() -> None:
+    import json
+
+    tilts = [0.0] * N_VERTEBRAE
+    tilts[4], tilts[10] = 10.0, -10.0
+    result = find_vertebrae(fill_vertebrae(spine_corners(tilts), HEIGHT, WIDTH))
+    cobb = cobb_angles(result.corners(), HEIGHT, result.confidences())
+    payload = json.loads(json.dumps({"cobb": cobb.to_dict(), "vertebrae": [v.to_dict() for v in result.vertebrae]}))
+    assert payload["cobb"]["curves"][0]["upper_end"] == "T5" and payload["cobb"]["reliable"] is True
+    assert payload["cobb"]["severity"] == "mild"
+    first = payload["vertebrae"][0]
+    assert first["level"] == "T1" and len(first["corners"]) == 4 and 0.9 < first["confidence"] <= 1.0
+
+
+def test_pieces_of_a_merged_run_take_their_tilt_from_the_runs_real_endplates() -> None:
+    tilts = [0.0] * N_VERTEBRAE
+    tilts[5:10] = [3.0, 6.0, 9.0, 12.0, 15.0]  # T6..T10 turning steadily
+    truth = spine_corners(tilts, size=(70.0, 60.0))  # discs a sixth of a body's height, as in the thorax
+    mask = fill_vertebrae(truth, HEIGHT, WIDTH)
+    # Fill the discs between T7, T8 and T9: one blob of three without notches, so the cuts cannot
+    # find the discs' tilt and the pieces must take it from the run's top and bottom endplates.
+    for upper in (6, 7):
+        bl, br, tl, tr = truth[upper, 2], truth[upper, 3], truth[upper + 1, 0], truth[upper + 1, 1]
+        mask |= fill_vertebrae(np.array([[bl, br, tl, tr]]), HEIGHT, WIDTH)
+    result = find_vertebrae(mask)
+    assert result.complete, result.reason
+    assert [v.level for v in result.vertebrae if v.split] == ["T7", "T8", "T9"]
+    sides = [((c[1] + c[3]) - (c[0] + c[2])) / 2 for c in result.corners()]  # left-to-right side midpoints
+    found = np.degrees([np.arctan2(d[1], d[0]) for d in sides])
+    assert np.abs(found[6:9] - np.array(tilts[6:9])).max() < 2.5
+    assert all(v.confidence < 0.8 for v in result.vertebrae if v.split)
+
+
+@pytest.mark.parametrize("density", [0.001, 0.05, 0.5, 0.97])
+def test_arbitrary_masks_give_a_result_or_a_reason_never_an_error(density: float) -> None:
+    rng = np.random.default_rng(int(density * 1000))
+    for _ in range(3):
+        mask = rng.random((300, 120)) < density
+        result = find_vertebrae(mask)
+        assert result.complete or result.reason
+        for v in result.vertebrae:
+            assert np.all(np.isfinite(v.corners)) and 0.0 <= v.confidence <= 1.0
