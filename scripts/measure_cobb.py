@@ -190,9 +190,18 @@ def plot_max_angle(films: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def summarise_served(films: list[dict]) -> dict:
+    measured = [f for f in films if f["predicted_angles"] is not None]
+    errors = np.array([abs(f["predicted_angles"][0] - max(f["true_angles"])) for f in measured])
+    return {"films": len(films), "with_angle": len(measured), "max_angle_mae_deg": float(errors.mean()) if len(errors) else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_dir", type=Path, help="AASCE-layout folder (images/, labels/)")
+    parser.add_argument("data_dir", type=Path, help="AASCE-layout folder (images/, labels/), or with --from-eval its JSON")
+    parser.add_argument(
+        "--from-eval", action="store_true", help="data_dir is a `spine-evaluate aasce --json` file: plot what /classify served"
+    )
     parser.add_argument("--subset", choices=("val", "train", "all"), default="val")
     parser.add_argument("--models", type=Path, default=Path("exported_models"))
     parser.add_argument("--refine", action="store_true", help="serve Ap_Vertebra from its refinement model")
@@ -208,6 +217,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N films of the subset")
     parser.add_argument("--noise-px", type=float, default=0.0, help="--source labels: Gaussian noise (sd, px) on each corner")
     args = parser.parse_args()
+    if args.from_eval:  # the films as spine-evaluate scored them through the served path
+        result = json.loads(args.data_dir.read_text())
+        films = [{**row, "true_angles": row["true_angles"]} for row in result["per_image"]]
+        plot_max_angle(films, Path(args.plot), f"POST /classify, AASCE {result['subset']} split")
+        print(json.dumps(summarise_served(films), indent=1))
+        return
     rng = np.random.default_rng(0)
 
     samples = read_aasce_dataset(args.data_dir)

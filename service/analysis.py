@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,7 +67,9 @@ class SpineReading:
 
     def measurement_note(self) -> str | None:
         """Why there is no Cobb angle, in plain words (None when there is one or nothing was measured)."""
-        if self.cobb is not None or self.vertebrae is None:
+        if self.cobb is not None:
+            return "; ".join(self.cobb.warnings) or None
+        if self.vertebrae is None:
             return None
         return f"no Cobb angle: {self.vertebrae.reason or 'the 17 vertebrae T1-L5 were not all found'}"
 
@@ -157,7 +159,12 @@ def read_spine(registry: ModelRegistry, image: DecodedImage, result: Segmentatio
         return SpineReading(gate=gate, windowed=windowed)
     vertebrae = find_vertebrae(result.masks[VERTEBRA])
     corners = vertebrae.corners()
-    cobb = cobb_angles(corners, image.height) if corners is not None else None
+    cobb = None
+    if corners is not None:
+        try:
+            cobb = cobb_angles(corners, image.height, vertebrae.confidences())
+        except ValueError as exc:  # degenerate corners: no angle rather than a wrong one
+            vertebrae = replace(vertebrae, reason=f"the vertebrae's corners give no angle ({exc})")
     return SpineReading(gate=gate, vertebrae=vertebrae, cobb=cobb, windowed=windowed)
 
 
@@ -189,11 +196,11 @@ def decide(
         label, score = aggregate(pairs, name, threshold)
         cutoff = threshold if name == "mean" else None  # max_score has no cut-off of its own
         rules[name] = RuleOutcome(label, p_damaged=score if label == CLASSES[1] else 1.0 - score, cutoff=cutoff)
-    if cobb is not None:
+    if cobb is not None and cobb.reliable is not False:  # a curve whose end vertebrae are uncertain decides nothing
         rules["cobb"] = RuleOutcome(label_from_cobb(cobb.max_deg), max_deg=cobb.max_deg, cutoff=DAMAGED_COBB_DEG)
     if policy.aggregation not in rules:
         raise NoMeasurementError(
-            "the cobb rule needs the Cobb angle, and it could not be measured on this study (see `warnings`)"
+            "the cobb rule needs a reliable Cobb angle, and none could be measured on this study (see `warnings`)"
         )
     label = rules[policy.aggregation].label
     score = p_damaged if label == CLASSES[1] else 1.0 - p_damaged

@@ -109,6 +109,10 @@ def _excluded(excluded: list[Exclusion]) -> list[Excluded]:
     return [Excluded(view=e.view, structure=e.structure, reason=e.reason) for e in excluded]  # type: ignore[arg-type]
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _measurement(reading: SpineReading) -> tuple[list[VertebraOut], CobbOut | None]:
     vertebrae = [VertebraOut(**v.to_dict()) for v in reading.vertebrae.vertebrae] if reading.vertebrae else []
     cobb = None
@@ -118,8 +122,12 @@ def _measurement(reading: SpineReading) -> tuple[list[VertebraOut], CobbOut | No
             angles_deg=[round(a, 2) for a in c.angles_deg],
             max_deg=round(c.max_deg, 2),
             curve=c.curve,  # type: ignore[arg-type]
-            curves=[{**vars(curve), "angle_deg": round(curve.angle_deg, 2)} for curve in c.curves],  # type: ignore[misc]
+            curves=[
+                {**vars(curve), "angle_deg": round(curve.angle_deg, 2), "end_confidence": _round(curve.end_confidence, 3)}
+                for curve in c.curves
+            ],  # type: ignore[misc]
             severity=c.severity,  # type: ignore[arg-type]
+            reliable=c.reliable,
         )
     return vertebrae, cobb
 

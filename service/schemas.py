@@ -70,6 +70,7 @@ class CurveOut(BaseModel):
     lower_end: str
     apex: str
     angle_deg: float
+    end_confidence: float | None = Field(None, description="The lower of its end vertebrae's confidences")
 
 
 class CobbOut(BaseModel):
@@ -78,6 +79,9 @@ class CobbOut(BaseModel):
     curve: Literal["C", "S"]
     curves: list[CurveOut]
     severity: Literal["none", "mild", "moderate", "severe"] = Field(description="by the 10 / 25 / 40 degree lines")
+    reliable: bool | None = Field(
+        None, description="false: an end vertebra of the main curve is uncertain (the cobb rule then decides nothing)"
+    )
 
 
 class RuleOut(BaseModel):

@@ -121,6 +121,9 @@ def _measurement(rows: list[dict], truths: list[np.ndarray]) -> dict:
         "max_angle_mae_deg": float(np.abs(predicted.max(axis=1) - true.max(axis=1)).mean()),
         "angle_order": "as angles.csv",
     }
+    reliable = np.array([row.get("reliable") is not False for row, _ in measured])
+    out["films_reliable"] = int(reliable.sum())
+    out["cobb"]["max_angle_mae_deg_reliable"] = float(np.abs(predicted.max(axis=1) - true.max(axis=1))[reliable].mean())
     out["landmarks"] = {"mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured]))}
     out["dice_corners_filled"] = float(np.mean([row["dice_corners"] for row, _ in measured]))
     return out
@@ -177,6 +180,7 @@ def evaluate_aasce(
             "models": ap.result.models_used,
             "true_angles": sample.cobb_angles.tolist(),
             "predicted_angles": cobb.aasce_angles_deg if cobb else None,
+            "reliable": cobb.reliable if cobb else None,
             "vertebrae_found": len(found.vertebrae) if found else 0,
         }
         if cobb is not None and found is not None:
