@@ -17,7 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from service.core.config import Settings
-from spine_batch.dicomweb import DicomwebServer, dicomweb_items, read_study_uids
+from service.dicom.dicomweb import DicomwebServer
+from spine_batch.dicomweb import dicomweb_items, read_study_uids
 from spine_batch.results import ResultsStore, export_csv
 from spine_batch.rows import STATUS_ERROR, RowOptions
 from spine_batch.sources import Item, SourceError, source_items

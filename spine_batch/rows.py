@@ -19,9 +19,11 @@ from typing import Any
 from service.analysis import AnalysisPolicy
 from service.core.errors import describe_error
 from service.decoding import decode_image
+from service.dicom.dicomweb import DicomwebServer
+from service.dicom.source import DicomInputError
 from service.inference import ModelRegistry, UnknownViewError
 from service.pipeline import Upload, canonical_view, classify_uploads
-from spine_batch.dicomweb import SCHEME, DicomwebServer, PacsError, fetch
+from spine_batch.dicomweb import SCHEME, fetch
 from spine_batch.sources import Item
 
 # Columns every row has, first in the table (the rest follow the response).
@@ -88,8 +90,8 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     described = describe_error(exc) if isinstance(exc, Exception) else None
     if described is not None:
         status, code, message = described
-    elif isinstance(exc, PacsError):
-        status, code, message = exc.status, exc.code, exc.message
+    elif isinstance(exc, DicomInputError):  # a PACS that failed, a DICOM the service refuses
+        status, code, message = exc.status_code, exc.code, exc.message
     elif isinstance(exc, OSError):
         status, code, message = None, "read_error", f"the file cannot be read: {exc}"
     else:
@@ -129,7 +131,7 @@ def read_item(item: Item, options: RowOptions) -> tuple[bytes, str]:
     """The film's bytes and a file name (the decoder uses the name to try a DICOM without its preamble)."""
     if item.path.startswith(SCHEME):
         if options.dicomweb is None:
-            raise PacsError(502, "pacs_error", "a DICOMweb item but no DICOMweb server configured")
+            raise DicomInputError(502, "pacs_error", "a DICOMweb item but no DICOMweb server configured")
         return fetch(options.dicomweb, item), "instance.dcm"
     return Path(item.path).read_bytes(), Path(item.path).name
 

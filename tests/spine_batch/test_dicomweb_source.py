@@ -101,7 +101,7 @@ def test_studies_from_dicomweb_are_rows_like_files(
     assert main(args) == 0
 
     rows = {row["path"]: row for row in read_results(out).to_pylist()}
-    assert len(rows) == 4 and rows[missing]["error_code"] == "not_found" and rows[missing]["study"] == missing
+    assert len(rows) == 4 and rows[missing]["error_code"] == "study_not_found" and rows[missing]["study"] == missing
     fetched = [row for key, row in rows.items() if key != missing]
     assert all(row["path"].startswith(row["study"] + "/") for row in fetched)
     assert sorted(row["view"] for row in fetched) == ["AP", "AP", "LAT"]
