@@ -184,6 +184,10 @@ def spine_serve(
             "SPINE_MODELS_DIR": str(models_dir),
             "SPINE_LOG_LEVEL": "warning",
             "SPINE_LOG_JSON": "true",
+            # The timed workload: every U-Net of both views, on films that need not be spines (see pipeline_bench).
+            "SPINE_DEMONSTRATION_MODELS": "true",
+            "SPINE_DEMONSTRATION_MODELS_DECIDE": "true",
+            "SPINE_SPINE_CHECK": "false",
         }
     )
     full_env.update(env)

@@ -92,11 +92,11 @@ def _classification(
     }
 
 
-def _rule_figures(labels: list[bool], rows: list[dict]) -> dict:
+def _rule_figures(rows: list[dict]) -> dict:
     """Accuracy, sensitivity and specificity of every rule the endpoint reports, on the films where it gave one."""
     out = {}
-    for rule in sorted({r for row in rows for r in row["rules"]}):
-        pairs = [(y, row["rules"][rule] == CLASSES[1]) for y, row in zip(labels, rows, strict=True) if rule in row["rules"]]
+    for rule in sorted({r for row in rows for r in row.get("rules", {})}):
+        pairs = [(row["damaged"], row["rules"][rule] == CLASSES[1]) for row in rows if rule in row.get("rules", {})]
         y, f = np.asarray([p[0] for p in pairs], bool), np.asarray([p[1] for p in pairs], bool)
         out[rule] = {
             "accuracy": accuracy(y, f),
@@ -108,25 +108,29 @@ def _rule_figures(labels: list[bool], rows: list[dict]) -> dict:
 
 
 def _measurement(rows: list[dict], truths: list[np.ndarray]) -> dict:
-    """Cobb angles and corners of the films the endpoint measured, against the labels (angles.csv order)."""
+    """`cobb` and `landmarks`: the films the endpoint measured, against the labels (angles.csv order), and the
+    Dice of masks filled from the predicted corners (beside the U-Net's, in `segmentation`)."""
     measured = [(row, t) for row, t in zip(rows, truths, strict=True) if row.get("predicted_angles") is not None]
-    out: dict = {"films": len(rows), "films_measured": len(measured)}
+    cobb: dict = {"films": len(rows), "films_measured": len(measured)}
     if not measured:
-        return out
+        return {"cobb": cobb}
     predicted = np.array([row["predicted_angles"] for row, _ in measured])
     true = np.array([row["true_angles"] for row, _ in measured])
-    out["cobb"] = {
-        "smape_pct": smape_pct(predicted, true),
-        "mae_deg": mae_deg(predicted, true),
-        "max_angle_mae_deg": float(np.abs(predicted.max(axis=1) - true.max(axis=1)).mean()),
-        "angle_order": "as angles.csv",
-    }
     reliable = np.array([row.get("reliable") is not False for row, _ in measured])
-    out["films_reliable"] = int(reliable.sum())
-    out["cobb"]["max_angle_mae_deg_reliable"] = float(np.abs(predicted.max(axis=1) - true.max(axis=1))[reliable].mean())
-    out["landmarks"] = {"mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured]))}
-    out["dice_corners_filled"] = float(np.mean([row["dice_corners"] for row, _ in measured]))
-    return out
+    errors = np.abs(predicted.max(axis=1) - true.max(axis=1))
+    cobb.update(
+        films_reliable=int(reliable.sum()),
+        smape_pct=smape_pct(predicted, true),
+        mae_deg=mae_deg(predicted, true),
+        max_angle_mae_deg=float(errors.mean()),
+        max_angle_mae_deg_reliable=float(errors[reliable].mean()) if reliable.any() else float("nan"),
+        angle_order="as angles.csv",
+    )
+    return {
+        "cobb": cobb,
+        "landmarks": {"mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured]))},
+        "dice_corners_filled": _summary([row["dice_corners"] for row, _ in measured]),
+    }
 
 
 def evaluate_aasce(
@@ -155,12 +159,14 @@ def evaluate_aasce(
     t0 = time.perf_counter()
     for sample in tqdm(samples, desc="aasce", mininterval=5.0):
         upload = {"AP": Upload(sample.image_path.read_bytes(), sample.name)}
+        refusal = None
         try:
             study, decoded = analyze_uploads(registry, upload, policy) if has_classifier else (None, None)
-        except NoSpineFoundError as exc:
-            refused.append({"image": sample.name, "reason": str(exc)})
-            continue
-        if study is None:  # no classifier: segmentation figures only
+        except NoSpineFoundError as exc:  # no label for this film; its masks still count in the Dice figures
+            refusal = str(exc)
+            refused.append({"image": sample.name, "reason": refusal})
+            study = None
+        if study is None:  # segmentation figures only (no classifier, or a refused film)
             image = decode_image(upload["AP"].data, 10**9, sample.name)
             study = analyze(registry, {"AP": image}, replace(policy, spine_check=False), classify=False)
             decoded = {"AP": image}
@@ -188,7 +194,9 @@ def evaluate_aasce(
             row["corner_error_px"] = corner_error_px(corners, truth_corners)
             row["dice_corners"] = dice(fill_vertebrae(corners, height, width), truth)
         truths.append(truth_corners)
-        if has_classifier:
+        if refusal is not None:
+            row["refused"] = refusal
+        elif has_classifier:
             response = classify_response(registry, study, decoded, include_masks=False)  # the body a client gets
             frame = ap.result.model_frame_masks["Ap_Vertebra"]
             raw_gt = registry.classify_masks({"ground_truth": letterbox_mask(truth, frame.shape)})["ground_truth"][1]
@@ -197,6 +205,7 @@ def evaluate_aasce(
             labels.append(sample.max_cobb >= cobb_threshold)
             scored.append(response.label == CLASSES[1])
             row.update(
+                damaged=labels[-1],
                 label=response.label,
                 p_damaged=response.p_damaged,
                 p_damaged_raw=study.per_mask_raw["Ap_Vertebra"][1],
@@ -219,8 +228,11 @@ def evaluate_aasce(
         "refinement": _refinement(registry, "Ap_Vertebra", refined),
         "refused": {"n": len(refused), "films": refused},
         "segmentation": {"Ap_Vertebra": _summary(dices)},
-        "measurement": _measurement(rows, truths),
     }
+    measurement = _measurement(rows, truths)
+    if "dice_corners_filled" in measurement:  # masks filled from the predicted corners, films with all 17 found
+        out["segmentation"]["Ap_Vertebra_from_corners"] = measurement.pop("dice_corners_filled")
+    out.update(measurement)
     if has_classifier and labels:
         classifier = registry.classifier()
         threshold = classifier.entry.decision_threshold if classifier and classifier.entry.decision_threshold else DAMAGED_CUTOFF
@@ -228,7 +240,7 @@ def evaluate_aasce(
             **_classification(labels, p_served, scored, threshold),
             "what": "the label and p_damaged that POST /classify returns with default settings",
             "threshold_deg": cobb_threshold,
-            "rules": _rule_figures(labels, rows),
+            "rules": _rule_figures(rows),
             "masks": "predicted by the exported Ap_Vertebra U-Net",
             "ground_truth_masks_raw": _classification(labels, p_gt),
         }

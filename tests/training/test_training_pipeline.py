@@ -166,9 +166,17 @@ def test_evaluate_aasce_cli_contract(pipeline, tmp_path, capsys):
     assert cls["threshold_deg"] == 40.0 and 0.0 <= cls["accuracy"] <= 1.0
     assert np.isnan(cls["auc"]) or 0.0 <= cls["auc"] <= 1.0
     assert len(result["per_image"]) == 9
-    # The cut-off figures agree with the per-image scores written beside them.
-    damaged = np.array([r["max_cobb"] >= cls["threshold_deg"] for r in result["per_image"]])
-    flagged = np.array([r["p_damaged"] >= cls["decision_threshold"] for r in result["per_image"]])
+    # Measurement figures of what the endpoint measured (issue 14's names); none on films with no angle.
+    assert result["cobb"]["films"] == 9 and 0 <= result["cobb"]["films_measured"] <= 9
+    if result["cobb"]["films_measured"]:
+        assert {"smape_pct", "mae_deg", "max_angle_mae_deg"} <= set(result["cobb"]) and "mean_error_px" in result["landmarks"]
+    # A film the spine check refuses gets no label (as /classify answers 422): counted apart, not scored.
+    labelled = [r for r in result["per_image"] if "refused" not in r]
+    assert len(labelled) + result["refused"]["n"] == 9 and cls["n"] == len(labelled) > 0
+    # The cut-off figures agree with the per-image labels and scores written beside them.
+    damaged = np.array([r["max_cobb"] >= cls["threshold_deg"] for r in labelled])
+    flagged = np.array([r["label"] == "Damaged" for r in labelled])
+    assert (flagged == np.array([r["p_damaged"] >= cls["decision_threshold"] for r in labelled])).all()
     assert cls["decision_threshold"] == 0.5 and cls["accuracy"] == pytest.approx(np.mean(flagged == damaged))
     for key, subset, expected in (("sensitivity", damaged, True), ("specificity", ~damaged, False)):
         if subset.any():
