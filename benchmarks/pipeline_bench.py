@@ -43,10 +43,10 @@ def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np
 def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=print) -> dict[str, Any]:
     from PIL import Image
 
+    from service.analysis import AnalysisPolicy
     from service.decoding import decode_image
     from service.inference import ModelRegistry, RuntimeTuning
     from service.masks import png_1bit, png_base64
-    from service.analysis import AnalysisPolicy
     from service.pipeline import Upload, classify_uploads
     from spine_core.preprocessing import probabilities_to_source_mask, source_mask
 

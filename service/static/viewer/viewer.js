@@ -262,8 +262,17 @@
     if (seg && seg.post) { // only when the running service offers it (GET /openapi.json)
       for (const view of result.views) {
         const button = el("button", { type: "button", className: "button", text: `${view.view} DICOM SEG` });
-        button.addEventListener("click", () => downloadSeg(seg.post, view.view, button));
-        box.append(button);
+        if (view.format === "DICOM") {
+          button.addEventListener("click", () => downloadSeg(seg.post, view.view, button));
+          box.append(button);
+          continue;
+        }
+        // A SEG references its source DICOM instance (study, series, SOP instance): a PNG/JPEG/TIFF film has none.
+        const reason = `A DICOM SEG needs a DICOM film; this ${view.view} film is ${view.format || "not DICOM"}.`;
+        const note = el("span", { id: `seg-reason-${view.view}`, className: "muted seg-reason", text: reason });
+        Object.assign(button, { disabled: true, title: reason });
+        button.setAttribute("aria-describedby", note.id);
+        box.append(button, note);
       }
     }
   }
