@@ -140,7 +140,7 @@ def _dicom_without_pixels() -> bytes:
 
 def hostile_corpus() -> dict[str, HostileFile]:
     """Every hostile file of issue 6, generated here (nothing binary is committed)."""
-    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+    from pydicom.uid import HTJ2KLossless, JPEG2000Lossless
 
     good_png = encode(spine_image())
     good_jpeg = encode(spine_image(), "JPEG", quality=90)
@@ -195,8 +195,9 @@ def hostile_corpus() -> dict[str, HostileFile]:
         "cmyk jpeg": HostileFile(_cmyk_jpeg(), "a.jpg", 200, None, "accepted: converted to RGB, then gray"),
         "animated gif": HostileFile(_animated_gif(), "a.gif", 415, "unsupported_media_type", "GIF is not an allowed format"),
         "dicom without pixel data": HostileFile(_dicom_without_pixels(), "a.dcm", 422, "corrupt_image", "nothing to segment"),
-        "dicom jpeg-ls (no decoder installed)": HostileFile(
-            make_dicom(np.zeros((8, 8), np.uint16), transfer_syntax=JPEGLSLossless),
+        # HTJ2K: no decoder without pylibjpeg-openjpeg (highdicom brings a JPEG-LS one, so that is no longer the case)
+        "dicom htj2k (no decoder installed)": HostileFile(
+            make_dicom(np.zeros((8, 8), np.uint16), transfer_syntax=HTJ2KLossless),
             "a.dcm",
             415,
             "unsupported_media_type",
