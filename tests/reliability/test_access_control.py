@@ -28,7 +28,15 @@ KEYS = ["k-first-0123456789", "k-second-abcdefghij"]
 GOOD = encode(spine_image())
 EXEMPT = {"/health/live", "/v2/health/live"}
 # The viewer's shell, its static files and the API documentation: public (GET/HEAD), they carry no data.
-PAGE_ASSETS = ["/", "/static/viewer/viewer.js", "/static/viewer/apikey.js", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+PAGE_ASSETS = [
+    "/",
+    "/static/viewer/viewer.js",
+    "/static/viewer/apikey.js",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +110,10 @@ def test_page_assets_are_served_without_a_key(keyed: TestClient) -> None:
         assert r.status_code == 200, (path, r.status_code)
         assert keyed.head(path).status_code != 401, path  # past the key check (FastAPI routes may not answer HEAD)
     assert 'data-testid="api-key"' in keyed.get("/").text
+    # The public document describes the API (its examples come from the repository), not this deployment's models.
+    served = keyed.get("/models", headers={"X-API-Key": KEYS[0]}).json()["models"]
+    document = keyed.get("/openapi.json").text
+    assert served and not [m["sha256"] for m in served if m["sha256"] in document]
     assert keyed.get("/static/viewer/none.js").status_code == 404  # public, but only what is there
     # Only reads: any other method on the same paths is checked like an operation.
     for method, path in (("POST", "/"), ("POST", "/openapi.json"), ("PUT", "/static/viewer/viewer.js"), ("DELETE", "/docs")):
