@@ -119,7 +119,10 @@ class Settings(BaseSettings):
     )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/health/live", "/v2/health/live"],
-        description="Paths served without an API key (comma-separated, exact); liveness by default",
+        description=(
+            "Paths served without an API key (comma-separated, exact); liveness by default. The viewer page and the API docs"
+            " (GET /, /static/*, /docs, /redoc, /openapi.json) are always served without one (service/core/security.py)"
+        ),
     )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty = no CORS headers (closed)"

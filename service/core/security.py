@@ -1,13 +1,21 @@
 """Optional API keys (SPINE_API_KEYS) and their description in the OpenAPI document.
 
 With no key configured the service is open (as before). With keys, every request except the exempt paths
-(liveness by default: /health/live, /v2/health/live) must carry one, as `X-API-Key: <key>` or
+(liveness by default: /health/live, /v2/health/live; exact matches, SPINE_AUTH_EXEMPT_PATHS) and the page
+assets (below) must carry one, as `X-API-Key: <key>` or
 `Authorization: Bearer <key>`; otherwise 401 `unauthorized` with `WWW-Authenticate: Bearer`, before the
 body is read and before the request takes a place in the inference queue.
 
 Keys are compared in constant time: the SHA-256 of what was sent against the SHA-256 of every configured
 key with `hmac.compare_digest`, all of them, every time (fixed-length digests, so not even the key's
 length shows in the timing). Keys never appear in logs, metrics or the OpenAPI document.
+
+Page assets are public: GET/HEAD of the viewer's shell `/`, its `/static/...` files and the API documentation
+(`/docs`, its OAuth2 redirect, `/redoc`, `/openapi.json`). They carry no data (the viewer asks for the key when
+an API call answers 401 and sends it itself), and without them a browser could not even show the key prompt.
+A fixed set here rather than a prefix form in SPINE_AUTH_EXEMPT_PATHS: these paths belong to the code, not to a
+deployment, and an operator's prefix (`/v2/*`) could silently open API operations. None of them is an operation
+of the OpenAPI document, so its security description stays true.
 """
 
 from __future__ import annotations
@@ -28,7 +36,18 @@ from service.kserve import V2Error
 API_KEY_HEADER = "X-API-Key"
 _API_KEY_HEADER = API_KEY_HEADER.lower().encode()
 _AUTHORIZATION = b"authorization"
+# The page shell and documentation (service/api/routes/ui.py, FastAPI's openapi_url): served without a key.
+PUBLIC_PAGE_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PAGE_PREFIX = "/static/"
+_PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 UNAUTHORIZED_DETAIL = f"missing or invalid API key: send it as `{API_KEY_HEADER}: <key>` or `Authorization: Bearer <key>`"
+
+
+def is_public_page_asset(method: str, path: str) -> bool:
+    """A read of the viewer's shell, its static files or the API documentation (no operation, no data)."""
+    if method not in _PUBLIC_METHODS:
+        return False
+    return path in PUBLIC_PAGE_PATHS or path.startswith(PUBLIC_PAGE_PREFIX)
 
 
 def _digest(value: bytes) -> bytes:
@@ -67,7 +86,7 @@ class ApiKeyChecker:
 
 
 class ApiKeyMiddleware:
-    """401 for a request without a valid key, unless its path is exempt (exact match)."""
+    """401 for a request without a valid key, unless its path is exempt (exact match) or a public page asset."""
 
     def __init__(self, app: ASGIApp, keys: Iterable[str], exempt_paths: Iterable[str], metrics: Metrics) -> None:
         self.app = app
@@ -76,7 +95,8 @@ class ApiKeyMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "") in self.exempt:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.exempt or is_public_page_asset(scope.get("method", ""), path):
             await self.app(scope, receive, send)
             return
         if self.checker.check(presented_keys(scope.get("headers", ()))):
@@ -84,7 +104,7 @@ class ApiKeyMiddleware:
             return
         self.metrics.errors.labels("unauthorized").inc()
         scope.setdefault("state", {})["error_code"] = "unauthorized"
-        body = error_body(scope.get("path", ""), 401, "unauthorized", UNAUTHORIZED_DETAIL)
+        body = error_body(path, 401, "unauthorized", UNAUTHORIZED_DETAIL)
         await send_json(send, 401, body, {"www-authenticate": 'Bearer realm="spine-xray"'})
 
 

@@ -27,6 +27,16 @@ from service.main import create_app
 KEYS = ["k-first-0123456789", "k-second-abcdefghij"]
 GOOD = encode(spine_image())
 EXEMPT = {"/health/live", "/v2/health/live"}
+# The viewer's shell, its static files and the API documentation: public (GET/HEAD), they carry no data.
+PAGE_ASSETS = [
+    "/",
+    "/static/viewer/viewer.js",
+    "/static/viewer/apikey.js",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +97,65 @@ def test_every_operation_but_liveness_needs_a_key(keyed: TestClient) -> None:
             assert "API key" in body["error"]
         else:
             assert body["code"] == "unauthorized" and body["request_id"] == r.headers["x-request-id"]
-    for path in ("/docs", "/openapi.json", "/metrics", "/nonexistent"):
-        assert keyed.get(path).status_code == 401
+    for path in ("/metrics", "/nonexistent", "/static", "/staticx/a", "/docsx", "/openapi.json/x", "/health/ready", "/models"):
+        assert keyed.get(path).status_code == 401, path
+    # Helpers of the page that are not in the document need a key too.
+    r = keyed.post("/viewer/preview", files={"file": ("a.png", GOOD, "image/png")})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+
+
+def test_page_assets_are_served_without_a_key(keyed: TestClient) -> None:
+    for path in PAGE_ASSETS:
+        r = keyed.get(path)
+        assert r.status_code == 200, (path, r.status_code)
+        assert keyed.head(path).status_code != 401, path  # past the key check (FastAPI routes may not answer HEAD)
+    assert 'data-testid="api-key"' in keyed.get("/").text
+    # The public document describes the API (its examples come from the repository), not this deployment's models.
+    served = keyed.get("/models", headers={"X-API-Key": KEYS[0]}).json()["models"]
+    document = keyed.get("/openapi.json").text
+    assert served and not [m["sha256"] for m in served if m["sha256"] in document]
+    assert keyed.get("/static/viewer/none.js").status_code == 404  # public, but only what is there
+    # Only reads: any other method on the same paths is checked like an operation.
+    for method, path in (("POST", "/"), ("POST", "/openapi.json"), ("PUT", "/static/viewer/viewer.js"), ("DELETE", "/docs")):
+        assert keyed.request(method, path).status_code == 401, (method, path)
+
+
+def _raw_get(app: object, path: str) -> tuple[int, bytes]:
+    """One GET with the path exactly as sent (an HTTP client would resolve `..` before sending)."""
+    import anyio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.mark.parametrize("path", ["/static/../models", "/static/..%2Fmodels", "/static/../../health/ready", "/static//models"])
+def test_the_static_prefix_reaches_no_operation(models_dir: Path, path: str) -> None:
+    # Exempt by its prefix, such a path is still routed to the static files, which refuse to leave their folder.
+    status, body = _raw_get(create_app(make_settings(models_dir, api_keys=KEYS[0])), path)
+    assert status == 404, (path, status, body[:200])
+    assert b"Ap_Vertebra" not in body and b"ready" not in body
 
 
 @pytest.mark.parametrize(
@@ -169,6 +236,9 @@ def test_openapi_describes_the_keys(keyed: TestClient, open_client: TestClient) 
         for op in methods.values():
             assert ("security" in op) == (path not in EXEMPT), path
             assert ("401" in op["responses"]) == (path not in EXEMPT), path
+    # No documented operation is a public page asset: the document's security description holds for all of them.
+    assert not [p for p in spec["paths"] if service.core.security.is_public_page_asset("GET", p)]
+    assert "/openapi.json" not in spec["paths"] and "/" not in spec["paths"]
     plain = open_client.get("/openapi.json").json()
     assert "securitySchemes" not in plain.get("components", {})
     assert not any("401" in op["responses"] for m in plain["paths"].values() for op in m.values())

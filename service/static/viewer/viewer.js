@@ -1,9 +1,11 @@
 // The viewer page: sends the films to POST /classify, shows the label, scores, warnings, Cobb angles and
-// downloads, and hands the film and masks to film.js. Every API error is shown with the API's own message.
+// downloads, and hands the film and masks to film.js. Every API error is shown with the API's own message; a
+// 401 `unauthorized` also asks for an API key (apikey.js), sent on every call, and then retries the call.
 "use strict";
 
 (function () {
   const { FilmView, colourOf, hex } = window.SpineFilm;
+  const { SpineKey } = window;
   const $ = (id) => document.getElementById(id);
   const FILE_INPUTS = { AP: $("ap-file"), LAT: $("lat-file") };
   const film = new FilmView($("film"));
@@ -37,6 +39,7 @@
     const message = body ? (body.message ?? body.detail ?? body.error) : null;
     const code = body && body.code ? ` (${body.code})` : "";
     return {
+      needsKey: SpineKey.isRefusal(response.status, body),
       summary: `The service answered HTTP ${response.status}${code}:`,
       message: typeof message === "string" ? message : (message ? JSON.stringify(message) : text.slice(0, 500) || "no message"),
     };
@@ -48,6 +51,7 @@
       const xhr = new XMLHttpRequest();
       xhr.open("POST", url);
       xhr.responseType = "blob";
+      for (const [name, value] of Object.entries(SpineKey.headers())) xhr.setRequestHeader(name, value);
       if (onUploadProgress) {
         xhr.upload.onprogress = (e) => { if (e.lengthComputable) onUploadProgress(e.loaded / e.total); };
         xhr.upload.onload = () => onUploadProgress(1);
@@ -101,10 +105,7 @@
         timer = setInterval(tick, 200);
       });
       clearInterval(timer);
-      if (!response.ok) {
-        const error = await apiError(response);
-        return setStatus("error", error.summary, error.message);
-      }
+      if (!response.ok) return showError(await apiError(response), () => $("form").requestSubmit());
       const text = await response.blob.text();
       const result = JSON.parse(text);
       state.result = result;
@@ -114,11 +115,17 @@
       setStatus("done", `Done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.label}, score ${result.score.toFixed(2)}.`);
     } catch (err) {
       clearInterval(timer);
-      if (err.api) setStatus("error", err.api.summary, err.api.message);
+      if (err.api) showError(err.api, () => $("form").requestSubmit());
       else setStatus("error", "The request did not complete:", String(err.message || err));
     } finally {
       busy(false);
     }
+  }
+
+  // The API's message; for a missing or refused key also the key field, and `retry` once a key is given.
+  function showError(error, retry) {
+    setStatus("error", error.summary, error.message);
+    if (error.needsKey) SpineKey.ask(retry);
   }
 
   function busy(on) {
@@ -299,10 +306,7 @@
     setStatus("working", `Building the ${view} DICOM SEG…`);
     try {
       const response = await post("/dicom/seg", form);
-      if (!response.ok) {
-        const error = await apiError(response);
-        return setStatus("error", error.summary, error.message);
-      }
+      if (!response.ok) return showError(await apiError(response), () => downloadSeg(operation, view, button));
       const link = downloadLink("", blobUrl(response.blob), `${view}_seg.dcm`);
       document.body.append(link);
       link.click();
@@ -391,7 +395,7 @@
 
   async function loadOpenApi() {
     try {
-      const response = await fetch("/openapi.json");
+      const response = await fetch("/openapi.json", { headers: SpineKey.headers() });
       if (response.ok) {
         state.openapi = await response.json();
         state.paths = state.openapi.paths || {};
