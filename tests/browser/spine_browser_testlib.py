@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 SERVICE_TESTS = Path(__file__).resolve().parents[1] / "service"
-if str(SERVICE_TESTS) not in sys.path:
-    sys.path.insert(0, str(SERVICE_TESTS))
+for _folder in (SERVICE_TESTS, SERVICE_TESTS / "dicom"):  # the service's and the DICOM tests' helpers
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
+from spine_dicom_testlib import dx_bytes  # noqa: E402
 from spine_service_testlib import (  # noqa: E402
     encode,
     make_dicom,
@@ -30,11 +32,16 @@ from spine_service_testlib import (  # noqa: E402
     write_models_dir,
 )
 
+from spine_core.manifest import Manifest, load_manifest, save_manifest  # noqa: E402
+
 __all__ = [
     "BACKGROUND_RGB",
     "CHROMIUM",
+    "DEMO_STRUCTURE",
     "SCREENSHOTS",
     "chromium_or_skip",
+    "demo_models_dir",
+    "dx_bytes",
     "encode",
     "make_dicom",
     "make_settings",
@@ -44,6 +51,18 @@ __all__ = [
     "start_client",
     "write_models_dir",
 ]
+
+DEMO_STRUCTURE = "Ap_Pedicle"  # marked validated: false by demo_models_dir
+
+
+def demo_models_dir(folder: Path) -> Path:
+    """The small generated models, with DEMO_STRUCTURE a demonstration model (the page must mark it)."""
+    models = write_models_dir(folder)
+    manifest = load_manifest(models)
+    entries = [e.model_copy(update={"validated": e.name != DEMO_STRUCTURE}) for e in manifest.models]
+    save_manifest(Manifest(created=manifest.created, models=entries), models)
+    return models
+
 
 # The system browser (apt-get install chromium; .ci/run does it). SPINE_CHROMIUM points elsewhere if needed.
 CHROMIUM = Path(os.environ.get("SPINE_CHROMIUM", "/usr/bin/chromium"))

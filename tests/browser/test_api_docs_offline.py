@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from spine_browser_testlib import browser_session, make_settings, offline_page, screenshot, serve_live, write_models_dir
+from spine_browser_testlib import make_settings, offline_page, screenshot, serve_live, write_models_dir
 
 TIMEOUT_MS = 30_000
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -18,11 +18,6 @@ METHODS = ("get", "post", "put", "patch", "delete")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serve_live(make_settings(write_models_dir(tmp_path_factory.mktemp("docs-models")))) as address:
         yield f"http://{address}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from browser_session()
 
 
 def _operations(base_url: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -5,7 +5,6 @@ when the key is wrong."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from spine_browser_testlib import (
-    browser_session,
+    dx_bytes,
     encode,
     make_settings,
     offline_page,
@@ -23,12 +22,6 @@ from spine_browser_testlib import (
 )
 
 from service.core.security import UNAUTHORIZED_DETAIL
-
-DICOM_TESTS = Path(__file__).resolve().parents[1] / "service" / "dicom"
-if str(DICOM_TESTS) not in sys.path:
-    sys.path.insert(0, str(DICOM_TESTS))
-
-from spine_dicom_testlib import dx_bytes  # noqa: E402
 
 KEY = "viewer-key-5b1f0c2e9a"
 WRONG_KEY = "not-the-key-0000"
@@ -41,11 +34,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     models = write_models_dir(tmp_path_factory.mktemp("key-ui-models"))
     with serve_live(make_settings(models, api_keys=KEY, demonstration_models=True)) as address:
         yield f"http://{address}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from browser_session()
 
 
 @pytest.fixture

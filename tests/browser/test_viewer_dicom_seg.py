@@ -5,7 +5,6 @@ no working button, and the page says why."""
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,50 +13,24 @@ import httpx
 import pydicom
 import pytest
 from spine_browser_testlib import (
-    browser_session,
+    DEMO_STRUCTURE,
+    demo_models_dir,
+    dx_bytes,
     encode,
     make_settings,
-    offline_page,
     serve_live,
     spine_image,
-    write_models_dir,
 )
 
-from spine_core.manifest import Manifest, load_manifest, save_manifest
-
-DICOM_TESTS = Path(__file__).resolve().parents[1] / "service" / "dicom"
-if str(DICOM_TESTS) not in sys.path:
-    sys.path.insert(0, str(DICOM_TESTS))
-
-from spine_dicom_testlib import dx_bytes  # noqa: E402
-
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-DEMO_STRUCTURE = "Ap_Pedicle"  # marked validated: false, so the SEG must follow what the page shows, demo included
 TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    models = write_models_dir(tmp_path_factory.mktemp("seg-ui-models"))
-    manifest = load_manifest(models)
-    entries = [e.model_copy(update={"validated": e.name != DEMO_STRUCTURE}) for e in manifest.models]
-    save_manifest(Manifest(created=manifest.created, models=entries), models)
+    models = demo_models_dir(tmp_path_factory.mktemp("seg-ui-models"))
     with serve_live(make_settings(models, demonstration_models=True)) as address:
         yield f"http://{address}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from browser_session()
-
-
-@pytest.fixture
-def viewer(browser: Any, base_url: str) -> Iterator[tuple[Any, list[str]]]:
-    page, problems = offline_page(browser, base_url)
-    try:
-        yield page, problems
-    finally:
-        page.close()
 
 
 def _analyse(page: Any, base_url: str, film: Path) -> dict[str, Any]:

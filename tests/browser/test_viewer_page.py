@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from spine_browser_testlib import (
-    browser_session,
+    DEMO_STRUCTURE,
     canvas_digest,
+    demo_models_dir,
     encode,
     make_dicom,
     make_settings,
@@ -22,40 +23,20 @@ from spine_browser_testlib import (
     screenshot,
     serve_live,
     spine_image,
-    write_models_dir,
 )
 
 from service.overlay import structure_colour
-from spine_core.manifest import Manifest, load_manifest, save_manifest
 
-DEMO_STRUCTURE = "Ap_Pedicle"  # marked validated: false in this module's manifest
 LABEL = re.compile(r"^(Normal|Damaged)$")
 TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    models = write_models_dir(tmp_path_factory.mktemp("ui-models"))
-    manifest = load_manifest(models)
-    entries = [e.model_copy(update={"validated": e.name != DEMO_STRUCTURE}) for e in manifest.models]
-    save_manifest(Manifest(created=manifest.created, models=entries), models)
+    models = demo_models_dir(tmp_path_factory.mktemp("ui-models"))
     # Demonstration models run only when asked: this server is asked to, so the page must show them as such.
     with serve_live(make_settings(models, demonstration_models=True)) as address:
         yield f"http://{address}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from browser_session()
-
-
-@pytest.fixture
-def viewer(browser: Any, base_url: str) -> Iterator[tuple[Any, list[str]]]:
-    page, problems = offline_page(browser, base_url)
-    try:
-        yield page, problems
-    finally:
-        page.close()
 
 
 def _film(tmp_path: Path, name: str, data: bytes) -> Path:
