@@ -7,7 +7,7 @@ figures the project reports describe what a client gets. No web framework here.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -208,30 +208,45 @@ def decide(
     return per_mask, Decision(label, score, p_damaged, threshold, policy.aggregation, decided_by, rules)
 
 
+@dataclass
+class Selection:
+    """The U-Nets each view of a request runs, and what was left out: chosen once, before decoding."""
+
+    models: dict[str, list[LoadedModel]]
+    excluded: list[Exclusion]
+
+
+def choose_study(
+    registry: ModelRegistry, views: Iterable[str], structures: Mapping[str, list[str] | None], policy: AnalysisPolicy
+) -> Selection:
+    """`choose_models` for every view; a view with no validated model is left out, the request refused only if all are."""
+    selection = Selection({}, [])
+    refusals: list[NoValidatedModelError] = []
+    for view in views:
+        try:
+            selection.models[view], left_out = choose_models(registry, view, structures.get(view), policy)
+            selection.excluded += left_out
+        except NoValidatedModelError as exc:
+            refusals.append(exc)
+            selection.excluded.append(Exclusion(view, None, str(exc)))
+    if not selection.models:
+        raise refusals[0]
+    return selection
+
+
 def analyze(
     registry: ModelRegistry,
     images: Mapping[str, DecodedImage],
     policy: AnalysisPolicy,
-    structures: Mapping[str, list[str] | None] | None = None,
+    selection: Selection | None = None,
     classify: bool = True,
 ) -> StudyAnalysis:
     """Segment every view (their U-Nets queued together), read the AP spine, and (classify=True) decide the label.
 
-    `structures` maps a view to the structures the client named (None: the policy's default).
+    `selection` is what `choose_study` chose for these views (None: the policy's default models of each view).
     """
-    structures = structures or {}
-    chosen: dict[str, list[LoadedModel]] = {}
-    excluded: list[Exclusion] = []
-    refusals: list[NoValidatedModelError] = []
-    for view in images:
-        try:
-            chosen[view], left_out = choose_models(registry, view, structures.get(view), policy)
-            excluded += left_out
-        except NoValidatedModelError as exc:
-            refusals.append(exc)
-            excluded.append(Exclusion(view, None, str(exc)))
-    if not chosen:
-        raise refusals[0]
+    selection = selection or choose_study(registry, images, {}, policy)
+    chosen = selection.models
     classifier = registry.classifier() if classify else None
     if classify:
         if classifier is None:
@@ -241,7 +256,7 @@ def analyze(
     results = registry.segment_selected(work, source_masks=True)
     study = StudyAnalysis(
         views={view: ViewAnalysis(images[view], result) for view, result in zip(chosen, results, strict=True)},
-        excluded=excluded,
+        excluded=list(selection.excluded),
         classifier=classifier.name if classifier else None,
         timings_ms=dict(results[0].timings_ms),
     )
@@ -258,10 +273,11 @@ def analyze(
         study.timings_ms["classification"] = (time.perf_counter() - started) * 1000
         ap = study.views.get("AP")
         study.per_mask, study.decision = decide(registry, study.per_mask_raw, ap.reading.cobb if ap else None, policy)
+        demo = demonstration(registry, list(study.per_mask))
         study.excluded += [
             Exclusion(v.result.view, s, DEMO_NOT_DECIDING)
             for v in study.views.values()
             for s in v.result.model_frame_masks
-            if s not in study.decision.decided_by and s in demonstration(registry, [s])
+            if s in demo and s not in study.decision.decided_by
         ]
     return study

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from service.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, choose_models, demonstration
+from service.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, choose_study, demonstration
 from service.decoding import VIEW_NAMES, DecodedImage, decode_image
-from service.inference import ModelRegistry, NoValidatedModelError, UnknownStructureError, UnknownViewError
+from service.inference import ModelRegistry, UnknownStructureError, UnknownViewError
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle
 from service.measurement_overlay import draw_cobb
 from service.overlay import legend, overlay_png
@@ -165,15 +165,16 @@ def segment_upload(
     started = time.perf_counter()
     policy = policy or AnalysisPolicy()
     view = canonical_view(view)
-    if view is not None:
-        choose_models(registry, view, structures, policy)  # checked before decoding a large file
+    # The request is checked once: before decoding a large file when the view is given, else after.
+    selection = choose_study(registry, [view], {view: structures}, policy) if view is not None else None
     decoded, decode_ms = _decode(upload, max_pixels)
     if view is None:
         if decoded.view is None:
             raise UnknownViewError("view is required (AP or LAT) unless the file is a DICOM whose ViewPosition says it")
         view = decoded.view
+        selection = choose_study(registry, [view], {view: structures}, policy)
     warnings = _views_of({view: decoded})
-    study = analyze(registry, {view: decoded}, policy, {view: structures}, classify=False)
+    study = analyze(registry, {view: decoded}, policy, selection, classify=False)
     analysed = study.views[view]
     result, reading = analysed.result, analysed.reading
     warnings += _reading_warnings(view, reading)
@@ -235,19 +236,12 @@ def analyze_uploads(
         for view in uploads:
             named = [s for s in structures if STRUCTURES.get(s) == view]
             per_view[view] = named or None
-    refusals = []
-    for view, named in per_view.items():  # checked before decoding: unknown names, broken models
-        try:
-            choose_models(registry, view, named, policy)
-        except NoValidatedModelError as exc:  # that view is left out; refused only if every view is
-            refusals.append(exc)
-    if len(refusals) == len(per_view):
-        raise refusals[0]
+    selection = choose_study(registry, uploads, per_view, policy)  # checked once, before decoding
     started = time.perf_counter()
     images = registry.parallel_map(lambda upload: decode_image(upload.data, max_pixels, upload.filename), list(uploads.values()))
     decoded: dict[str, DecodedImage] = dict(zip(uploads, images, strict=True))
     decode_ms = (time.perf_counter() - started) * 1000
-    study = analyze(registry, decoded, policy, per_view)
+    study = analyze(registry, decoded, policy, selection)
     study.timings_ms = {"decode": decode_ms, **study.timings_ms}
     return study, decoded
 

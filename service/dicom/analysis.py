@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom import Dataset
 
-from service.analysis import AnalysisPolicy, Decision, SpineReading, analyze
+from service.analysis import AnalysisPolicy, Decision, SpineReading, analyze, choose_study
 from service.decoding import decode_image
 from service.dicom.source import check_radiograph, dataset_bytes, fill_missing_type2
 from service.inference import ModelRegistry, UnknownViewError
@@ -66,8 +66,9 @@ def analyze_radiograph(
     """Segment (and score) one radiograph. `data` is the file as uploaded; a fetched Dataset is serialised in memory."""
     check_radiograph(source)
     requested = canonical_view(view)
-    if requested is not None and structures is not None:
-        registry.select_models(requested, structures)  # fail fast, before decoding
+    policy = policy or AnalysisPolicy()
+    # Checked once: before decoding when the view is given, else once the DICOM has said it.
+    selection = choose_study(registry, [requested], {requested: structures}, policy) if requested is not None else None
     decoded = decode_image(data if data is not None else dataset_bytes(source), max_pixels, "source.dcm")
     warnings: list[str] = []
     if requested is None:
@@ -76,12 +77,13 @@ def analyze_radiograph(
                 f"the DICOM ViewPosition ({str(source.get('ViewPosition', '')) or 'absent'}) names no AP or LAT view; send `view`"
             )
         requested = decoded.view
+        selection = choose_study(registry, [requested], {requested: structures}, policy)
     elif decoded.view is not None and decoded.view != requested:
         warnings.append(f"the DICOM ViewPosition says {decoded.view}; segmented as {requested} as requested")
     empty = fill_missing_type2(source)
     if empty:
         warnings.append(f"the source DICOM lacks {', '.join(empty)}; the SEG/SR carry them empty (unknown)")
-    study = analyze(registry, {requested: decoded}, policy or AnalysisPolicy(), {requested: structures}, classify=classify)
+    study = analyze(registry, {requested: decoded}, policy, selection, classify=classify)
     analysed = study.views[requested]
     result = analysed.result
     models: dict[str, list[ModelIdentity]] = {s: [] for s in result.masks}
