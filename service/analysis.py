@@ -240,10 +240,12 @@ def analyze(
     policy: AnalysisPolicy,
     selection: Selection | None = None,
     classify: bool = True,
+    source_masks: bool = True,
 ) -> StudyAnalysis:
     """Segment every view (their U-Nets queued together), read the AP spine, and (classify=True) decide the label.
 
     `selection` is what `choose_study` chose for these views (None: the policy's default models of each view).
+    `source_masks=False`: only the vertebra mask (the measurement reads it) is resized to the original size.
     """
     selection = selection or choose_study(registry, images, {}, policy)
     chosen = selection.models
@@ -253,7 +255,7 @@ def analyze(
             raise ModelUnavailableError({"classifier": "the manifest has no classification model"})
         registry.get(classifier.name)
     work = [(images[view].pixels, view, models) for view, models in chosen.items()]
-    results = registry.segment_selected(work, source_masks=True)
+    results = registry.segment_selected(work, source_masks=True if source_masks else {VERTEBRA})
     study = StudyAnalysis(
         views={view: ViewAnalysis(images[view], result) for view, result in zip(chosen, results, strict=True)},
         excluded=list(selection.excluded),

@@ -219,10 +219,12 @@ def analyze_uploads(
     policy: AnalysisPolicy | None = None,
     structures: list[str] | None = None,
     max_pixels: int = 100_000_000,
+    include_masks: bool = True,
 ) -> tuple[StudyAnalysis, dict[str, DecodedImage]]:
     """Decode a study's files (side by side) and analyse them: what /classify answers, before encoding.
 
     `structures` (names of any view) replaces each view's default models with the named ones of that view.
+    `include_masks=False` (a label-only client) leaves the masks it does not need at the model's size.
     """
     policy = policy or AnalysisPolicy()
     per_view: dict[str, list[str] | None] = {view: None for view in uploads}
@@ -241,7 +243,7 @@ def analyze_uploads(
     images = registry.parallel_map(lambda upload: decode_image(upload.data, max_pixels, upload.filename), list(uploads.values()))
     decoded: dict[str, DecodedImage] = dict(zip(uploads, images, strict=True))
     decode_ms = (time.perf_counter() - started) * 1000
-    study = analyze(registry, decoded, policy, selection)
+    study = analyze(registry, decoded, policy, selection, source_masks=include_masks)
     study.timings_ms = {"decode": decode_ms, **study.timings_ms}
     return study, decoded
 
@@ -261,7 +263,7 @@ def classify_uploads(
     policy = policy or AnalysisPolicy()
     if aggregation is not None:
         policy = replace(policy, aggregation=aggregation)
-    study, decoded = analyze_uploads(registry, uploads, policy, structures, max_pixels)
+    study, decoded = analyze_uploads(registry, uploads, policy, structures, max_pixels, include_masks)
     return classify_response(registry, study, decoded, include_masks, mask_format, started)
 
 

@@ -161,7 +161,7 @@ def evaluate_aasce(
         upload = {"AP": Upload(sample.image_path.read_bytes(), sample.name)}
         refusal = None
         try:
-            study, decoded = analyze_uploads(registry, upload, policy) if has_classifier else (None, None)
+            study, decoded = analyze_uploads(registry, upload, policy, include_masks=False) if has_classifier else (None, None)
         except NoSpineFoundError as exc:  # no label for this film; its masks still count in the Dice figures
             refusal = str(exc)
             refused.append({"image": sample.name, "reason": refusal})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -282,13 +282,15 @@ class ModelRegistry:
         return self.segment_many([(image, view, structures)])[0]
 
     def segment_many(
-        self, work: list[tuple[np.ndarray, str, list[str] | None]], source_masks: bool = True
+        self, work: list[tuple[np.ndarray, str, list[str] | None]], source_masks: bool | Collection[str] = True
     ) -> list[SegmentationResult]:
         """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once."""
         jobs = [(image, view, self.select_models(view, structures)) for image, view, structures in work]
         return segmentation.segment(self, jobs, source_masks)
 
-    def segment_selected(self, work: list[SegmentationJob], source_masks: bool = True) -> list[SegmentationResult]:
+    def segment_selected(
+        self, work: list[SegmentationJob], source_masks: bool | Collection[str] = True
+    ) -> list[SegmentationResult]:
         """`segment_many` for requests already checked by `select_models` (pixels, view, models)."""
         return segmentation.segment(self, work, source_masks)
 

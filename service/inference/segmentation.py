@@ -7,7 +7,7 @@ take those models, so nothing downstream checks the request again.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,12 +78,15 @@ def select_models(registry: ModelRegistry, view: str, structures: list[str] | No
     return chosen
 
 
-def segment(registry: ModelRegistry, work: list[SegmentationJob], source_masks: bool = True) -> list[SegmentationResult]:
+def segment(
+    registry: ModelRegistry, work: list[SegmentationJob], source_masks: bool | Collection[str] = True
+) -> list[SegmentationResult]:
     """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once.
 
     Each step runs for all images together, so every result's `timings_ms` holds the wall time of the
-    shared preprocess, inference and postprocess steps. `source_masks=False` skips resizing the masks
-    back to the original size (`masks` stays empty; `model_frame_masks` is all the classifier needs).
+    shared preprocess, inference and postprocess steps. `source_masks` says which masks are resized back to
+    the original size: all (True), none (False: `masks` stays empty; `model_frame_masks` is all the
+    classifier needs) or those of the structures named.
     """
 
     def prepare(i: int) -> _Prepared:
@@ -111,11 +114,12 @@ def segment(registry: ModelRegistry, work: list[SegmentationJob], source_masks: 
 
     # A refinement model's window is placed from the first stage's source-size mask, so those are needed anyway.
     refiners = {k: r for k, (_, model) in enumerate(jobs) if (r := registry.refinement_model(model.entry.structure or ""))}
-    needed = list(range(len(jobs))) if source_masks else sorted(refiners)
+    keep = {k for k, (_, model) in enumerate(jobs) if _wanted(source_masks, model.entry.structure)}
+    needed = sorted(keep | set(refiners))
     source = dict(zip(needed, registry.parallel_map(to_source, needed), strict=True))
     frame_probabilities = {k: by_job[k][0, :, :, 0] for k in range(len(jobs))}
     t3 = time.perf_counter()
-    refined = _refine(registry, work, jobs, refiners, source, frame_probabilities, prepared, source_masks) if refiners else set()
+    refined = _refine(registry, work, jobs, refiners, source, frame_probabilities, prepared, keep) if refiners else set()
     t4 = time.perf_counter()
     timings = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000}
     if refiners:
@@ -133,7 +137,7 @@ def segment(registry: ModelRegistry, work: list[SegmentationJob], source_masks: 
             assert structure is not None
             threshold = refiners[k].threshold if k in refined else model.threshold
             frame_masks[structure] = frame_probabilities[k] >= threshold
-            if source_masks:
+            if k in keep:
                 masks[structure] = source[k]
             boxes[structure] = prepared[i][model.input_hw][1]
             if k in refined:
@@ -155,6 +159,12 @@ def segment(registry: ModelRegistry, work: list[SegmentationJob], source_masks: 
     return results
 
 
+def _wanted(source_masks: bool | Collection[str], structure: str | None) -> bool:
+    if isinstance(source_masks, bool):
+        return source_masks
+    return structure in source_masks
+
+
 def _refine(
     registry: ModelRegistry,
     work: list[SegmentationJob],
@@ -163,13 +173,13 @@ def _refine(
     source: dict[int, np.ndarray],
     frame_probabilities: dict[int, np.ndarray],
     prepared: list[_Prepared],
-    source_masks: bool,
+    keep: set[int],
 ) -> set[int]:
     """Second stage: re-segment a window around each first-stage mask at the refinement model's resolution.
 
     The window's probabilities are the refinement model's, or (manifest `combine: mean`) their average
-    with the first stage's resampled into the window. Replaces `source[k]` (when source masks are
-    wanted) and `frame_probabilities[k]` of each job it refines and returns those jobs.
+    with the first stage's resampled into the window. Replaces `source[k]` (for the jobs in `keep`, whose
+    source masks are wanted) and `frame_probabilities[k]` of each job it refines and returns those jobs.
     A first-stage mask that is empty gives no window: it stays as it is.
     """
 
@@ -189,7 +199,7 @@ def _refine(
         box, refiner, frame = placed[k][0], refiners[k], prepared[i][model.input_hw][1]
         if refiner.entry.combine == "mean":
             probabilities = (probabilities + letterbox_probabilities_to_crop(frame_probabilities[k], frame, box)) / 2
-        in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if source_masks else None
+        in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if k in keep else None
         return k, in_source, crop_probabilities_to_letterbox(probabilities, box, frame)
 
     for k, in_source, in_frame in registry.parallel_map(

@@ -304,3 +304,14 @@ def test_segment_many_without_source_masks(registry: ModelRegistry) -> None:
         assert list(b.model_frame_masks) == list(a.model_frame_masks)
         for s in a.model_frame_masks:
             assert np.array_equal(a.model_frame_masks[s], b.model_frame_masks[s])
+
+
+def test_segment_many_with_the_source_masks_of_named_structures(registry: ModelRegistry) -> None:
+    images = [(spine_image(300, 120, seed=5), "AP", None), (spine_image(280, 140, seed=6), "LAT", None)]
+    full = registry.segment_many(images)
+    some = registry.segment_many(images, source_masks={"Ap_Vertebra"})
+    assert list(some[0].masks) == ["Ap_Vertebra"] and some[1].masks == {}
+    assert np.array_equal(some[0].masks["Ap_Vertebra"], full[0].masks["Ap_Vertebra"])
+    for a, b in zip(full, some, strict=True):
+        for s in a.model_frame_masks:
+            assert np.array_equal(a.model_frame_masks[s], b.model_frame_masks[s])
