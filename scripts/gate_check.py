@@ -164,16 +164,6 @@ def real_film_inputs(folder: Path, kind: str, limit: int | None = None) -> list[
     return [CorpusItem(p.name, kind, p.read_bytes(), p.name) for p in paths]
 
 
-def dicom_modality(data: bytes) -> str | None:
-    """A DICOM upload's Modality (0008,0060); None for other formats (what the endpoint should pass the gate)."""
-    if data[128:132] != b"DICM":
-        return None
-    import pydicom
-
-    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    return str(dataset.get("Modality", "")) or None
-
-
 def chain_only(mask: np.ndarray, box, top: float = 0.2, bottom: float = 0.9) -> np.ndarray:
     """The mask without components centred above `top` or below `bottom` of the image's height (skull, sacrum):
     roughly what a step that keeps only the vertebra chain leaves on a full-body film."""
