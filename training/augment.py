@@ -44,11 +44,16 @@ def affine_params(batch: int, height: int, width: int, cfg: AugmentConfig, rng: 
     return np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype(np.float32)
 
 
-def augment_batch(images: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator):
-    """images (B,H,W,1) float32 in [0,1], masks (B,H,W,1) {0,1} -> augmented backend tensors."""
+def augment_batch(
+    images: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, params: np.ndarray | None = None
+):
+    """images (B,H,W,1) float32 in [0,1], masks (B,H,W,1) {0,1} -> augmented backend tensors.
+
+    params: the warp (`affine_params`) when the caller needs it too (to move landmarks with the image).
+    """
     b, h, w, _ = images.shape
     stacked = ops.concatenate([ops.convert_to_tensor(images), ops.convert_to_tensor(masks.astype(np.float32))], axis=-1)
-    transform = ops.convert_to_tensor(affine_params(b, h, w, cfg, rng))
+    transform = ops.convert_to_tensor(affine_params(b, h, w, cfg, rng) if params is None else params)
     warped = ops.image.affine_transform(stacked, transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0)
     image, mask = warped[..., :1], ops.cast(warped[..., 1:] >= 0.5, "float32")
 

@@ -65,7 +65,11 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
     default_hw = REFINE_INPUT_HW if args.layout == "aasce-refine" else UNET_INPUT_HW
     hw = (args.height or default_hw[0], args.width or default_hw[1])
-    if args.layout == "aasce-refine":
+    if args.layout == "aasce-landmarks":
+        from training.landmarks import build_landmark_cache
+
+        print(build_landmark_cache(Path(args.data_dir), Path(args.out), hw))
+    elif args.layout == "aasce-refine":
         print(
             build_refine_cache(Path(args.data_dir), Path(args.out), Path(args.stage1_models), hw, jpeg_quality=args.jpeg_quality)
         )
@@ -162,6 +166,32 @@ def cmd_unet(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=1))
 
 
+def cmd_landmarks(args: argparse.Namespace) -> None:
+    from training.landmarks import load_landmark_cache, train_landmarks
+
+    data = load_landmark_cache(Path(args.cache))
+    train_idx, val_idx = aasce_split(data)
+    _, result = train_landmarks(
+        data, train_idx, val_idx, Path(args.run_dir), _fit_config(args), args.init_weights, not args.no_resume
+    )
+    best = result.history[result.best_epoch - 1]
+    info = {
+        "kind": "landmarks",
+        "training_data": f"AASCE 2019 training set ({len(data['images'])} AP radiographs): the 68 corner landmarks of T1..L5",
+        "split": f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val images",
+        "trained_on": _device_description(),
+        "init_weights": args.init_weights,
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "training_time_s": round(result.seconds, 1),
+        "stopped": result.stopped,
+        "input_hw": list(data["images"].shape[1:3]),
+        "metrics": {k: v for k, v in best.items() if k.startswith("val_") and k != "val_score"},
+    }
+    (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info, indent=1))
+
+
 def cmd_classifier(args: argparse.Namespace) -> None:
     from spine_core.preprocessing import mask_to_classifier_input
     from training.cache import load_aasce_cache
@@ -221,7 +251,7 @@ def train_main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("cache", help="preprocess a dataset into an npz")
     c.add_argument(
         "layout",
-        choices=["aasce", "course", "aasce-refine"],
+        choices=["aasce", "course", "aasce-refine", "aasce-landmarks"],
         help="aasce-refine: windows for the second-stage Ap_Vertebra model, cut around the first stage's masks",
     )
     c.add_argument("data_dir")
@@ -260,6 +290,11 @@ def train_main(argv: list[str] | None = None) -> None:
         help="start from these weights (e.g. a lower-resolution run; the U-Net is fully convolutional)",
     )
     u.set_defaults(func=cmd_unet)
+    m = sub.add_parser("landmarks", help="train the landmark model (centre heatmap + corner offsets) on AASCE corners")
+    _add_fit_args(m, epochs=200, batch_size=8, lr=3e-4)
+    m.add_argument("--init-weights", default=None, help="Ap_Vertebra U-Net weights (scripts/onnx_to_keras_weights.py)")
+    m.add_argument("--resume", action="store_true", help="continue the run in --run-dir (the default; kept for scripts)")
+    m.set_defaults(func=cmd_landmarks)
     k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")
     _add_fit_args(k, epochs=60, batch_size=32, lr=3e-4)
     k.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)

@@ -1,0 +1,175 @@
+"""The landmark model's output -> the 17 vertebrae T1..L5, four corners and a confidence each.
+
+The model (`spine-train landmarks`) answers one map per frame pixel with `N_CHANNELS` channels:
+
+- channel 0, a vertebra-centre heatmap (sigmoid): a Gaussian peak at the centre of each of T1..L5;
+- channels 1..8, the four corners (TL, TR, BL, BR) as (dx, dy) offsets from the pixel's centre, divided
+  by `OFFSET_SCALE`, learnt around each centre;
+- channel 9, the vertebral-body mask (sigmoid), an auxiliary head kept from the `Ap_Vertebra` weights.
+
+Decoding is the "vertebra-focused" idea (Yi et al. 2020): peaks of the heatmap are the vertebrae, the
+offsets read at each peak are its corners. What is added here is the counting: the peaks are linked into
+one chain down the spine, and the 17 levels are placed on it by score and by the vertebrae's sizes
+(they grow from T1 to L5), so that a missing or an extra peak does not shift the levels; a level without
+its own peak is interpolated between its neighbours and says so with a low confidence.
+Everything is numpy/scipy on the model's frame: no per-pixel Python loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from spine_core.cobb import LEVELS, N_VERTEBRAE
+
+N_CHANNELS = 10
+HEATMAP_CHANNEL = 0
+OFFSET_CHANNELS = slice(1, 9)
+MASK_CHANNEL = 9
+OFFSET_SCALE = 16.0  # frame pixels per unit of the offset channels (keeps the regression targets near 1)
+PEAK_WINDOW = 5  # frame pixels: a peak is the maximum of its 5x5 neighbourhood
+MIN_PEAK = 0.08  # heatmap value below which a local maximum is not a vertebra candidate
+INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
+# Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean):
+# `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
+WIDTH_PROFILE = np.array(
+    [0.932, 0.864, 0.812, 0.8, 0.815, 0.84, 0.876, 0.908, 0.941, 0.981, 1.033, 1.087, 1.125, 1.155, 1.206, 1.275, 1.349]
+)
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """17 vertebrae in the frame the heads were computed on (pixel edges at integers)."""
+
+    corners: np.ndarray  # (17, 4, 2) x, y of TL, TR, BL, BR
+    confidence: np.ndarray  # (17,) in [0, 1]: the heatmap's peak, or INTERPOLATED_CONFIDENCE
+    detected: np.ndarray  # (17,) bool: the level has its own peak
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def centres(self) -> np.ndarray:
+        return self.corners.mean(axis=1)
+
+
+def find_peaks(heatmap: np.ndarray, min_peak: float = MIN_PEAK) -> tuple[np.ndarray, np.ndarray]:
+    """Local maxima of the heatmap -> ((k, 2) integer (row, col), (k,) score), top to bottom."""
+    maxed = ndimage.maximum_filter(heatmap, size=PEAK_WINDOW, mode="constant")
+    rows, cols = np.nonzero((heatmap == maxed) & (heatmap >= min_peak))
+    order = np.argsort(rows, kind="stable")
+    return np.stack([rows[order], cols[order]], axis=1), heatmap[rows[order], cols[order]]
+
+
+def corners_at(heads: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(k, 4, 2) corners read from the offset channels at the given pixels."""
+    offsets = heads[rows, cols][:, OFFSET_CHANNELS].reshape(-1, 4, 2) * OFFSET_SCALE
+    centres = np.stack([cols + 0.5, rows + 0.5], axis=1)[:, None, :]
+    return centres + offsets
+
+
+def _chain(points: np.ndarray, scores: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Indices of the best chain down the spine: each step goes down by about one vertebra, little sideways.
+
+    Dynamic programming over the peaks sorted by row: a link's gain is the next peak's score minus a
+    penalty for a step that is not one vertebra down or that goes sideways; isolated false peaks (a rib,
+    the iliac crest) cannot join because the steps to them do not fit.
+    """
+    n = len(points)
+    best = scores.astype(np.float64).copy()
+    back = np.full(n, -1)
+    dy = points[None, :, 0] - points[:, None, 0]  # [i, j]: row of j minus row of i
+    dx = np.abs(points[None, :, 1] - points[:, None, 1])
+    unit = np.maximum((sizes[:, None] + sizes[None, :]) / 2, 1.0)
+    step = dy / unit  # in vertebra heights (incl. the disc)
+    ok = (step > 0.45) & (step < 2.6) & (dx < 1.2 * unit)
+    penalty = 0.5 * np.abs(step - np.round(np.clip(step, 1, 2))) + 0.5 * dx / unit + 0.4 * (np.round(step) >= 2)
+    gain = scores[None, :] - penalty
+    for j in range(n):
+        i_ok = np.nonzero(ok[:j, j])[0]
+        if len(i_ok):
+            cand = best[i_ok] + gain[i_ok, j]
+            k = int(np.argmax(cand))
+            if cand[k] > best[j]:
+                best[j], back[j] = cand[k], i_ok[k]
+    j = int(np.argmax(best))
+    chain = [j]
+    while back[chain[-1]] >= 0:
+        chain.append(int(back[chain[-1]]))
+    return np.array(chain[::-1])
+
+
+def _slots(rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Level offsets of the chain's peaks counted in vertebrae (gaps of two steps leave a slot for a missed one)."""
+    gaps = np.diff(rows) / np.maximum((sizes[1:] + sizes[:-1]) / 2, 1.0)
+    return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps)).astype(int))])
+
+
+def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> int:
+    """The level (0 = T1) of the chain's first slot: best fit of scores and the width profile."""
+    span = int(slots[-1]) + 1
+    best_start, best_fit = 0, -np.inf
+    for start in range(min(0, N_VERTEBRAE - span), max(0, N_VERTEBRAE - span) + 1):
+        levels = slots + start
+        inside = (levels >= 0) & (levels < N_VERTEBRAE)
+        if not inside.any():
+            continue
+        ratio = widths[inside] / WIDTH_PROFILE[levels[inside]]
+        shape_error = float(np.std(np.log(ratio))) if inside.sum() > 2 else 0.0
+        fit = float(scores[inside].sum()) - 4.0 * shape_error * inside.sum()
+        if fit > best_fit:
+            best_start, best_fit = start, fit
+    return best_start
+
+
+def decode(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Landmarks | None:
+    """(H, W, N_CHANNELS) model output -> 17 vertebrae, or None when fewer than 3 vertebrae are seen."""
+    heatmap = heads[..., HEATMAP_CHANNEL]
+    points, scores = find_peaks(heatmap, min_peak)
+    if len(points) < 3:
+        return None
+    corners = corners_at(heads, points[:, 0], points[:, 1])
+    sizes = np.linalg.norm((corners[:, 2] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 1]) / 2, axis=1) * 1.35
+    widths = np.linalg.norm((corners[:, 1] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 2]) / 2, axis=1)
+    chain = _chain(points, scores, sizes)
+    if len(chain) < 3:
+        return None
+    notes: list[str] = []
+    if len(chain) < len(points):
+        notes.append(f"{len(points) - len(chain)} heatmap peak(s) off the spine's chain ignored")
+    points, scores, corners, sizes, widths = points[chain], scores[chain], corners[chain], sizes[chain], widths[chain]
+    slots = _slots(points[:, 0].astype(np.float64), sizes)
+    levels = slots + _place_levels(slots, scores, widths)
+    inside = (levels >= 0) & (levels < N_VERTEBRAE)
+    if (~inside).any():
+        notes.append(f"{int((~inside).sum())} vertebra(e) beyond T1..L5 on the chain left out (cervical, sacral)")
+    out = np.full((N_VERTEBRAE, 4, 2), np.nan)
+    conf = np.full(N_VERTEBRAE, INTERPOLATED_CONFIDENCE)
+    out[levels[inside]] = corners[inside]
+    conf[levels[inside]] = np.clip(scores[inside], 0.0, 1.0)
+    detected = ~np.isnan(out[:, 0, 0])
+    if not detected.all():
+        missing = [LEVELS[i] for i in np.nonzero(~detected)[0]]
+        notes.append(f"no peak for {', '.join(missing)}: placed between the detected vertebrae")
+        out = _fill_missing(out, detected)
+    return Landmarks(corners=out, confidence=conf, detected=detected, notes=notes)
+
+
+def _fill_missing(corners: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Levels without a peak: corner positions interpolated (or extrapolated linearly) along the level index."""
+    known = np.nonzero(detected)[0]
+    flat = corners.reshape(N_VERTEBRAE, 8)
+    out = flat.copy()
+    idx = np.arange(N_VERTEBRAE)
+    for c in range(8):
+        values = flat[known, c]
+        filled = np.interp(idx, known, values)
+        # beyond the ends: continue with the slope of the last two known levels, not a flat copy
+        if known[0] > 0 and len(known) > 1:
+            slope = (values[1] - values[0]) / (known[1] - known[0])
+            filled[: known[0]] = values[0] + slope * (idx[: known[0]] - known[0])
+        if known[-1] < N_VERTEBRAE - 1 and len(known) > 1:
+            slope = (values[-1] - values[-2]) / (known[-1] - known[-2])
+            filled[known[-1] + 1 :] = values[-1] + slope * (idx[known[-1] + 1 :] - known[-1])
+        out[:, c] = filled
+    return out.reshape(N_VERTEBRAE, 4, 2)

@@ -1,0 +1,259 @@
+"""The landmark model: vertebra-centre heatmap + corner offsets (+ the body mask) on the Ap_Vertebra U-Net.
+
+The U-Net's last decoder features (full 512x256 frame) feed three heads whose outputs are concatenated
+into one (N, H, W, 10) map, decoded by `spine_core.landmarks`. Initialised from the exported
+`Ap_Vertebra` weights (read back from ONNX, BatchNorm folded: the BatchNorm layers stay frozen), so the
+network starts out knowing where vertebral bodies are and learns which one is which and where its
+corners lie.
+
+Targets are made per batch after the geometric augmentation: the same affine warp that moves the
+image moves the corners (its inverse, applied to points), and a horizontal flip swaps left and right
+corners.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+from PIL import Image
+
+from spine_core.cobb import N_VERTEBRAE, cobb_angles
+from spine_core.landmarks import HEATMAP_CHANNEL, MASK_CHANNEL, N_CHANNELS, OFFSET_CHANNELS, OFFSET_SCALE, decode
+from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
+from training.augment import AugmentConfig, affine_params, augment_batch
+from training.cache import quantize
+from training.datasets import read_aasce_dataset, rasterize_vertebrae
+from training.models import build_unet
+from training.train import FitConfig, FitResult, as_float, dice_bce_loss, fit
+
+log = logging.getLogger(__name__)
+
+LANDMARK_OUTPUT_NAME = "heads"
+OFFSET_RADIUS = 2.5  # frame pixels around a centre where the corner offsets are learnt
+# Geometry a little wider than the U-Net's: smaller spines (more context) are what a full-body window looks like.
+LANDMARK_AUGMENT = AugmentConfig(max_rotation_deg=10.0, scale_range=(0.7, 1.15), max_shift_frac=0.08)
+
+
+# ---- cache ---------------------------------------------------------------------------------------------
+
+
+def frame_corners(landmarks: np.ndarray, box: Letterbox) -> np.ndarray:
+    """(68, 2) normalised AASCE corners -> (17, 4, 2) in the letterboxed frame (pixel edges at integers)."""
+    xy = np.asarray(landmarks, dtype=np.float64).reshape(N_VERTEBRAE, 4, 2)
+    return np.stack([box.left + xy[..., 0] * box.content_w, box.top + xy[..., 1] * box.content_h], axis=-1)
+
+
+def build_landmark_cache(data_dir: Path, out_path: Path, out_hw: tuple[int, int] = UNET_INPUT_HW) -> Path:
+    images, corners, masks, boxes = [], [], [], []
+    samples = read_aasce_dataset(data_dir)
+    for sample in samples:
+        x, box = preprocess_image(sample.image(), out_hw)
+        images.append(quantize(x))
+        c = frame_corners(sample.landmarks, box)
+        corners.append(c)
+        masks.append(rasterize_vertebrae(_normalised(c, out_hw), *out_hw))
+        boxes.append([box.src_h, box.src_w, box.content_h, box.content_w, box.top, box.left])
+    np.savez_compressed(
+        out_path,
+        images=np.stack(images),
+        corners=np.stack(corners).astype(np.float32),
+        masks=np.packbits(np.stack(masks), axis=-1),
+        mask_width=np.array(out_hw[1]),
+        boxes=np.array(boxes),
+        names=np.array([s.name for s in samples]),
+        patient_keys=np.array([s.patient_key for s in samples]),
+        cobb=np.stack([s.cobb_angles for s in samples]),
+    )
+    return out_path
+
+
+def _normalised(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    return (corners / np.array([hw[1], hw[0]])).reshape(-1, 2)
+
+
+def load_landmark_cache(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    data["masks"] = np.unpackbits(data["masks"], axis=-1, count=int(data["mask_width"])).astype(bool)
+    return data
+
+
+# ---- targets -------------------------------------------------------------------------------------------
+
+
+def warp_corners(corners: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """(B, 17, 4, 2) corners -> where the augmentation's warp puts them; a flip swaps left and right corners.
+
+    `params` maps an output pixel index to an input pixel index (keras' affine_transform); points go the
+    other way, so the 2x3 map is inverted. Pixel indices are pixel centres, our coordinates pixel edges.
+    """
+    a = params[:, [0, 1, 3, 4]].reshape(-1, 2, 2).astype(np.float64)
+    t = params[:, [2, 5]].astype(np.float64)
+    inv = np.linalg.inv(a)
+    pts = corners - 0.5 - t[:, None, None, :]
+    out = np.einsum("bij,bvcj->bvci", inv, pts) + 0.5
+    flipped = params[:, 0] < 0
+    out[flipped] = out[flipped][:, :, [1, 0, 3, 2]]
+    return out
+
+
+def make_targets(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(B, 17, 4, 2) frame corners -> (B, H, W, 10): heatmap, 8 offsets, offset weight.
+
+    The heatmap is a Gaussian per vertebra (sigma an eighth of its height); vertebrae whose centre left
+    the frame are not drawn.
+    """
+    h, w = hw
+    b = len(corners)
+    target = np.zeros((b, h, w, 10), dtype=np.float32)
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    for i in range(b):
+        for v in range(N_VERTEBRAE):
+            quad = corners[i, v]
+            cx, cy = quad.mean(axis=0)
+            if not (0 <= cx < w and 0 <= cy < h):
+                continue
+            height = np.linalg.norm((quad[2] + quad[3]) / 2 - (quad[0] + quad[1]) / 2)
+            sigma = max(1.5, height / 8)
+            r = int(np.ceil(3 * sigma))
+            y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 1)
+            x0, x1 = max(0, int(cx) - r), min(w, int(cx) + r + 1)
+            d2 = (rows[y0:y1, x0:x1] - cy) ** 2 + (cols[y0:y1, x0:x1] - cx) ** 2
+            patch = target[i, y0:y1, x0:x1]
+            np.maximum(patch[..., 0], np.exp(-d2 / (2 * sigma**2)), out=patch[..., 0])
+            target[i, int(cy), int(cx), 0] = 1.0  # the focal loss's one positive pixel per vertebra
+            near = d2 <= OFFSET_RADIUS**2
+            offsets = (quad[None, None] - np.stack([cols[y0:y1, x0:x1], rows[y0:y1, x0:x1]], -1)[:, :, None, :]) / OFFSET_SCALE
+            patch[..., 1:9][near] = offsets.reshape(y1 - y0, x1 - x0, 8)[near]
+            patch[..., 9][near] = 1.0
+    return target
+
+
+def landmark_loss(y_true, y_pred):
+    """Penalty-reduced focal loss on the heatmap (CenterNet), masked L1 on the offsets, Dice+BCE on the mask.
+
+    y_true: heatmap, 8 offsets, offset weight, mask (11 channels); y_pred: the model's 10.
+    """
+    hm_t, hm_p = y_true[..., 0], ops.clip(y_pred[..., HEATMAP_CHANNEL], 1e-4, 1 - 1e-4)
+    pos = ops.cast(hm_t >= 0.99, "float32")
+    n_pos = ops.maximum(ops.sum(pos, axis=(1, 2)), 1.0)
+    focal = -(
+        pos * ops.square(1 - hm_p) * ops.log(hm_p) + (1 - pos) * ops.power(1 - hm_t, 4) * ops.square(hm_p) * ops.log(1 - hm_p)
+    )
+    hm_loss = ops.sum(focal, axis=(1, 2)) / n_pos
+    weight = y_true[..., 9:10]
+    l1 = ops.sum(weight * ops.abs(y_true[..., 1:9] - y_pred[..., OFFSET_CHANNELS]), axis=(1, 2, 3))
+    off_loss = l1 / ops.maximum(ops.sum(weight, axis=(1, 2, 3)) * 8, 1.0)
+    mask_loss = dice_bce_loss(y_true[..., 10:11], y_pred[..., MASK_CHANNEL : MASK_CHANNEL + 1])
+    return hm_loss + 4.0 * off_loss + 0.5 * mask_loss
+
+
+# ---- model ---------------------------------------------------------------------------------------------
+
+
+def build_landmark_model(
+    input_hw=UNET_INPUT_HW, filters: int = 16, num_layers: int = 4, init_weights: str | None = None, freeze_encoder: bool = False
+):
+    """freeze_encoder keeps the Ap_Vertebra encoder as it is (a CPU run trains the decoder and heads only)."""
+    base = build_unet(input_hw, filters=filters, num_layers=num_layers, name="unet")
+    if init_weights:
+        base.load_weights(init_weights)
+    for layer in base.layers:  # the init's BatchNorm is folded into its convolutions: keep it as it is
+        if isinstance(layer, layers.BatchNormalization) or (freeze_encoder and layer.name.startswith(("down", "bottleneck"))):
+            layer.trainable = False
+    features = base.get_layer("up0_relu2").output
+    shared = layers.Conv2D(24, 3, padding="same", activation="relu", name="heads_conv")(features)
+    hm = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(-2.2), name="heatmap")(shared)
+    off = layers.Conv2D(8, 1, name="offsets")(shared)
+    out = layers.Concatenate(name=LANDMARK_OUTPUT_NAME)([hm, off, base.output])
+    return keras.Model(base.input, out, name="landmarks")  # input keeps the U-Net's name, UNET_INPUT_NAME
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
+
+
+def smape(pred: np.ndarray, true: np.ndarray) -> float:
+    """AASCE's symmetric mean absolute percentage error over films' three angles, in percent."""
+    return float(100 * np.mean(np.abs(pred - true).sum(axis=1) / np.maximum((pred + true).sum(axis=1), 1e-6)))
+
+
+def evaluate_heads(heads: np.ndarray, corners_true: np.ndarray, cobb_true: np.ndarray) -> dict[str, float]:
+    """Frame-level figures of a batch of model outputs: SMAPE (a film without an answer counts 100 %), corner error."""
+    per_film, corner_err, answered = [], [], 0
+    for out, truth, angles in zip(heads, corners_true, cobb_true, strict=True):
+        found = decode(out)
+        if found is None:
+            per_film.append(100.0)
+            continue
+        answered += 1
+        pred = cobb_angles(found.corners, out.shape[0]).aasce_angles_deg
+        per_film.append(smape(np.array([pred]), np.array([angles])))
+        corner_err.append(float(np.linalg.norm(found.corners - truth, axis=-1).mean()))
+    return {
+        "val_smape": float(np.mean(per_film)),
+        "val_answered": answered / len(heads),
+        "val_corner_px": float(np.mean(corner_err)) if corner_err else float("nan"),
+        "val_score": -float(np.mean(per_film)),
+    }
+
+
+def predict(model, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    return np.concatenate([np.asarray(model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+
+
+def train_landmarks(
+    data: dict,
+    train_idx,
+    val_idx,
+    run_dir: Path,
+    cfg: FitConfig,
+    init_weights: str | None,
+    resume: bool = True,
+    crop_height: int | None = 256,
+):
+    """crop_height trains on windows of the augmented frames (half the frame halves a CPU step); validation
+    runs on whole frames: the model is fully convolutional and its receptive field is smaller than a window."""
+    keras.utils.set_random_seed(cfg.seed)
+    hw = data["images"].shape[1:3]
+    model = build_landmark_model((None, None), init_weights=init_weights)
+    x_tr, c_tr, m_tr = data["images"][train_idx], data["corners"][train_idx], data["masks"][train_idx]
+    x_va, c_va, cobb_va = as_float(data["images"][val_idx]), data["corners"][val_idx], data["cobb"][val_idx]
+    aug = LANDMARK_AUGMENT
+
+    def make_batch(idx, rng):
+        params = affine_params(len(idx), *hw, aug, rng)
+        xb, mb = augment_batch(as_float(x_tr[idx]), m_tr[idx][..., None], aug, rng, params=params)
+        targets = np.concatenate([make_targets(warp_corners(c_tr[idx], params), hw), np.asarray(mb)], axis=-1)
+        xb = np.asarray(xb)
+        if crop_height and crop_height < hw[0]:
+            top = int(rng.integers(0, hw[0] - crop_height + 1))
+            xb, targets = xb[:, top : top + crop_height], targets[:, top : top + crop_height]
+        return xb, targets
+
+    def evaluate(m):
+        return evaluate_heads(predict(m, x_va), c_va, cobb_va)
+
+    result: FitResult = fit(model, len(x_tr), make_batch, evaluate, "val_score", cfg, run_dir, landmark_loss, resume)
+    return model, result
+
+
+def width_profile(data_dir: Path) -> np.ndarray:
+    """Mean relative width of T1..L5 over the AASCE films (each film's widths over its own mean)."""
+    ratios = []
+    for sample in read_aasce_dataset(data_dir):
+        with Image.open(sample.image_path) as img:
+            xy = sample.landmarks.reshape(N_VERTEBRAE, 4, 2) * np.array(img.size)
+        widths = np.linalg.norm((xy[:, 1] + xy[:, 3]) / 2 - (xy[:, 0] + xy[:, 2]) / 2, axis=1)
+        ratios.append(widths / widths.mean())
+    return np.mean(ratios, axis=0)
+
+
+if __name__ == "__main__":  # python -m training.landmarks profile DATA_DIR
+    if len(sys.argv) == 3 and sys.argv[1] == "profile":
+        print(json.dumps([round(float(v), 3) for v in width_profile(Path(sys.argv[2]))]))
