@@ -24,11 +24,11 @@ from keras import layers, ops
 from PIL import Image
 
 from spine_core.cobb import N_VERTEBRAE, cobb_angles
-from spine_core.landmarks import HEATMAP_CHANNEL, MASK_CHANNEL, N_CHANNELS, OFFSET_CHANNELS, OFFSET_SCALE, decode
+from spine_core.landmarks import HEATMAP_CHANNEL, MASK_CHANNEL, OFFSET_CHANNELS, OFFSET_SCALE, decode
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 from training.augment import AugmentConfig, affine_params, augment_batch
 from training.cache import quantize
-from training.datasets import read_aasce_dataset, rasterize_vertebrae
+from training.datasets import rasterize_vertebrae, read_aasce_dataset
 from training.models import build_unet
 from training.train import FitConfig, FitResult, as_float, dice_bce_loss, fit
 
