@@ -26,6 +26,7 @@ from service.inference.localisation import localise
 from service.inference.models import LoadedModel
 from spine_core.calibration import calibrate_p_damaged
 from spine_core.cobb import CobbResult, cobb_angles
+from spine_core.landmark_reader import read_vertebrae
 from spine_core.preprocessing import letterbox_mask
 from spine_core.spine_gate import GateResult, check_spine, image_statistics
 from spine_core.structures import CLASSES, DAMAGED_COBB_DEG
@@ -47,6 +48,7 @@ class AnalysisPolicy:
     aggregation: str = "mean"  # mean | max_score (classifier rules) | cobb (the measured angle)
     localisation: bool = True  # full-body films: keep the vertebra chain, re-segment a window around it
     spine_check: bool = True  # refuse (no_spine_found) what is not a readable AP spine
+    measurement: str = "landmarks"  # landmarks (the landmark model, when loaded) | mask (the Ap_Vertebra mask's geometry)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class SpineReading:
     vertebrae: VertebraeResult | None = None
     cobb: CobbResult | None = None
     windowed: bool = False  # the mask came from a window placed around the spine (full-body film)
+    source: str | None = None  # what the vertebrae were read from: the landmark model's name, or "mask"
 
     def measurement_note(self) -> str | None:
         """Why there is no Cobb angle, in plain words (None when there is one or nothing was measured)."""
@@ -157,7 +160,7 @@ def read_spine(registry: ModelRegistry, image: DecodedImage, result: Segmentatio
     )
     if not gate.ok:
         return SpineReading(gate=gate, windowed=windowed)
-    vertebrae = find_vertebrae(result.masks[VERTEBRA])
+    vertebrae, source = measure_vertebrae(registry, image, result, policy)
     corners = vertebrae.corners()
     cobb = None
     if corners is not None:
@@ -165,7 +168,30 @@ def read_spine(registry: ModelRegistry, image: DecodedImage, result: Segmentatio
             cobb = cobb_angles(corners, image.height, vertebrae.confidences())
         except ValueError as exc:  # degenerate corners: no angle rather than a wrong one
             vertebrae = replace(vertebrae, reason=f"the vertebrae's corners give no angle ({exc})")
-    return SpineReading(gate=gate, vertebrae=vertebrae, cobb=cobb, windowed=windowed)
+    return SpineReading(gate=gate, vertebrae=vertebrae, cobb=cobb, windowed=windowed, source=source)
+
+
+def measure_vertebrae(
+    registry: ModelRegistry, image: DecodedImage, result: SegmentationResult, policy: AnalysisPolicy
+) -> tuple[VertebraeResult, str]:
+    """The 17 vertebrae from the landmark model (policy `landmarks`, when one is loaded) or from the mask's geometry."""
+    model = registry.landmark_model() if policy.measurement == "landmarks" else None
+    if model is None:
+        return find_vertebrae(result.masks[VERTEBRA]), "mask"
+    inference_ms = 0.0
+
+    def run(batch: np.ndarray) -> np.ndarray:  # through the scheduler, timed apart from the geometry
+        nonlocal inference_ms
+        started = time.perf_counter()
+        out = registry.infer([(model, batch)])[0]
+        inference_ms += (time.perf_counter() - started) * 1000
+        return out
+
+    reading = read_vertebrae(run, image.pixels)
+    result.timings_ms["landmark_inference"] = inference_ms
+    result.models_used.append(model.name)
+    vertebrae = reading.vertebrae
+    return replace(vertebrae, notes=[*vertebrae.notes, *reading.notes]), model.name
 
 
 def refuse_unreadable(reading: SpineReading, policy: AnalysisPolicy) -> None:
@@ -267,7 +293,11 @@ def analyze(
         view.reading = read_spine(registry, view.image, view.result, policy)
         if classify:  # a mask answer may be shown with a warning; a label never comes from an unreadable film
             refuse_unreadable(view.reading, policy)
-    study.timings_ms["measurement"] = (time.perf_counter() - started) * 1000  # localisation, spine check, vertebrae, Cobb
+    landmark_ms = sum(v.result.timings_ms.get("landmark_inference", 0.0) for v in study.views.values())
+    if landmark_ms:
+        study.timings_ms["landmark_inference"] = landmark_ms
+    # localisation, spine check, vertebrae, Cobb: the geometry, without the landmark model's own run
+    study.timings_ms["measurement"] = (time.perf_counter() - started) * 1000 - landmark_ms
     if classify:
         started = time.perf_counter()
         frame_masks = {s: m for v in study.views.values() for s, m in v.result.model_frame_masks.items()}

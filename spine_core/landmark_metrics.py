@@ -51,3 +51,18 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def vertebra_heights(corners: np.ndarray) -> np.ndarray:
+    """(n,) distance between each vertebra's upper and lower endplate midpoints, in pixels."""
+    c = np.asarray(corners, dtype=np.float64).reshape(-1, 4, 2)
+    return np.linalg.norm((c[:, 2] + c[:, 3]) / 2 - (c[:, 0] + c[:, 1]) / 2, axis=1)
+
+
+def level_offsets(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(n,) for each predicted vertebra, (index of the nearest true vertebra's centre) - (its own index):
+    0 where the level is right, +1 where it sits on the vertebra below, and so on."""
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1, 4, 2).mean(axis=1)
+    t = np.asarray(true, dtype=np.float64).reshape(-1, 4, 2).mean(axis=1)
+    nearest = np.linalg.norm(p[:, None, :] - t[None, :, :], axis=-1).argmin(axis=1)
+    return nearest - np.arange(len(p))

@@ -56,7 +56,11 @@ class Landmarks:
 def find_peaks(heatmap: np.ndarray, min_peak: float = MIN_PEAK) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of the heatmap -> ((k, 2) integer (row, col), (k,) score), top to bottom."""
     maxed = ndimage.maximum_filter(heatmap, size=PEAK_WINDOW, mode="constant")
-    rows, cols = np.nonzero((heatmap == maxed) & (heatmap >= min_peak))
+    # Equal neighbours (a centre between two pixels) form one component: one peak each.
+    labels, n = ndimage.label((heatmap == maxed) & (heatmap >= min_peak))
+    if n == 0:
+        return np.zeros((0, 2), dtype=int), np.zeros(0, dtype=heatmap.dtype)
+    rows, cols = np.array(ndimage.maximum_position(heatmap, labels, np.arange(1, n + 1)), dtype=int).reshape(-1, 2).T
     order = np.argsort(rows, kind="stable")
     return np.stack([rows[order], cols[order]], axis=1), heatmap[rows[order], cols[order]]
 

@@ -46,7 +46,7 @@ class Calibration(BaseModel):
 
 class ModelEntry(BaseModel):
     name: str = Field(description="Triton-style model name; the file is <name>/<version>/model.onnx")
-    kind: Literal["segmentation", "classification", "refinement"]
+    kind: Literal["segmentation", "classification", "refinement", "landmarks"]
     structure: str | None = Field(None, description="Segmented structure (segmentation and refinement models)")
     refines: str | None = Field(
         None,
@@ -106,6 +106,9 @@ class Manifest(BaseModel):
 
     def refinement_models(self) -> list[ModelEntry]:
         return [m for m in self.models if m.kind == "refinement"]
+
+    def landmark_models(self) -> list[ModelEntry]:
+        return [m for m in self.models if m.kind == "landmarks"]
 
     def classifier(self) -> ModelEntry | None:
         return next((m for m in self.models if m.kind == "classification"), None)

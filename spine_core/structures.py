@@ -22,6 +22,7 @@ STRUCTURES: dict[str, View] = {
 CLASSES: tuple[str, str] = ("Normal", "Damaged")
 DAMAGED_COBB_DEG = 40.0  # a film is Damaged when its largest Cobb angle is at least this (the labels' definition)
 CLASSIFIER_MODEL_NAME = "Mask_Classifier"
+LANDMARK_MODEL_NAME = "Ap_Vertebra_landmarks"  # the vertebrae's corners for the measurement (kind "landmarks")
 
 
 def refinement_model_name(structure: str) -> str:

@@ -51,6 +51,7 @@ class Vertebra:
     confidence: float
     area_px: int
     split: bool = False  # cut out of a component that held several vertebrae
+    detected: bool = True  # False: placed between (or beyond) found neighbours, not seen itself (landmark model)
 
     def to_dict(self) -> dict:
         return {"level": self.level, "corners": np.round(self.corners, 1).tolist(), "confidence": round(self.confidence, 3)}

@@ -325,9 +325,11 @@ def export_main(argv: list[str] | None = None) -> None:
         default="replace",
         help="refinement runs: serve this model's window probabilities, or their mean with the first stage's",
     )
+    lm = sub.add_parser("landmarks", help="export the landmark model (validated by its measured figures)")
+    lm.add_argument("--run-dir", required=True)
     k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
     k.add_argument("--run-dir", required=True)
-    for p in (u, k):
+    for p in (u, k, lm):
         p.add_argument("--cache", required=True, help="npz the run was trained on (parity inputs come from it)")
         p.add_argument("--models", default="exported_models")
         p.add_argument("--no-triton-config", action="store_true")
@@ -367,6 +369,10 @@ def export_main(argv: list[str] | None = None) -> None:
     if args.command == "unet":
         holdout = Path(args.holdout_run) if args.holdout_run else None
         entry = export_unet(Path(args.run_dir), Path(args.cache), models_dir, holdout, args.recalibrate_bn, args.combine)
+    elif args.command == "landmarks":
+        from training.landmarks_export import export_landmarks
+
+        entry = export_landmarks(Path(args.run_dir), Path(args.cache), models_dir)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

@@ -26,7 +26,7 @@ from service.decoding import decode_image
 from service.inference import AGGREGATIONS, ModelRegistry, NoSpineFoundError
 from service.inference.aggregation import DAMAGED_CUTOFF
 from service.pipeline import Upload, analyze_uploads, classify_response
-from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, mae_deg, smape_pct
+from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, level_offsets, mae_deg, smape_pct, vertebra_heights
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
 from training.datasets import read_aasce_dataset, read_course_dataset
@@ -118,8 +118,14 @@ def _measurement(rows: list[dict], truths: list[np.ndarray]) -> dict:
     true = np.array([row["true_angles"] for row, _ in measured])
     reliable = np.array([row.get("reliable") is not False for row, _ in measured])
     errors = np.abs(predicted.max(axis=1) - true.max(axis=1))
+    # A film without an answer counts as a 100 % error (the rule): SMAPE over every film.
+    per_film = [
+        smape_pct(np.array(row["predicted_angles"]), np.array(row["true_angles"])) for row in rows if row.get("predicted_angles")
+    ]
+    offsets = np.array([row["level_offsets"] for row, _ in measured])
     cobb.update(
         films_reliable=int(reliable.sum()),
+        smape_all_films_pct=float((sum(per_film) + 100.0 * (len(rows) - len(per_film))) / len(rows)),
         smape_pct=smape_pct(predicted, true),
         mae_deg=mae_deg(predicted, true),
         max_angle_mae_deg=float(errors.mean()),
@@ -128,7 +134,13 @@ def _measurement(rows: list[dict], truths: list[np.ndarray]) -> dict:
     )
     return {
         "cobb": cobb,
-        "landmarks": {"mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured]))},
+        "landmarks": {
+            "mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured])),
+            "mean_error_vertebra_heights": float(np.mean([row["corner_error_heights"] for row, _ in measured])),
+            "level_accuracy": float((offsets == 0).mean()),
+            "t1_right": float((offsets[:, 0] == 0).mean()),
+            "l5_right": float((offsets[:, -1] == 0).mean()),
+        },
         "dice_corners_filled": _summary([row["dice_corners"] for row, _ in measured]),
     }
 
@@ -192,6 +204,8 @@ def evaluate_aasce(
         if cobb is not None and found is not None:
             corners = found.corners()
             row["corner_error_px"] = corner_error_px(corners, truth_corners)
+            row["corner_error_heights"] = row["corner_error_px"] / float(vertebra_heights(truth_corners).mean())
+            row["level_offsets"] = level_offsets(corners, truth_corners).tolist()
             row["dice_corners"] = dice(fill_vertebrae(corners, height, width), truth)
         truths.append(truth_corners)
         if refusal is not None:

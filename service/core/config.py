@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     spine_check: bool = Field(
         True, description="Refuse with 422 no_spine_found what is not a readable AP spine, rather than label it"
     )
+    measurement: Literal["landmarks", "mask"] = Field(
+        "landmarks",
+        description=(
+            "Where the vertebrae and Cobb angles come from: the landmark model (chosen by the validation figures, "
+            "docs/measurement.md) or the Ap_Vertebra mask's geometry; without a landmark model the mask is used"
+        ),
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text for a terminal)")
 
@@ -194,6 +201,7 @@ class Settings(BaseSettings):
             aggregation=self.aggregation,
             localisation=self.localisation,
             spine_check=self.spine_check,
+            measurement=self.measurement,
         )
 
     def tuning(self) -> RuntimeTuning:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from spine_core.landmarks import N_CHANNELS as LANDMARK_CHANNELS
 from spine_core.manifest import ModelEntry, sha256_file
 from spine_core.preprocessing import MASK_THRESHOLD
 from spine_core.structures import CLASSES
@@ -115,7 +116,7 @@ def validate_entry(entry: ModelEntry) -> str | None:
     shape = entry.input_shape
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[3] != 1:
         return f"manifest input_shape {shape} is not [None, H, W, 1]"
-    if entry.kind in ("segmentation", "refinement") and (entry.structure is None or entry.view is None):
+    if entry.kind in ("segmentation", "refinement", "landmarks") and (entry.structure is None or entry.view is None):
         return f"manifest entry of a {entry.kind} model lacks structure or view"
     if entry.kind == "refinement" and not entry.refines:
         return "manifest entry of a refinement model does not say which model it refines (refines)"
@@ -188,7 +189,8 @@ def load_model(
         try:
             h, w = model.input_hw
             out = session.run([entry.output_name], {entry.input_name: np.zeros((1, h, w, 1), np.float32)})[0]
-            expected = (1, 2) if entry.kind == "classification" else (1, h, w, 1)
+            channels = LANDMARK_CHANNELS if entry.kind == "landmarks" else 1
+            expected = (1, 2) if entry.kind == "classification" else (1, h, w, channels)
             if tuple(out.shape) != expected:
                 model.problem = f"output shape {list(out.shape)} for one image, expected {list(expected)}"
                 return model

@@ -199,6 +199,10 @@ class ModelRegistry:
             None,
         )
 
+    def landmark_model(self) -> LoadedModel | None:
+        """The servable landmark model (vertebra corners for the measurement), if the manifest has one."""
+        return next((m for m in self.models.values() if m.entry.kind == "landmarks" and m.servable), None)
+
     def classifier(self) -> LoadedModel | None:
         return next((m for m in self.models.values() if m.entry.kind == "classification"), None)
 

@@ -1,0 +1,106 @@
+"""The 17 vertebrae of an AP film from the landmark model: one pass on cropped films, two on full-body films.
+
+`read_vertebrae(run, pixels)` calls `run` (a batch of model-frame images -> the landmark model's heads; the
+caller supplies it, so every session run goes through the caller's scheduler) on the whole film
+letterboxed into the model's input. When the 17 vertebrae found span less than `FULL_BODY_SHARE` of the
+film's height (a skull-to-pelvis film, where the spine is small in the frame), the model runs a second
+time on a window framed the way the training films are framed (T1 near the top, the sacrum's top near
+the bottom) and the window's answer is kept when it finds its vertebrae. Corners go back to original
+pixels; the answer is always 17 vertebrae, each with its confidence (low where a level was interpolated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spine_core.cobb import LEVELS
+from spine_core.landmarks import Landmarks, decode
+from spine_core.preprocessing import UNET_INPUT_HW, CropBox, Letterbox, preprocess_crop, preprocess_image
+from spine_core.vertebrae import Vertebra, VertebraeResult
+
+FULL_BODY_SHARE = 0.6  # T1-L5 spans 0.77-0.93 of an AASCE film's height (5th-95th percentile): below this, a window
+# Window around the first pass's T1..L5, as shares of its span: the training films show ~4 % of it above
+# T1 and ~8 % below L5; a little more leaves room for a first pass that is one level off.
+WINDOW_ABOVE, WINDOW_BELOW = 0.10, 0.12
+WINDOW_SIDE = 0.5  # share of the vertebrae's width added on each side before growing to the input's aspect
+
+RunHeads = Callable[[np.ndarray], np.ndarray]  # (N, H, W, 1) float32 -> (N, H, W, N_CHANNELS)
+
+
+@dataclass(frozen=True)
+class LandmarkReading:
+    vertebrae: VertebraeResult
+    window: CropBox | None = None  # the second pass's window on a full-body film
+    passes: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+def frame_to_source(points: np.ndarray, frame: Letterbox | CropBox) -> np.ndarray:
+    """(..., 2) x, y in a model frame (pixel edges at integers) -> original pixels."""
+    pts = np.asarray(points, dtype=np.float64)
+    if isinstance(frame, Letterbox):
+        scale = np.array([frame.src_w / frame.content_w, frame.src_h / frame.content_h])
+        return (pts - np.array([frame.left, frame.top])) * scale
+    scale = np.array([frame.width / frame.out_w, frame.height / frame.out_h])
+    return pts * scale + np.array([frame.left, frame.top])
+
+
+def _quad_area(corners: np.ndarray) -> float:
+    """Shoelace area of TL -> TR -> BR -> BL."""
+    x, y = corners[[0, 1, 3, 2], 0], corners[[0, 1, 3, 2], 1]
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def to_vertebrae(found: Landmarks, frame: Letterbox | CropBox) -> VertebraeResult:
+    corners = frame_to_source(found.corners, frame)
+    vertebrae = [
+        Vertebra(level, corners[i], float(found.confidence[i]), round(_quad_area(corners[i])), detected=bool(found.detected[i]))
+        for i, level in enumerate(LEVELS)
+    ]
+    return VertebraeResult(vertebrae, reason=None, notes=list(found.notes))
+
+
+def full_body_window(corners: np.ndarray, src_hw: tuple[int, int], out_hw: tuple[int, int] = UNET_INPUT_HW) -> CropBox:
+    """The window (original pixels) that frames T1..L5 as the training films do."""
+    top, bottom = corners[0, :2, 1].mean(), corners[-1, 2:, 1].mean()
+    span = max(bottom - top, 1.0)
+    y0, y1 = top - WINDOW_ABOVE * span, bottom + WINDOW_BELOW * span
+    x0, x1 = corners[..., 0].min(), corners[..., 0].max()
+    side = (x1 - x0) * WINDOW_SIDE
+    x0, x1 = x0 - side, x1 + side
+    h, w = y1 - y0, x1 - x0
+    aspect = out_hw[0] / out_hw[1]
+    h, w = max(h, w * aspect), max(w, h / aspect)
+    return CropBox(
+        src_h=src_hw[0],
+        src_w=src_hw[1],
+        top=round((y0 + y1) / 2 - h / 2),
+        left=round((x0 + x1) / 2 - w / 2),
+        height=max(1, round(h)),
+        width=max(1, round(w)),
+        out_h=out_hw[0],
+        out_w=out_hw[1],
+    )
+
+
+def read_vertebrae(run: RunHeads, pixels: np.ndarray, out_hw: tuple[int, int] = UNET_INPUT_HW) -> LandmarkReading:
+    """The film's 17 vertebrae in original pixels (or a VertebraeResult with a reason when no spine is seen)."""
+    frame_input, box = preprocess_image(pixels, out_hw)
+    found = decode(run(frame_input[None, ..., None])[0])
+    if found is None:
+        return LandmarkReading(VertebraeResult([], reason="the landmark model found fewer than 3 vertebrae"))
+    first = to_vertebrae(found, box)
+    corners = np.stack([v.corners for v in first.vertebrae])
+    share = (corners[-1, 2:, 1].mean() - corners[0, :2, 1].mean()) / pixels.shape[0]
+    if share >= FULL_BODY_SHARE:
+        return LandmarkReading(first)
+    window = full_body_window(corners, pixels.shape[:2], out_hw)
+    windowed = decode(run(preprocess_crop(pixels, window)[None, ..., None])[0])
+    if windowed is None or windowed.detected.sum() < found.detected.sum() - 2:
+        note = f"T1-L5 spans {share:.0%} of the film; a second pass on a window around it found less, first pass kept"
+        return LandmarkReading(first, window=None, passes=2, notes=[note])
+    note = f"T1-L5 spans {share:.0%} of the film: measured on a second pass in a window around the spine"
+    return LandmarkReading(to_vertebrae(windowed, window), window=window, passes=2, notes=[note])

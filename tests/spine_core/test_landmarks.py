@@ -1,0 +1,139 @@
+"""Decoding the landmark model's heads into 17 levelled vertebrae, and the two-pass reader (no model needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spine_core.landmark_reader import FULL_BODY_SHARE, frame_to_source, read_vertebrae
+from spine_core.landmarks import N_CHANNELS, OFFSET_SCALE, WIDTH_PROFILE, decode
+from spine_core.preprocessing import UNET_INPUT_HW, Letterbox
+
+H, W = UNET_INPUT_HW
+
+
+def spine(n: int, top: float = 40.0, step: float = 26.0, x: float = 128.0, scale: float = 1.0, tilt: float = 0.0) -> np.ndarray:
+    """(n, 4, 2) corners of a straight column of vertebrae whose widths follow the T1..L5 profile (repeated beyond)."""
+    out = []
+    for i in range(n):
+        cy = top + i * step * scale
+        half_w = 14 * scale * WIDTH_PROFILE[min(i, len(WIDTH_PROFILE) - 1)]
+        half_h = 0.36 * step * scale  # bodies ~3/4 of the step, the rest is the disc
+        dx = np.tan(np.radians(tilt)) * half_w
+        out.append([[x - half_w, cy - half_h + dx], [x + half_w, cy - half_h - dx], [x - half_w, cy + half_h + dx], [x + half_w, cy + half_h - dx]])
+    return np.array(out, dtype=np.float64)
+
+
+def heads_for(corners: np.ndarray, scores: np.ndarray | None = None, hw: tuple[int, int] = (H, W)) -> np.ndarray:
+    """What a perfect model would answer: a peak per vertebra (value = its score) and exact offsets around it."""
+    heads = np.zeros((*hw, N_CHANNELS), dtype=np.float32)
+    scores = np.ones(len(corners)) if scores is None else scores
+    rows, cols = np.mgrid[0 : hw[0], 0 : hw[1]] + 0.5
+    for quad, score in zip(corners, scores, strict=True):
+        cx, cy = quad.mean(axis=0)
+        d2 = (rows - cy) ** 2 + (cols - cx) ** 2
+        heads[..., 0] = np.maximum(heads[..., 0], score * np.exp(-d2 / (2 * 2.5**2)))
+        near = d2 <= 3.0**2
+        offsets = (quad[None, None] - np.stack([cols, rows], -1)[:, :, None, :]) / OFFSET_SCALE
+        heads[..., 1:9][near] = offsets.reshape(*hw, 8)[near]
+    return heads
+
+
+def test_seventeen_clean_peaks_give_t1_to_l5_exactly():
+    corners = spine(17)
+    found = decode(heads_for(corners))
+    assert found is not None and found.detected.all()
+    np.testing.assert_allclose(found.corners, corners, atol=1e-3)
+    assert found.notes == []
+
+
+def test_a_missing_peak_is_interpolated_and_says_so():
+    corners = spine(17)
+    scores = np.ones(17)
+    keep = np.ones(17, bool)
+    keep[8] = False  # T9 not seen
+    found = decode(heads_for(corners[keep], scores[keep]))
+    assert found is not None
+    assert not found.detected[8] and found.detected[keep].all()
+    assert found.confidence[8] < 0.5
+    np.testing.assert_allclose(found.corners[8], corners[8], atol=1.0)  # between its neighbours
+    assert any("T9" in n for n in found.notes)
+
+
+def test_off_chain_peaks_are_ignored():
+    corners = spine(17)
+    rib = np.array([[[20, 200], [40, 200], [20, 215], [40, 215]]], dtype=np.float64)  # far to the side
+    found = decode(heads_for(np.concatenate([corners, rib]), np.r_[np.ones(17), 0.9]))
+    np.testing.assert_allclose(found.corners, corners, atol=1e-3)
+    assert any("off the spine" in n for n in found.notes)
+
+
+@pytest.mark.parametrize("extra_above, extra_below", [(2, 0), (0, 2), (3, 2)])
+def test_levels_hold_with_cervical_and_sacral_peaks(extra_above, extra_below):
+    """A full-body chain: weaker peaks on cervical vertebrae above T1 (narrower) and on the sacrum below L5
+    (wider) must not shift the levels: T1 is still T1 and L5 still L5."""
+    n = 17 + extra_above + extra_below
+    step = 22.0
+    top = 20.0
+    chain = spine(n, top=top, step=step, scale=0.8)
+    # widths: cervical narrower than T1..T3, sacral segments wider than L5 (as on films)
+    centre_x = 128.0
+    for i in range(n):
+        level = i - extra_above
+        rel = 0.62 if level < 0 else (WIDTH_PROFILE[level] if level < 17 else 1.55)
+        half_w = 14 * 0.8 * rel
+        chain[i, [0, 2], 0], chain[i, [1, 3], 0] = centre_x - half_w, centre_x + half_w
+    scores = np.r_[np.full(extra_above, 0.35), np.full(17, 0.9), np.full(extra_below, 0.3)]
+    found = decode(heads_for(chain, scores))
+    assert found is not None
+    np.testing.assert_allclose(found.corners, chain[extra_above : extra_above + 17], atol=1e-3)
+
+
+def test_nothing_to_decode_is_none():
+    assert decode(np.zeros((H, W, N_CHANNELS), np.float32)) is None
+
+
+def test_frame_to_source_inverts_the_letterbox():
+    box = Letterbox.fit(2000, 700, UNET_INPUT_HW)
+    src = np.array([[350.0, 1000.0], [0.0, 0.0], [700.0, 2000.0]])
+    frame = np.stack([box.left + src[:, 0] * box.content_w / 700, box.top + src[:, 1] * box.content_h / 2000], axis=1)
+    np.testing.assert_allclose(frame_to_source(frame, box), src, atol=1e-6)
+
+
+def test_full_body_films_get_a_second_pass_on_a_window():
+    """A tall film whose spine spans a small share: the reader runs the model twice, and the answer is in
+    original pixels of the film."""
+    film_h, film_w = 4000, 1500
+    corners_src = spine(17, top=1200.0, step=90.0, x=750.0, scale=1.0)
+    corners_src[..., 0] = 750 + (corners_src[..., 0] - 750) * 3.5  # bodies wider than tall, as on films
+    pixels = np.zeros((film_h, film_w), np.uint8)
+    for quad in corners_src:
+        y0, y1 = int(quad[:, 1].min()), int(quad[:, 1].max())
+        x0, x1 = int(quad[:, 0].min()), int(quad[:, 0].max())
+        pixels[y0:y1, x0:x1] = 200
+    seen: list[tuple[int, int]] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape[1:3])
+        frame = batch[0, ..., 0]
+        # where each body landed in this frame: components of the bright pixels, matched top to bottom
+        from scipy import ndimage
+
+        labels, n = ndimage.label(frame > 0.5)
+        boxes = ndimage.find_objects(labels)
+        quads = np.array(
+            [[[b[1].start, b[0].start], [b[1].stop, b[0].start], [b[1].start, b[0].stop], [b[1].stop, b[0].stop]] for b in boxes],
+            dtype=np.float64,
+        )
+        quads = quads[np.argsort(quads[:, 0, 1])]
+        return heads_for(quads)[None]
+
+    reading = read_vertebrae(run, pixels)
+    share = (corners_src[-1, 2, 1] - corners_src[0, 0, 1]) / film_h
+    assert share < FULL_BODY_SHARE
+    assert reading.passes == 2 and reading.window is not None and len(seen) == 2
+    got = np.stack([v.corners for v in reading.vertebrae.vertebrae])
+    # within a couple of original pixels per frame pixel of the window (the bodies are axis-aligned boxes here)
+    scale = reading.window.height / reading.window.out_h
+    assert np.abs(got - corners_src).max() < 2.5 * scale
+    assert [v.level for v in reading.vertebrae.vertebrae][0] == "T1"

@@ -1,0 +1,77 @@
+"""Export the landmark model (ONNX, parity-checked) into the manifest; `validated` decided by its measured figures.
+
+The rule (`is_validated`): a landmark model is validated when, on the patient-grouped AASCE validation split,
+it answers every film and its SMAPE over all films is at most `MAX_VALIDATED_SMAPE` — the upper end of the
+published range on this dataset (8-10 %): a model worse than that is not a measurement to show a clinician.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spine_core.landmarks import N_CHANNELS
+from spine_core.manifest import ModelEntry, sha256_file, upsert_model
+from spine_core.preprocessing import preprocessing_spec
+from spine_core.structures import LANDMARK_MODEL_NAME
+from training.export import OPSET, _export_and_check, _now
+from training.landmarks import LANDMARK_OUTPUT_NAME, build_landmark_model, load_landmark_cache
+from training.models import UNET_INPUT_NAME
+from training.splits import aasce_split
+
+MAX_VALIDATED_SMAPE = 10.0
+
+
+def is_validated(metrics: dict) -> bool:
+    smape = metrics.get("val_smape")
+    return smape is not None and metrics.get("val_answered") == 1.0 and smape <= MAX_VALIDATED_SMAPE
+
+
+def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> ModelEntry:
+    info = json.loads((run_dir / "run_info.json").read_text())
+    input_hw = tuple(info["input_hw"])
+    model = build_landmark_model(input_hw)
+    model.load_weights(run_dir / "best.weights.h5")
+    data = load_landmark_cache(cache_path)
+    _, val_idx = aasce_split(data)
+    parity_inputs = (data["images"][val_idx[:4]].astype(np.float32) / 255.0)[..., np.newaxis]
+    onnx_path, diff = _export_and_check(
+        model, models_dir, LANDMARK_MODEL_NAME, parity_inputs, UNET_INPUT_NAME, LANDMARK_OUTPUT_NAME
+    )
+    metrics = {f"model_frame_{k}": v for k, v in info["metrics"].items()}
+    validated = is_validated(info["metrics"])
+    entry = ModelEntry(
+        name=LANDMARK_MODEL_NAME,
+        kind="landmarks",
+        structure="Ap_Vertebra",
+        view="AP",
+        file=str(onnx_path.relative_to(models_dir)),
+        sha256=sha256_file(onnx_path),
+        input_name=UNET_INPUT_NAME,
+        output_name=LANDMARK_OUTPUT_NAME,
+        input_shape=[None, *input_hw, 1],
+        output_shape=[None, *input_hw, N_CHANNELS],
+        preprocessing={**preprocessing_spec(), "unet_input_hw": list(input_hw)},
+        architecture="U-Net (the Ap_Vertebra design) + vertebra-centre heatmap, corner-offset and body-mask heads",
+        architecture_config={"builder": "training.landmarks.build_landmark_model", "input_hw": list(input_hw)},
+        parameters=int(model.count_params()),
+        opset=OPSET,
+        training_data=info["training_data"],
+        split=info["split"],
+        epochs=info["epochs"],
+        training_time_s=info.get("training_time_s"),
+        trained_on=info.get("trained_on"),
+        metrics=metrics,
+        parity_max_abs_diff=diff,
+        validated=validated,
+        notes=(
+            f"Vertebra-focused landmark model: T1..L5 centres as heatmap peaks, four corners each as offsets "
+            f"(spine_core.landmarks). Initialised from {info.get('init_weights') or 'random weights'}; best epoch "
+            f"{info['best_epoch']}. validated: {validated} by the rule in training/landmarks_export.py "
+            f"(every validation film answered, SMAPE <= {MAX_VALIDATED_SMAPE} %)."
+        ),
+    )
+    upsert_model(models_dir, entry, _now())
+    return entry
