@@ -26,6 +26,7 @@ from service.inference.localisation import localise
 from service.inference.models import LoadedModel
 from spine_core.calibration import calibrate_p_damaged
 from spine_core.cobb import CobbResult, cobb_angles
+from spine_core.landmark_metrics import fill_vertebrae
 from spine_core.landmark_reader import read_vertebrae
 from spine_core.preprocessing import letterbox_mask
 from spine_core.spine_gate import GateResult, check_spine, image_statistics
@@ -49,6 +50,7 @@ class AnalysisPolicy:
     localisation: bool = True  # full-body films: keep the vertebra chain, re-segment a window around it
     spine_check: bool = True  # refuse (no_spine_found) what is not a readable AP spine
     measurement: str = "landmarks"  # landmarks (the landmark model, when loaded) | mask (the Ap_Vertebra mask's geometry)
+    vertebra_mask: str = "auto"  # unet | corners (filled from the landmark model's) | auto (the manifest's serves_mask)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,11 @@ def measure_vertebrae(
     result.timings_ms["landmark_inference"] = inference_ms
     result.models_used.append(model.name)
     vertebrae = reading.vertebrae
+    serve_corners = policy.vertebra_mask == "corners" or (policy.vertebra_mask == "auto" and model.entry.serves_mask)
+    if serve_corners and vertebrae.vertebrae:  # the answer's mask is the 17 quadrilaterals the angles are read from
+        corners = np.stack([v.corners for v in vertebrae.vertebrae])
+        result.masks[VERTEBRA] = fill_vertebrae(corners, image.height, image.width)
+        result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
     return replace(vertebrae, notes=[*vertebrae.notes, *reading.notes]), model.name
 
 

@@ -29,6 +29,7 @@ HEATMAP_CHANNEL = 0
 OFFSET_CHANNELS = slice(1, 9)
 MASK_CHANNEL = 9
 OFFSET_SCALE = 16.0  # frame pixels per unit of the offset channels (keeps the regression targets near 1)
+VOTE_RADIUS = 2  # frame pixels around a peak whose offsets vote for its corners (the offsets are learnt within 2.5)
 PEAK_WINDOW = 5  # frame pixels: a peak is the maximum of its 5x5 neighbourhood
 MIN_PEAK = 0.08  # heatmap value below which a local maximum is not a vertebra candidate
 INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
@@ -65,30 +66,39 @@ def find_peaks(heatmap: np.ndarray, min_peak: float = MIN_PEAK) -> tuple[np.ndar
     return np.stack([rows[order], cols[order]], axis=1), heatmap[rows[order], cols[order]]
 
 
-def corners_at(heads: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(k, 4, 2) corners read from the offset channels at the given pixels."""
-    offsets = heads[rows, cols][:, OFFSET_CHANNELS].reshape(-1, 4, 2) * OFFSET_SCALE
-    centres = np.stack([cols + 0.5, rows + 0.5], axis=1)[:, None, :]
-    return centres + offsets
+def corners_at(heads: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: int = VOTE_RADIUS) -> np.ndarray:
+    """(k, 4, 2) corners: every pixel within `radius` of a peak votes (its position + its offsets), weighted by
+    the heatmap there. One pixel's offsets are noisy; the vote steadies the corners, and with them the tilt."""
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    inside = dy**2 + dx**2 <= radius**2 + 0.5
+    dy, dx = dy[inside], dx[inside]
+    h, w = heads.shape[:2]
+    r = np.clip(rows[:, None] + dy[None, :], 0, h - 1)  # (k, m)
+    c = np.clip(cols[:, None] + dx[None, :], 0, w - 1)
+    offsets = heads[r, c][..., OFFSET_CHANNELS].reshape(len(rows), -1, 4, 2) * OFFSET_SCALE
+    votes = np.stack([c + 0.5, r + 0.5], axis=-1)[:, :, None, :] + offsets  # (k, m, 4, 2)
+    weight = np.square(heads[r, c, HEATMAP_CHANNEL]) + 1e-6
+    return (votes * weight[:, :, None, None]).sum(axis=1) / weight.sum(axis=1)[:, None, None]
 
 
 def _chain(points: np.ndarray, scores: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Indices of the best chain down the spine: each step goes down by about one vertebra, little sideways.
 
-    Dynamic programming over the peaks sorted by row: a link's gain is the next peak's score minus a
-    penalty for a step that is not one vertebra down or that goes sideways; isolated false peaks (a rib,
-    the iliac crest) cannot join because the steps to them do not fit.
+    Dynamic programming over the peaks sorted by row: each link is worth one vertebra plus the next peak's
+    score, minus a penalty for a step that is not one vertebra down or that goes sideways; isolated false
+    peaks (a rib, the iliac crest) cannot join because the steps to them do not fit.
     """
     n = len(points)
-    best = scores.astype(np.float64).copy()
+    best = 1.0 + scores.astype(np.float64)
     back = np.full(n, -1)
     dy = points[None, :, 0] - points[:, None, 0]  # [i, j]: row of j minus row of i
     dx = np.abs(points[None, :, 1] - points[:, None, 1])
     unit = np.maximum((sizes[:, None] + sizes[None, :]) / 2, 1.0)
-    step = dy / unit  # in vertebra heights (incl. the disc)
-    ok = (step > 0.45) & (step < 2.6) & (dx < 1.2 * unit)
-    penalty = 0.5 * np.abs(step - np.round(np.clip(step, 1, 2))) + 0.5 * dx / unit + 0.4 * (np.round(step) >= 2)
-    gain = scores[None, :] - penalty
+    step = dy / unit  # in vertebra pitches (body + disc)
+    levels = np.maximum(1.0, np.round(step))  # a step of two leaves a slot for a missed vertebra
+    ok = (step > 0.5) & (step < 2.6) & (dx < 1.5 * unit * levels)  # a severe curve moves ~1 width per level
+    penalty = 0.8 * np.abs(step - np.clip(levels, 1, 2)) + 0.3 * dx / (unit * levels) + 0.5 * (levels >= 2)
+    gain = 1.0 + scores[None, :] - penalty
     for j in range(n):
         i_ok = np.nonzero(ok[:j, j])[0]
         if len(i_ok):
@@ -101,6 +111,21 @@ def _chain(points: np.ndarray, scores: np.ndarray, sizes: np.ndarray) -> np.ndar
     while back[chain[-1]] >= 0:
         chain.append(int(back[chain[-1]]))
     return np.array(chain[::-1])
+
+
+def _pitches(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Each peak's expected step to the next vertebra (body + disc), in frame pixels.
+
+    From its own corners (height x 1.3, the disc added), held within 0.6-1.6 of the film's typical step
+    (the median distance from a peak to the nearest peak below it): corners read off a weak peak can be
+    far off, the spacing of the peaks themselves cannot.
+    """
+    own = np.linalg.norm((corners[:, 2] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 1]) / 2, axis=1) * 1.3
+    dy = points[None, :, 0] - points[:, None, 0]
+    dx = np.abs(points[None, :, 1] - points[:, None, 1])
+    below = np.where((dy > 2) & (dx < np.maximum(own[:, None], 4.0)), dy, np.inf).min(axis=1)
+    typical = float(np.median(below[np.isfinite(below)])) if np.isfinite(below).any() else float(np.median(own))
+    return np.clip(own, 0.6 * typical, 1.6 * typical)
 
 
 def _slots(rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -120,7 +145,8 @@ def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> 
             continue
         ratio = widths[inside] / WIDTH_PROFILE[levels[inside]]
         shape_error = float(np.std(np.log(ratio))) if inside.sum() > 2 else 0.0
-        fit = float(scores[inside].sum()) - 4.0 * shape_error * inside.sum()
+        # The model's own belief first (it is trained to stay low on C7 and S1), the sizes' shape second.
+        fit = float(scores[inside].sum() / max(float(scores.max()), 1e-6)) - 1.5 * shape_error * inside.sum()
         if fit > best_fit:
             best_start, best_fit = start, fit
     return best_start
@@ -133,7 +159,7 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Landmarks | None:
     if len(points) < 3:
         return None
     corners = corners_at(heads, points[:, 0], points[:, 1])
-    sizes = np.linalg.norm((corners[:, 2] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 1]) / 2, axis=1) * 1.35
+    sizes = _pitches(points, corners)
     widths = np.linalg.norm((corners[:, 1] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 2]) / 2, axis=1)
     chain = _chain(points, scores, sizes)
     if len(chain) < 3:

@@ -88,6 +88,13 @@ class ModelEntry(BaseModel):
     notes: str = ""
     variants: dict[str, ModelVariant] = Field(default_factory=dict, description="Keyed by precision (e.g. int8)")
     calibration: Calibration | None = Field(None, description="Classification models: the map applied to p_damaged")
+    serves_mask: bool = Field(
+        False,
+        description=(
+            "Landmark models: the served Ap_Vertebra mask is filled from this model's corners (chosen when its validation "
+            "Dice beats the U-Net's); the U-Net's mask still feeds the spine check"
+        ),
+    )
     decision_threshold: float | None = Field(
         None, description="Classification models: Damaged when the calibrated p_damaged is at least this"
     )

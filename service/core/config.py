@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     spine_check: bool = Field(
         True, description="Refuse with 422 no_spine_found what is not a readable AP spine, rather than label it"
     )
+    vertebra_mask: Literal["auto", "unet", "corners"] = Field(
+        "auto",
+        description=(
+            "The served Ap_Vertebra mask: the U-Net's, or filled from the landmark model's corners; auto = what the "
+            "manifest's landmark model says (serves_mask)"
+        ),
+    )
     measurement: Literal["landmarks", "mask"] = Field(
         "landmarks",
         description=(
@@ -202,6 +209,7 @@ class Settings(BaseSettings):
             localisation=self.localisation,
             spine_check=self.spine_check,
             measurement=self.measurement,
+            vertebra_mask=self.vertebra_mask,
         )
 
     def tuning(self) -> RuntimeTuning:

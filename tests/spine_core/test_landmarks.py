@@ -20,7 +20,14 @@ def spine(n: int, top: float = 40.0, step: float = 26.0, x: float = 128.0, scale
         half_w = 14 * scale * WIDTH_PROFILE[min(i, len(WIDTH_PROFILE) - 1)]
         half_h = 0.36 * step * scale  # bodies ~3/4 of the step, the rest is the disc
         dx = np.tan(np.radians(tilt)) * half_w
-        out.append([[x - half_w, cy - half_h + dx], [x + half_w, cy - half_h - dx], [x - half_w, cy + half_h + dx], [x + half_w, cy + half_h - dx]])
+        out.append(
+            [
+                [x - half_w, cy - half_h + dx],
+                [x + half_w, cy - half_h - dx],
+                [x - half_w, cy + half_h + dx],
+                [x + half_w, cy + half_h - dx],
+            ]
+        )
     return np.array(out, dtype=np.float64)
 
 
