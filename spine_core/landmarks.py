@@ -32,6 +32,7 @@ OFFSET_SCALE = 16.0  # frame pixels per unit of the offset channels (keeps the r
 VOTE_RADIUS = 2  # frame pixels around a peak whose offsets vote for its corners (the offsets are learnt within 2.5)
 PEAK_WINDOW = 5  # frame pixels: a peak is the maximum of its 5x5 neighbourhood
 MIN_PEAK = 0.08  # heatmap value below which a local maximum is not a vertebra candidate
+SHAPE_WEIGHT = 0.5  # level placement: weight of the widths' misfit to WIDTH_PROFILE against the peaks' scores
 INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
 # Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean):
 # `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
@@ -146,7 +147,7 @@ def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> 
         ratio = widths[inside] / WIDTH_PROFILE[levels[inside]]
         shape_error = float(np.std(np.log(ratio))) if inside.sum() > 2 else 0.0
         # The model's own belief first (it is trained to stay low on C7 and S1), the sizes' shape second.
-        fit = float(scores[inside].sum() / max(float(scores.max()), 1e-6)) - 1.5 * shape_error * inside.sum()
+        fit = float(scores[inside].sum() / max(float(scores.max()), 1e-6)) - SHAPE_WEIGHT * shape_error * inside.sum()
         if fit > best_fit:
             best_start, best_fit = start, fit
     return best_start
