@@ -151,18 +151,29 @@ def read_spine(registry: ModelRegistry, image: DecodedImage, result: Segmentatio
     if result.view != "AP" or VERTEBRA not in result.masks:
         return SpineReading()
     windowed = False
-    if policy.localisation:
+    # A mask filled from the landmark model's corners replaces the U-Net's: no windowed re-segmentation for it.
+    if policy.localisation and not serves_corner_mask(registry, policy):
         localised = localise(registry, image.pixels, result.masks[VERTEBRA])
         if localised.window is not None:  # a full-body film: the windowed pass's chain replaces the plain mask
             windowed = True
             result.masks[VERTEBRA] = localised.mask
             result.model_frame_masks[VERTEBRA] = letterbox_mask(localised.mask, result.model_frame_masks[VERTEBRA].shape)
+    landmarks = read_landmarks(registry, image, result, policy)
     gate = check_spine(
-        result.model_frame_masks[VERTEBRA], image_statistics(image.pixels), result.letterboxes.get(VERTEBRA), image.modality
+        result.model_frame_masks[VERTEBRA],
+        image_statistics(image.pixels),
+        result.letterboxes.get(VERTEBRA),
+        image.modality,
+        landmark_features=landmark_features(landmarks, image.height) if landmarks else None,
     )
     if not gate.ok:
         return SpineReading(gate=gate, windowed=windowed)
-    vertebrae, source = measure_vertebrae(registry, image, result, policy)
+    if landmarks is not None:
+        vertebrae, source = landmarks, registry.landmark_model().name
+        if serves_corner_mask(registry, policy):
+            corner_mask(result, image, vertebrae)
+    else:
+        vertebrae, source = find_vertebrae(result.masks[VERTEBRA]), "mask"
     corners = vertebrae.corners()
     cobb = None
     if corners is not None:
@@ -173,13 +184,13 @@ def read_spine(registry: ModelRegistry, image: DecodedImage, result: Segmentatio
     return SpineReading(gate=gate, vertebrae=vertebrae, cobb=cobb, windowed=windowed, source=source)
 
 
-def measure_vertebrae(
+def read_landmarks(
     registry: ModelRegistry, image: DecodedImage, result: SegmentationResult, policy: AnalysisPolicy
-) -> tuple[VertebraeResult, str]:
-    """The 17 vertebrae from the landmark model (policy `landmarks`, when one is loaded) or from the mask's geometry."""
+) -> VertebraeResult | None:
+    """The 17 vertebrae from the landmark model (policy `landmarks`, when one is loaded), else None."""
     model = registry.landmark_model() if policy.measurement == "landmarks" else None
     if model is None:
-        return find_vertebrae(result.masks[VERTEBRA]), "mask"
+        return None
     inference_ms = 0.0
 
     def run(batch: np.ndarray) -> np.ndarray:  # through the scheduler, timed apart from the geometry
@@ -192,13 +203,34 @@ def measure_vertebrae(
     reading = read_vertebrae(run, image.pixels)
     result.timings_ms["landmark_inference"] = inference_ms
     result.models_used.append(model.name)
-    vertebrae = reading.vertebrae
-    serve_corners = policy.vertebra_mask == "corners" or (policy.vertebra_mask == "auto" and model.entry.serves_mask)
-    if serve_corners and vertebrae.vertebrae:  # the answer's mask is the 17 quadrilaterals the angles are read from
-        corners = np.stack([v.corners for v in vertebrae.vertebrae])
-        result.masks[VERTEBRA] = fill_vertebrae(corners, image.height, image.width)
-        result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
-    return replace(vertebrae, notes=[*vertebrae.notes, *reading.notes]), model.name
+    return replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
+
+
+def landmark_features(vertebrae: VertebraeResult, height: int) -> dict[str, float]:
+    """What the spine check reads of the landmark model's answer: vertebrae seen, their span, their peaks."""
+    seen = [v for v in vertebrae.vertebrae if v.detected]
+    if not seen:
+        return {"landmark_vertebrae": 0.0, "landmark_extent": 0.0, "landmark_score": 0.0}
+    top, bottom = seen[0].corners[:2, 1].mean(), seen[-1].corners[2:, 1].mean()
+    return {
+        "landmark_vertebrae": float(len(seen)),
+        "landmark_extent": float((bottom - top) / max(height, 1)),
+        "landmark_score": float(np.mean([v.confidence for v in seen])),
+    }
+
+
+def serves_corner_mask(registry: ModelRegistry, policy: AnalysisPolicy) -> bool:
+    model = registry.landmark_model()
+    return model is not None and (
+        policy.vertebra_mask == "corners" or (policy.vertebra_mask == "auto" and model.entry.serves_mask)
+    )
+
+
+def corner_mask(result: SegmentationResult, image: DecodedImage, vertebrae: VertebraeResult) -> None:
+    """The answer's Ap_Vertebra mask becomes the 17 quadrilaterals the angles are read from (the classifier's frame too)."""
+    corners = np.stack([v.corners for v in vertebrae.vertebrae])
+    result.masks[VERTEBRA] = fill_vertebrae(corners, image.height, image.width)
+    result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
 
 
 def refuse_unreadable(reading: SpineReading, policy: AnalysisPolicy) -> None:

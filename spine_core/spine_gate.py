@@ -33,6 +33,7 @@ NO_SPINE_FOUND = "no_spine_found"
 # DICOM Modality values that are not projection radiographs (a CT or MR slice, a scintigram, ultrasound,
 # a mammogram, photographs and microscopy). Unknown or absent modality (PNG, JPEG) is not held against an input.
 NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "NM", "PT", "US", "MG", "XC", "OP", "SM", "ES", "IVUS", "OCT"})
+MASK_SIGNALS = ("vertical_extent", "area_fraction", "components")
 MIN_COMPONENT_PX = 20  # smaller specks in the model frame are not counted as vertebrae
 
 
@@ -49,6 +50,12 @@ class GateThresholds:
     min_contrast: float = 0.05  # std of the normalised image; real films >= 0.17
     min_high_frequency: float = 0.004  # pixel-to-pixel share of variation; real films >= 0.011
     max_high_frequency: float = 0.40  # real films <= 0.13; noise and text 0.7-0.85
+    # The landmark model's own view of the spine, which can stand in for the mask signals (a small, noisy
+    # film whose mask is patchy): this many vertebrae seen (not interpolated), spanning this share of the
+    # film's height, with this mean heatmap peak. docs/trust.md has the measured values.
+    min_landmark_vertebrae: int = 12
+    min_landmark_extent: float = 0.40
+    min_landmark_score: float = 0.30
 
 
 DEFAULT_THRESHOLDS = GateThresholds()
@@ -132,21 +139,35 @@ def _failures(features: dict[str, float], t: GateThresholds, modality: str | Non
     return failed
 
 
+def landmarks_show_spine(features: dict[str, float], t: GateThresholds = DEFAULT_THRESHOLDS) -> bool:
+    return (
+        features.get("landmark_vertebrae", 0.0) >= t.min_landmark_vertebrae
+        and features.get("landmark_extent", 0.0) >= t.min_landmark_extent
+        and features.get("landmark_score", 0.0) >= t.min_landmark_score
+    )
+
+
 def check_spine(
     model_frame_mask: np.ndarray,
     image_stats: dict[str, float] | None = None,
     letterbox: Letterbox | None = None,
     modality: str | None = None,
     thresholds: GateThresholds = DEFAULT_THRESHOLDS,
+    landmark_features: dict[str, float] | None = None,
 ) -> GateResult:
     """Whether the `Ap_Vertebra` mask (model frame) and, if given, the image's statistics show a readable
     AP spine. `letterbox` (SegmentationResult.letterbox) restricts the mask signals to the image's region
     of the frame; `image_stats` comes from `image_statistics(decoded pixels)`; `modality` is a DICOM
-    upload's Modality (0008,0060), None for other formats."""
+    upload's Modality (0008,0060), None for other formats; `landmark_features` (landmark_vertebrae,
+    landmark_extent, landmark_score) can stand in for the mask's signals, never for the image's."""
     features = mask_features(model_frame_mask, letterbox)
     if image_stats is not None:
         features.update({k: float(image_stats[k]) for k in ("contrast", "high_frequency")})
     failed = _failures(features, thresholds, modality)
+    if landmark_features:
+        features.update(landmark_features)
+        if landmarks_show_spine(features, thresholds):  # the landmark model sees the column the mask missed
+            failed = [(name, why) for name, why in failed if name not in MASK_SIGNALS]
     if not failed:
         return GateResult(True, None, "a column of vertebrae was found", features)
     reason = "no spine found: " + "; ".join(why for _, why in failed)
