@@ -200,7 +200,7 @@ def read_landmarks(
         inference_ms += (time.perf_counter() - started) * 1000
         return out
 
-    reading = read_vertebrae(run, image.pixels)
+    reading = read_vertebrae(run, image.pixels, typical_peak=float(model.entry.metrics.get("val_median_peak", 1.0)))
     result.timings_ms["landmark_inference"] = inference_ms
     result.models_used.append(model.name)
     return replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])

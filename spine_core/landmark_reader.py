@@ -86,10 +86,15 @@ def full_body_window(corners: np.ndarray, src_hw: tuple[int, int], out_hw: tuple
     )
 
 
-def read_vertebrae(run: RunHeads, pixels: np.ndarray, out_hw: tuple[int, int] = UNET_INPUT_HW) -> LandmarkReading:
-    """The film's 17 vertebrae in original pixels (or a VertebraeResult with a reason when no spine is seen)."""
+def read_vertebrae(
+    run: RunHeads, pixels: np.ndarray, out_hw: tuple[int, int] = UNET_INPUT_HW, typical_peak: float = 1.0
+) -> LandmarkReading:
+    """The film's 17 vertebrae in original pixels (or a VertebraeResult with a reason when no spine is seen).
+
+    `typical_peak`: the model's median heatmap peak on the validation films (its manifest's `val_median_peak`).
+    """
     frame_input, box = preprocess_image(pixels, out_hw)
-    found = decode(run(frame_input[None, ..., None])[0])
+    found = decode(run(frame_input[None, ..., None])[0], typical_peak=typical_peak)
     if found is None:
         return LandmarkReading(VertebraeResult([], reason="the landmark model found fewer than 3 vertebrae"))
     first = to_vertebrae(found, box)
@@ -98,7 +103,7 @@ def read_vertebrae(run: RunHeads, pixels: np.ndarray, out_hw: tuple[int, int] = 
     if share >= FULL_BODY_SHARE:
         return LandmarkReading(first)
     window = full_body_window(corners, pixels.shape[:2], out_hw)
-    windowed = decode(run(preprocess_crop(pixels, window)[None, ..., None])[0])
+    windowed = decode(run(preprocess_crop(pixels, window)[None, ..., None])[0], typical_peak=typical_peak)
     if windowed is None or windowed.detected.sum() < found.detected.sum() - 2:
         note = f"T1-L5 spans {share:.0%} of the film; a second pass on a window around it found less, first pass kept"
         return LandmarkReading(first, window=None, passes=2, notes=[note])

@@ -153,8 +153,12 @@ def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> 
     return best_start
 
 
-def decode(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Landmarks | None:
-    """(H, W, N_CHANNELS) model output -> 17 vertebrae, or None when fewer than 3 vertebrae are seen."""
+def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 1.0) -> Landmarks | None:
+    """(H, W, N_CHANNELS) model output -> 17 vertebrae, or None when fewer than 3 vertebrae are seen.
+
+    A seen vertebra's confidence is its peak over `typical_peak` (the model's median peak on the validation
+    films, from the manifest), capped at 1: 1 is a vertebra seen as clearly as usual.
+    """
     heatmap = heads[..., HEATMAP_CHANNEL]
     points, scores = find_peaks(heatmap, min_peak)
     if len(points) < 3:
@@ -177,7 +181,7 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Landmarks | None:
     out = np.full((N_VERTEBRAE, 4, 2), np.nan)
     conf = np.full(N_VERTEBRAE, INTERPOLATED_CONFIDENCE)
     out[levels[inside]] = corners[inside]
-    conf[levels[inside]] = np.clip(scores[inside], 0.0, 1.0)
+    conf[levels[inside]] = np.clip(scores[inside] / max(typical_peak, 1e-6), 0.0, 1.0)
     detected = ~np.isnan(out[:, 0, 0])
     if not detected.all():
         missing = [LEVELS[i] for i in np.nonzero(~detected)[0]]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_core.landmarks import N_CHANNELS
+from spine_core.landmarks import N_CHANNELS, decode
 from spine_core.manifest import ModelEntry, sha256_file, upsert_model
 from spine_core.preprocessing import preprocessing_spec
 from spine_core.structures import LANDMARK_MODEL_NAME
 from training.export import OPSET, _export_and_check, _now
-from training.landmarks import LANDMARK_OUTPUT_NAME, build_landmark_model, load_landmark_cache
+from training.landmarks import LANDMARK_OUTPUT_NAME, build_landmark_model, load_landmark_cache, predict
 from training.models import UNET_INPUT_NAME
 from training.splits import aasce_split
 
@@ -27,6 +27,13 @@ MAX_VALIDATED_SMAPE = 10.0
 def is_validated(metrics: dict) -> bool:
     smape = metrics.get("val_smape")
     return smape is not None and metrics.get("val_answered") == 1.0 and smape <= MAX_VALIDATED_SMAPE
+
+
+def median_peak(model, data: dict, val_idx: list[int]) -> float:
+    """The median heatmap peak of the vertebrae the model sees on the validation films: what confidence 1 means."""
+    heads = predict(model, (data["images"][val_idx].astype(np.float32) / 255.0)[..., np.newaxis])
+    peaks = [s for out in heads if (found := decode(out)) is not None for s in found.confidence[found.detected]]
+    return float(np.median(peaks)) if peaks else 1.0
 
 
 def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> ModelEntry:
@@ -41,6 +48,7 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> Model
         model, models_dir, LANDMARK_MODEL_NAME, parity_inputs, UNET_INPUT_NAME, LANDMARK_OUTPUT_NAME
     )
     metrics = {f"model_frame_{k}": v for k, v in info["metrics"].items()}
+    metrics["val_median_peak"] = median_peak(model, data, val_idx)
     validated = is_validated(info["metrics"])
     entry = ModelEntry(
         name=LANDMARK_MODEL_NAME,
