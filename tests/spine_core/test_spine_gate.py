@@ -108,3 +108,19 @@ def test_image_statistics_subsample_large_images_and_match_small_ones():
     assert a["contrast"] == pytest.approx(b["contrast"], rel=0.1)
     assert a["high_frequency"] > DEFAULT_THRESHOLDS.max_high_frequency
     assert image_statistics(np.full((300, 300, 3), 7, np.uint8)) == {"contrast": 0.0, "high_frequency": 0.0}
+
+
+def test_landmark_vertebrae_stand_in_for_a_patchy_mask_but_not_for_the_image():
+    from spine_core.spine_gate import check_spine
+
+    patchy = np.zeros((512, 256), dtype=bool)
+    patchy[200:300, 100:140] = True  # one blob: extent, area and components all fail
+    good_image = {"contrast": 0.3, "high_frequency": 0.07}
+    seen = {"landmark_vertebrae": 16.0, "landmark_extent": 0.7, "landmark_score": 0.9}
+    assert not check_spine(patchy, good_image).ok
+    assert check_spine(patchy, good_image, landmark_features=seen).ok
+    weak = {**seen, "landmark_vertebrae": 5.0}
+    assert not check_spine(patchy, good_image, landmark_features=weak).ok
+    noise = {"contrast": 0.3, "high_frequency": 0.8}  # the image's own signals are never waived
+    result = check_spine(patchy, noise, landmark_features=seen)
+    assert not result.ok and result.failed == ["high_frequency"]
