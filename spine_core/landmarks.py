@@ -129,10 +129,18 @@ def _pitches(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return np.clip(own, 0.6 * typical, 1.6 * typical)
 
 
-def _slots(rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Level offsets of the chain's peaks counted in vertebrae (gaps of two steps leave a slot for a missed one)."""
-    gaps = np.diff(rows) / np.maximum((sizes[1:] + sizes[:-1]) / 2, 1.0)
-    return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps)).astype(int))])
+def _slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Level offsets of the chain's peaks counted in vertebrae: a gap about twice its neighbours' leaves a slot
+    for a missed vertebra. Each gap is compared with the median of the gaps around it (the spine's own
+    spacing, which grows slowly downwards), or with the expected step where the chain is short."""
+    gaps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    if len(gaps) == 0:
+        return np.zeros(1, dtype=int)
+    local = np.empty_like(gaps)
+    for i in range(len(gaps)):
+        around = np.r_[gaps[max(0, i - 3) : i], gaps[i + 1 : i + 4]]
+        local[i] = np.median(around) if len(around) >= 2 else (sizes[i] + sizes[i + 1]) / 2
+    return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps / np.maximum(local, 1.0))).astype(int))])
 
 
 def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> int:
@@ -173,7 +181,7 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 
     if len(chain) < len(points):
         notes.append(f"{len(points) - len(chain)} heatmap peak(s) off the spine's chain ignored")
     points, scores, corners, sizes, widths = points[chain], scores[chain], corners[chain], sizes[chain], widths[chain]
-    slots = _slots(points[:, 0].astype(np.float64), sizes)
+    slots = _slots(corners.mean(axis=1), sizes)
     levels = slots + _place_levels(slots, scores, widths)
     inside = (levels >= 0) & (levels < N_VERTEBRAE)
     if (~inside).any():
