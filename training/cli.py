@@ -327,6 +327,9 @@ def export_main(argv: list[str] | None = None) -> None:
     )
     lm = sub.add_parser("landmarks", help="export the landmark model (validated by its measured figures)")
     lm.add_argument("--run-dir", required=True)
+    sm = sub.add_parser("serve-mask", help="serve the corner-filled Ap_Vertebra mask if its validation Dice beats the U-Net's")
+    sm.add_argument("--models", default="exported_models")
+    sm.add_argument("--eval-json", required=True, help="spine-evaluate aasce --subset val JSON (U-Net mask served)")
     k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
     k.add_argument("--run-dir", required=True)
     for p in (u, k, lm):
@@ -354,6 +357,11 @@ def export_main(argv: list[str] | None = None) -> None:
         flat = flatten(json.loads(Path(args.eval_json).read_text()))
         pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
         annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix, args.variant)
+        return
+    if args.command == "serve-mask":
+        from training.landmarks_export import choose_served_mask
+
+        print(json.dumps({"serves_mask": choose_served_mask(models_dir, json.loads(Path(args.eval_json).read_text()))}))
         return
     if args.command == "quantize":
         from training.quantize import aasce_inputs, add_int8_variant, course_inputs

@@ -83,3 +83,20 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> Model
     )
     upsert_model(models_dir, entry, _now())
     return entry
+
+
+def choose_served_mask(models_dir: Path, evaluation: dict) -> bool:
+    """Serve the Ap_Vertebra mask filled from the landmark model's corners when, on the validation films of a
+    `spine-evaluate aasce` run that served the U-Net's mask, its Dice beats the U-Net's; written to the manifest."""
+    from spine_core.manifest import load_manifest, save_manifest
+
+    segmentation = evaluation["segmentation"]
+    corners, unet = segmentation.get("Ap_Vertebra_from_corners"), segmentation["Ap_Vertebra"]
+    if evaluation.get("policy", {}).get("vertebra_mask") not in (None, "unet", "auto") or corners is None:
+        raise ValueError("needs a spine-evaluate run whose served mask is the U-Net's, with corners on every film")
+    manifest = load_manifest(models_dir)
+    entry = manifest.by_name()[LANDMARK_MODEL_NAME]
+    entry.serves_mask = bool(corners["n"] == unet["n"] and corners["dice_mean"] > unet["dice_mean"])
+    entry.metrics.update(val_dice_unet_mask=unet["dice_mean"], val_dice_corner_mask=corners["dice_mean"])
+    save_manifest(manifest, models_dir)
+    return entry.serves_mask
