@@ -34,10 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--refine-budget", type=float, default=300)
     p.add_argument("--refine-filters", type=int, default=16)
+    p.add_argument("--landmark-cache", default=".devdata/landmarks.npz", help="spine-train cache aasce-landmarks ...")
+    p.add_argument("--landmark-init", default="runs/ap_init.weights.h5", help="scripts/onnx_to_keras_weights.py output")
+    p.add_argument("--landmark-budget", type=float, default=420)
     p.add_argument(
         "--stages",
         nargs="+",
-        choices=["vertebra", "demos", "refine"],
+        choices=["vertebra", "demos", "refine", "landmarks"],
         default=["vertebra", "demos"],
         help="refine: the second-stage Ap_Vertebra model, from scratch on whole windows",
     )
@@ -59,6 +62,24 @@ def main(argv: list[str] | None = None) -> None:
                 "8",
                 "--time-budget",
                 str(args.refine_budget),
+            ]
+        )
+    if "landmarks" in args.stages:  # resumes a CPU run in the same folder, if one was carried
+        train_main(
+            [
+                "landmarks",
+                "--cache",
+                args.landmark_cache,
+                "--run-dir",
+                f"{args.runs}/landmarks",
+                "--init-weights",
+                args.landmark_init,
+                "--epochs",
+                "400",
+                "--patience",
+                "40",
+                "--time-budget",
+                str(args.landmark_budget),
             ]
         )
     if "vertebra" in args.stages:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (python3 with torch, no TensorFlow): install the carried Keras wheels,
 # train every U-Net with the torch backend, and pack the weights into $OUT in parts of < 16 MB.
+# `--stages landmarks` trains the landmark model (spine-train landmarks; a CPU run in runs/landmarks resumes).
 # Needs the caches it trains on (spine-train cache ...; see training/gpu_session.py --help) and the keras,
 # namex and optree wheels in $WHEELS (default .whl/; training/gpu_prepare.sh stages both for --stages refine).
 set -euo pipefail
