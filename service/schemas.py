@@ -165,8 +165,8 @@ class ReadyResponse(BaseModel):
                     "execution_provider": "CUDAExecutionProvider",
                     "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                     "require_gpu": False,
-                    "models_ready": 9,
-                    "models_total": 9,
+                    "models_ready": 10,
+                    "models_total": 10,
                     "reasons": {},
                 },
                 {
@@ -176,7 +176,7 @@ class ReadyResponse(BaseModel):
                     "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                     "require_gpu": True,
                     "models_ready": 0,
-                    "models_total": 9,
+                    "models_total": 10,
                     "reasons": {"Ap_Vertebra": "require_gpu is set but the session runs on CPUExecutionProvider"},
                 },
             ]
