@@ -87,7 +87,7 @@ def starts_like(actual: str, expected: str) -> bool:
 
 
 def test_the_parser_reads_commands_and_answers_and_the_comparison_can_fail() -> None:
-    text = "x\n## Quick start\n```bash\ncurl -s a\n{\"a\":1.00,…\n# note\ncurl -s b\nok\n```\n## Next\n```bash\ncurl c\n```\n"
+    text = 'x\n## Quick start\n```bash\ncurl -s a\n{"a":1.00,…\n# note\ncurl -s b\nok\n```\n## Next\n```bash\ncurl c\n```\n'
     assert quick_start_calls(text) == [Call("curl -s a", '{"a":1.00,…'), Call("curl -s b", "ok")]
     assert starts_like('{"a":1.001,"b":2}', '{"a":1.00,…')
     assert not starts_like('{"a":1.5,"b":2}', '{"a":1.00,…')
@@ -112,4 +112,20 @@ def test_every_quick_start_call_answers_as_the_readme_shows(committed_server: st
         command = call.command.replace("localhost:8000", committed_server).replace(".venv/bin/python", sys.executable)
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"{call.command}\nexit {done.returncode}: {done.stderr}"
-        assert starts_like(done.stdout.strip(), call.expected), f"{call.command}\nREADME: {call.expected}\nreal:   {done.stdout[:400]}"
+        real = done.stdout.strip()
+        assert starts_like(real, call.expected), f"{call.command}\nREADME: {call.expected}\nreal:   {real[:400]}"
+
+
+def test_the_example_film_is_measured_and_its_answer_is_complete(committed_server: str) -> None:
+    """The shipped film reads as a spine with an angle; each curve says whether it is reliable; the organisers' order."""
+    import httpx
+
+    film = (ROOT / "docs" / "examples" / "synthetic_ap.jpg").read_bytes()
+    r = httpx.post(f"http://{committed_server}/segment", files={"file": ("ap.jpg", film)}, data={"view": "AP"}, timeout=120)
+    assert r.status_code == 200, r.text
+    cobb = r.json()["cobb"]
+    assert cobb is not None and len(r.json()["vertebrae"]) == 17
+    assert sorted(cobb["aasce_angles_deg"]) == sorted(cobb["angles_deg"]) and cobb["aasce_angles_deg"][0] == cobb["max_deg"]
+    for curve in cobb["curves"]:
+        assert curve["reliable"] is (curve["end_confidence"] >= 0.8), curve
+    assert cobb["reliable"] is cobb["curves"][0]["reliable"]
