@@ -21,6 +21,7 @@ import pytest
 from spine_service_testlib import make_settings, serve_live
 
 from service.core.config import DEFAULT_MODELS_DIR
+from service.inference import ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -96,9 +97,8 @@ def test_the_parser_reads_commands_and_answers_and_the_comparison_can_fail() -> 
 
 
 @pytest.fixture(scope="module")
-def committed_server() -> Iterator[str]:
-    settings = make_settings(DEFAULT_MODELS_DIR, warmup=False, intra_op_threads=2)
-    with serve_live(settings) as address:
+def committed_server(committed_registry: ModelRegistry) -> Iterator[str]:
+    with serve_live(make_settings(DEFAULT_MODELS_DIR), committed_registry) as address:
         yield address
 
 
