@@ -25,12 +25,14 @@ run: $(VENV)/.serve
 FAST := not e2e and not slow
 
 ## Set up everything (serve, train, dev) and run lint, the import contracts (pyproject.toml) + the whole test suite:
-## the fast tests, then the end-to-end and slow ones in a second process (each process's memory is given back between)
+## the fast tests, the end-to-end ones, then the slow ones (TensorFlow), each set in its own process so the
+## memory of one is given back before the next starts
 test: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "$(FAST)"
-	$(BIN)/python -m pytest -q -m "not ($(FAST))"
+	$(BIN)/python -m pytest -q -m "e2e and not slow"
+	$(BIN)/python -m pytest -q -m "slow"
 
 ## The inner loop: lint, the import contracts and the fast tests only
 test-fast: $(VENV)/.all
