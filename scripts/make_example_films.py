@@ -7,7 +7,7 @@ noise) that the committed `Ap_Vertebra` reads as a spine: it passes the spine ch
 found and a Cobb angle is measured, so every Quick start call gets a real answer. It is not a radiograph of
 anyone and its label means nothing clinically. The DICOM copy is a CR with the JPEG bytes encapsulated
 (JPEG Baseline) and PixelSpacing, so /dicom/seg and /dicom/sr have what they need.
-The output is deterministic (fixed seeds); tests/test_readme.py runs the README's calls on these files.
+The output is deterministic (fixed seeds); tests/service/test_readme_quick_start.py runs the README's calls on these files.
 """
 
 from __future__ import annotations
