@@ -142,7 +142,6 @@ class RowClock:
 def _quiet_ray() -> None:
     """Ray's Python warnings and loggers in this process (its scheduling advice on a small pool, its deprecations)
     are not for a terminal that shows a progress bar; its workers' output is not forwarded (log_to_driver=False)."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
     for name in ("ray", "ray.data", "ray.util"):
         logging.getLogger(name).setLevel(logging.ERROR)
