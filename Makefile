@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,24 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 run: $(VENV)/.serve
 	$(BIN)/spine-serve
 
-## Set up everything (serve, train, dev) and run lint, the import contracts (pyproject.toml) + the whole test suite
+# The tests that are neither end to end (browser, PACS, Ray, the committed models served live: tests/conftest.py) nor slow.
+FAST := not e2e and not slow
+
+## Set up everything (serve, train, dev) and run lint, the import contracts (pyproject.toml) + the whole test suite:
+## the fast tests, the end-to-end ones, then the slow ones (TensorFlow), each set in its own process so the
+## memory of one is given back before the next starts
 test: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "$(FAST)"
+	$(BIN)/python -m pytest -q -m "e2e and not slow"
+	$(BIN)/python -m pytest -q -m "slow"
+
+## The inner loop: lint, the import contracts and the fast tests only
+test-fast: $(VENV)/.all
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "$(FAST)"
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .

@@ -120,6 +120,7 @@ def _measurement(reading: SpineReading) -> tuple[list[VertebraOut], CobbOut | No
         c = reading.cobb
         cobb = CobbOut(
             angles_deg=[round(a, 2) for a in c.angles_deg],
+            aasce_angles_deg=[round(a, 2) for a in c.aasce_angles_deg],
             max_deg=round(c.max_deg, 2),
             curve=c.curve,  # type: ignore[arg-type]
             curves=[

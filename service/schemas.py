@@ -71,16 +71,26 @@ class CurveOut(BaseModel):
     apex: str
     angle_deg: float
     end_confidence: float | None = Field(None, description="The lower of its end vertebrae's confidences")
+    reliable: bool | None = Field(
+        None, description="false: an end vertebra of this curve is uncertain (end_confidence under 0.8), its angle may be off"
+    )
 
 
 class CobbOut(BaseModel):
     angles_deg: list[float] = Field(description="[proximal-thoracic, main-thoracic, thoracolumbar/lumbar], AASCE-2019 method")
+    aasce_angles_deg: list[float] = Field(
+        default_factory=list,
+        description="The same three angles in the order the AASCE-2019 organisers compute them (largest first), as in "
+        "their angles.csv: compare with it directly",
+    )
     max_deg: float
     curve: Literal["C", "S"]
     curves: list[CurveOut]
     severity: Literal["none", "mild", "moderate", "severe"] = Field(description="by the 10 / 25 / 40 degree lines")
     reliable: bool | None = Field(
-        None, description="false: an end vertebra of the main curve is uncertain (the cobb rule then decides nothing)"
+        None,
+        description="The main (largest) curve's `reliable`: false when one of its end vertebrae is uncertain "
+        "(the cobb rule then decides nothing)",
     )
 
 
@@ -165,8 +175,8 @@ class ReadyResponse(BaseModel):
                     "execution_provider": "CUDAExecutionProvider",
                     "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                     "require_gpu": False,
-                    "models_ready": 9,
-                    "models_total": 9,
+                    "models_ready": 10,
+                    "models_total": 10,
                     "reasons": {},
                 },
                 {
@@ -176,7 +186,7 @@ class ReadyResponse(BaseModel):
                     "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                     "require_gpu": True,
                     "models_ready": 0,
-                    "models_total": 9,
+                    "models_total": 10,
                     "reasons": {"Ap_Vertebra": "require_gpu is set but the session runs on CPUExecutionProvider"},
                 },
             ]

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from service.core.config import Settings
 from service.dicom.dicomweb import DicomwebServer
 from spine_batch.dicomweb import dicomweb_items, read_study_uids
 from spine_batch.results import ResultsStore, export_csv
-from spine_batch.rows import STATUS_ERROR, RowOptions
+from spine_batch.rows import STATUS_ERROR, VIEW_FROM_OPTION_FOR_DICOM, RowOptions
 from spine_batch.sources import Item, SourceError, source_items
 
 EXAMPLES = """
@@ -136,9 +139,17 @@ class RowClock:
         }
 
 
+def _quiet_ray() -> None:
+    """Ray's Python warnings and loggers in this process (its scheduling advice on a small pool, its deprecations)
+    are not for a terminal that shows a progress bar; its workers' output is not forwarded (log_to_driver=False)."""
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    for name in ("ray", "ray.data", "ray.util"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
     try:
         items, server = _source(args)
@@ -157,25 +168,43 @@ def main(argv: list[str] | None = None) -> int:
         default_view=args.view,
         dicomweb=server,
     )
-    pending = (item for item in items() if item.key not in done)
+    source_order: list[str] = []  # every key in the source's order, done or not: the final table's order
+
+    def walk() -> Iterator[Item]:
+        for item in items():
+            source_order.append(item.key)
+            yield item
+
+    pending = (item for item in walk() if item.key not in done)
+    try:
+        first = next(pending, None)  # walks past what is done; nothing is loaded until there is an image to do
+    except (SourceError, OSError) as exc:
+        print(f"spine-batch: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a PACS that fails while its study list is read
+        print(f"spine-batch: {exc}", file=sys.stderr)
+        return 1
+    if first is None:
+        store.put_in_order(source_order)
+        store.close()
+        found = f"all {len(done)} images of {args.source} are already in {args.out}" if done else f"no image in {args.source}"
+        print(f"spine-batch: nothing to do: {found}", file=sys.stderr)
+        return _export_csv(args) if args.csv else 0
+    pending = itertools.chain([first], pending)
     if done:
         print(f"resuming: {len(done)} images already in {args.out}", file=sys.stderr)
-    if args.view == "AP" and not args.source.lower().endswith(".csv"):
-        print(
-            "spine-batch: files whose DICOM header names no view are analysed as AP (--view; AP is the view with a "
-            "validated model); give a manifest with a view column for a mixed archive",
-            file=sys.stderr,
-        )
 
     errors = 0
+    dicoms_without_view = 0
     clock = RowClock()
     bar = tqdm(unit="img", desc="classify", disable=args.no_progress, smoothing=0.05, dynamic_ncols=True)
 
     def on_row(row: dict[str, Any]) -> None:
-        nonlocal errors
+        nonlocal errors, dicoms_without_view
         store.add(row)
         clock.tick()
         errors += row.get("status") == STATUS_ERROR
+        dicoms_without_view += row.get("view_from") == VIEW_FROM_OPTION_FOR_DICOM
         bar.update(1)
         if errors:
             bar.set_postfix(errors=errors, refresh=False)
@@ -184,30 +213,34 @@ def main(argv: list[str] | None = None) -> int:
         bar.total = total
         bar.refresh()
 
+    finished = False
     try:
-        if args.engine == "local":
-            from spine_batch.local_engine import default_workers, run_local
-            from spine_batch.registry import load_registry
+        with logging_redirect_tqdm():  # log lines (a model's warning, a PACS retry) above the bar, not through it
+            if args.engine == "local":
+                from spine_batch.local_engine import default_workers, run_local
+                from spine_batch.registry import load_registry
 
-            registry = load_registry(settings)
-            if server is None:  # a second QIDO-RS pass over a PACS only for a progress total: no
-                _count_in_background(items, done, bar)
-            workers = args.workers or default_workers(registry.tuning.inference_slots or 1)
-            run_local(registry, pending, options, workers, on_row)
-        else:
-            from spine_batch.ray_engine import run_ray
+                registry = load_registry(settings)
+                if server is None:  # a second QIDO-RS pass over a PACS only for a progress total: no
+                    _count_in_background(items, done, bar)
+                workers = args.workers or default_workers(registry.tuning.inference_slots or 1)
+                run_local(registry, pending, options, workers, on_row)
+            else:
+                _quiet_ray()
+                from spine_batch.ray_engine import run_ray
 
-            run_ray(
-                settings,
-                pending,
-                options,
-                on_row,
-                on_total,
-                address=args.ray_address,
-                actors=args.actors,
-                cpus_per_actor=args.cpus_per_actor,
-                gpus_per_actor=args.gpus_per_actor,
-            )
+                run_ray(
+                    settings,
+                    pending,
+                    options,
+                    on_row,
+                    on_total,
+                    address=args.ray_address,
+                    actors=args.actors,
+                    cpus_per_actor=args.cpus_per_actor,
+                    gpus_per_actor=args.gpus_per_actor,
+                )
+        finished = True
     except KeyboardInterrupt:
         print("\ninterrupted: the rows finished so far are kept; run the same command again to resume", file=sys.stderr)
         return 130
@@ -216,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         bar.close()
+        if finished:
+            store.put_in_order(source_order)  # the walk is complete: rows in the source's order, not completion order
         store.close()
     stats = clock.stats(store.written, errors)
     print(
@@ -224,11 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{errors} errors; results in {args.out}",
         file=sys.stderr,
     )
+    if dicoms_without_view:
+        print(
+            f"spine-batch: {dicoms_without_view} DICOM files name no view (no ViewPosition) and were analysed as "
+            f"{args.view} (--view; their rows say view_from={VIEW_FROM_OPTION_FOR_DICOM!r}); give a manifest with a "
+            "view column for a mixed archive",
+            file=sys.stderr,
+        )
     if args.stats_json:
         args.stats_json.write_text(json.dumps({**stats, "engine": args.engine}, indent=1))
-    if args.csv:
-        rows = export_csv(args.out, args.csv)
-        print(f"{rows} rows written to {args.csv}", file=sys.stderr)
+    return _export_csv(args) if args.csv else 0
+
+
+def _export_csv(args: argparse.Namespace) -> int:
+    rows = export_csv(args.out, args.csv)
+    print(f"{rows} rows written to {args.csv}", file=sys.stderr)
     return 0
 
 

@@ -93,7 +93,7 @@ def connect(address: str | None, num_cpus: int | None) -> None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its execution plan and timings: not for a terminal
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution plan, timings and advice: not for a terminal
 
 
 def run_ray(

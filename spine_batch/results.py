@@ -11,6 +11,7 @@ schema is not the union, so readers that take the schema from one file (pyarrow'
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import time
@@ -87,6 +88,25 @@ class ResultsStore:
     def close(self) -> None:
         self.flush()
         normalize_parts(self.out)
+
+    def put_in_order(self, keys_in_order: list[str]) -> bool:
+        """Rewrite the parts so the table reads in `keys_in_order` (the source's order; rows of other keys last, as
+        they were), when it does not already: rows arrive in completion order, and a resumed run appends its own.
+        Returns whether a rewrite was needed. New parts are written before the old are removed, so a kill in
+        between leaves rows twice (the same row: resuming still skips it), never none."""
+        self.flush()
+        parts = self.parts()
+        keys = [key for part in parts for key in pq.read_table(part, columns=["path"]).column("path").to_pylist()]
+        position = {key: i for i, key in enumerate(keys_in_order)}
+        rank = [position.get(key, len(position) + i) for i, key in enumerate(keys)]
+        if all(a <= b for a, b in itertools.pairwise(rank)):
+            return False
+        table = read_results(self.out).take(sorted(range(len(rank)), key=rank.__getitem__))
+        for n, start in enumerate(range(0, table.num_rows, self.chunk_rows)):
+            _write_atomic(table.slice(start, self.chunk_rows), self.out / f"part-{self.run_id}-ordered-{n:05d}.parquet")
+        for part in parts:
+            part.unlink()
+        return True
 
 
 def _to_table(rows: list[dict[str, Any]]) -> pa.Table:

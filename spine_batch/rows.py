@@ -99,18 +99,27 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     return {"status": STATUS_ERROR, "error_code": code, "error_status": status, "error_message": message}
 
 
-def _view_of(item: Item, data: bytes, filename: str, options: RowOptions) -> str:
-    """Manifest row, else the DICOM's ViewPosition, else --view (canonical AP/LAT; an unknown name raises)."""
+# Where a row's view came from (column `view_from`): the manifest, the DICOM header, or --view for a file that
+# cannot say (JPEG, PNG, TIFF) or a DICOM that does not (the one case worth telling the user about).
+VIEW_FROM_MANIFEST, VIEW_FROM_DICOM, VIEW_FROM_OPTION = "manifest", "ViewPosition", "--view"
+VIEW_FROM_OPTION_FOR_DICOM = "--view (DICOM without ViewPosition)"
+
+
+def _view_of(item: Item, data: bytes, filename: str, options: RowOptions) -> tuple[str, str]:
+    """(view, where it came from): manifest row, else the DICOM's ViewPosition, else --view (an unknown name raises)."""
     view = canonical_view(item.view)
     if view is not None:
-        return view
-    if data[128:132] == b"DICM" or filename.lower().endswith((".dcm", ".dicom")):
+        return view, VIEW_FROM_MANIFEST
+    is_dicom = data[128:132] == b"DICM" or filename.lower().endswith((".dcm", ".dicom"))
+    if is_dicom:
         # The service's own decoder reads the tag (a second decode of the file: only for DICOMs without a view).
         view = decode_image(data, options.max_pixels, filename).view
-    view = view or canonical_view(options.default_view)
+        if view is not None:
+            return view, VIEW_FROM_DICOM
+    view = canonical_view(options.default_view)
     if view is None:
         raise UnknownViewError("view unknown: give --view (AP or LAT) or a manifest `view` column; no DICOM ViewPosition")
-    return view
+    return view, VIEW_FROM_OPTION_FOR_DICOM if is_dicom else VIEW_FROM_OPTION
 
 
 def _safe_name(key: str) -> str:
@@ -141,7 +150,7 @@ def classify_item(registry: ModelRegistry, item: Item, options: RowOptions) -> d
     row: dict[str, Any] = {"path": item.key, "study": item.study, "view": canonical_view_or_raw(item.view)}
     try:
         data, filename = read_item(item, options)
-        view = _view_of(item, data, filename, options)
+        view, row["view_from"] = _view_of(item, data, filename, options)
         row["view"] = view
         response = classify_uploads(
             registry,

@@ -49,6 +49,8 @@ class Curve:
     apex: str  # vertebra between the ends farthest from the line joining the ends' centres
     angle_deg: float
     end_confidence: float | None = None  # the lower of its end vertebrae's confidences, when given
+    # False when that confidence is below MIN_END_CONFIDENCE: this curve's angle may be off (None: not given)
+    reliable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class CobbResult:
     curves: list[Curve]  # the curves whose end vertebrae differ, largest first
     severity: str  # none | mild | moderate | severe
     aasce_angles_deg: list[float] = field(default_factory=list)  # the organisers' order, as in angles.csv
-    # False when an end vertebra of the largest curve is uncertain (None: no confidences were given)
+    # The main (largest) curve's own `reliable`: False when one of its end vertebrae is uncertain
     reliable: bool | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -172,19 +174,22 @@ def cobb_angles(points: np.ndarray, image_height: float, confidences: Sequence[f
     def end_confidence(a: int, b: int) -> float | None:
         return None if confidences is None else round(float(min(confidences[a], confidences[b])), 3)
 
+    def reliable(confidence: float | None) -> bool | None:
+        return None if confidence is None else confidence >= MIN_END_CONFIDENCE
+
     curves = [
-        Curve(name, LEVELS[a], LEVELS[b], LEVELS[_apex(corners, a, b)], round(value, 3), end_confidence(a, b))
+        Curve(name, LEVELS[a], LEVELS[b], LEVELS[_apex(corners, a, b)], round(value, 3), conf, reliable(conf))
         for name, (a, b), value in zip(names, ends, computed, strict=True)
         if b > a
+        for conf in [end_confidence(a, b)]
     ]
     curves.sort(key=lambda c: -c.angle_deg)
     warnings = [
         f"the {c.name.replace('_', ' ')} curve's end vertebrae ({c.upper_end}, {c.lower_end}) are uncertain "
         f"(confidence {c.end_confidence:.2f}): its angle may be off"
         for c in curves
-        if c.end_confidence is not None and c.end_confidence < MIN_END_CONFIDENCE
+        if c.reliable is False
     ]
-    main_end = end_confidence(upper, lower)
     return CobbResult(
         angles_deg=[by_name["proximal_thoracic"], by_name["main_thoracic"], by_name["thoracolumbar_lumbar"]],
         max_deg=first_angle,
@@ -192,6 +197,6 @@ def cobb_angles(points: np.ndarray, image_height: float, confidences: Sequence[f
         curves=curves,
         severity=severity(first_angle),
         aasce_angles_deg=computed,
-        reliable=None if main_end is None else main_end >= MIN_END_CONFIDENCE,
+        reliable=reliable(end_confidence(upper, lower)),  # the main curve's, as curves[0] says when it is listed
         warnings=warnings,
     )

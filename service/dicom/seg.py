@@ -128,6 +128,13 @@ def build_segmentation(analysis: RadiographAnalysis) -> hd.seg.Segmentation:
     with copied_from_source("Segmentation"):
         seg = _segmentation(source, pixels, descriptions, identity, analysis.view)
     seg.SeriesDescription = "spine-xray segmentation"
+    if "ImagePositionPatient" not in source:
+        # A projection radiograph has no plane in patient space, so a frame of reference copied from it would make
+        # Slice Thickness required in Pixel Measures (Type 1C), which a radiograph does not have. The SEG IOD makes
+        # the Frame of Reference module optional when the Derivation Image group (here: the source) is present.
+        for keyword in ("FrameOfReferenceUID", "PositionReferenceIndicator"):
+            if keyword in seg:
+                delattr(seg, keyword)
     if "PatientOrientation" not in seg:
         # General Image module, Type 2C for a SEG of a projection image; empty when the source does not say.
         seg.PatientOrientation = source.get("PatientOrientation", "")

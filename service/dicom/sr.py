@@ -5,8 +5,8 @@ Content, each group tied to its images and, per mask, to the SEG segment it scor
   aggregation rule, referencing every source image;
 - one planar ROI group per mask: the mask's probability of Damaged and its Normal/Abnormal finding,
   referencing the SEG segment (and through it the source image);
-- the Cobb extension point: `cobb_groups` turns the `cobb` dict of the /classify response (docs: CONTRACT,
-  "cobb") into Cobb-angle measurements with the end vertebrae as finding sites. Pass `cobb=` once it exists.
+- the Cobb extension point: `cobb_groups` turns the `cobb` dict of the /classify response (`CobbOut` in
+  service/schemas.py) into Cobb-angle measurements with the end vertebrae as finding sites.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ when the key is wrong."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,4 +170,25 @@ def test_a_kept_key_goes_with_the_preview_and_the_seg(viewer: Any, base_url: str
     assert not page.get_by_test_id("api-key").is_visible()
     assert {path for path, _ in calls} == set(API_CALLS)
     assert [key for _, key in calls] == [KEY] * len(calls), calls
+    assert _unexpected(problems) == []
+
+
+def test_the_models_link_sends_the_key_and_asks_for_one_after_a_401(viewer: Any, base_url: str) -> None:
+    page, problems, _ = viewer
+    sent: list[str | None] = []
+    page.on("request", lambda r: sent.append(r.headers.get("x-api-key")) if r.url == f"{base_url}/models" else None)
+    page.goto(base_url + "/")
+    page.evaluate("() => window.spineViewer.ready")
+    page.get_by_role("link", name="Models (JSON)").click()
+    key_input = page.get_by_test_id("api-key")
+    key_input.wait_for(state="visible", timeout=TIMEOUT_MS)  # the plain GET was refused: the page asks
+    with page.context.expect_page(timeout=TIMEOUT_MS) as opened:
+        key_input.fill(KEY)
+        page.get_by_test_id("api-key-submit").click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    models = json.loads(tab.locator("body").inner_text())
+    assert {m["name"] for m in models["models"]} >= {"Ap_Vertebra", "Mask_Classifier"}
+    assert sent == [None, KEY]
+    tab.close()
     assert _unexpected(problems) == []

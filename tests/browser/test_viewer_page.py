@@ -152,7 +152,7 @@ def test_api_error_is_shown_with_the_api_message(viewer: tuple[Any, list[str]], 
 
 
 def _with_cobb(body: dict[str, Any]) -> dict[str, Any]:
-    """A real /classify answer plus `cobb` and `vertebrae` as CONTRACT.md plans them (until the service has them)."""
+    """A real /classify answer plus `cobb` and `vertebrae` (the tiny test models never find 17 vertebrae)."""
     view = body["views"][0]
     w, h = view["width"], view["height"]
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from spine_service_testlib import CPU, make_settings, serve_live, start_client, write_models_dir
 
+from service.core.config import DEFAULT_MODELS_DIR
 from service.inference import ModelRegistry
 
 
@@ -36,3 +37,12 @@ def client(models_dir: Path) -> Iterator[TestClient]:
 def live_server(models_dir: Path) -> Iterator[str]:
     with serve_live(make_settings(models_dir)) as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def committed_registry() -> ModelRegistry:
+    """The committed exported_models/ on the CPU, loaded once for every test that serves them (about 1 GB of
+    sessions: one copy, not one per module). Skips where the models are not committed."""
+    if not (DEFAULT_MODELS_DIR / "manifest.json").is_file():
+        pytest.skip(f"{DEFAULT_MODELS_DIR}/manifest.json is absent: the trained models are not committed")
+    return ModelRegistry.load(DEFAULT_MODELS_DIR, providers=CPU, intra_op_threads=2, warmup=False)

@@ -192,9 +192,10 @@ def make_settings(models_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def start_client(settings: Settings) -> TestClient:
-    """A TestClient whose lifespan ran and whose models finished loading (the caller must close it)."""
-    app = create_app(settings)
+def start_client(settings: Settings, registry: ModelRegistry | None = None) -> TestClient:
+    """A TestClient whose lifespan ran and whose models finished loading (the caller must close it); `registry`:
+    models already loaded (shared between tests), else the app loads its own from the settings."""
+    app = create_app(settings, registry)
     client = TestClient(app, raise_server_exceptions=False)
     client.__enter__()
     assert app.state.models.wait(30), "models did not load"

@@ -42,8 +42,8 @@ def gate_check():
 
 
 @pytest.fixture(scope="module")
-def registry() -> ModelRegistry:
-    return ModelRegistry.load(DEFAULT_MODELS_DIR, providers=["CPUExecutionProvider"], intra_op_threads=2, warmup=False)
+def registry(committed_registry: ModelRegistry) -> ModelRegistry:
+    return committed_registry  # the session's one copy of the committed models
 
 
 def test_no_corpus_input_passes_the_gate(gate_check, registry: ModelRegistry) -> None:

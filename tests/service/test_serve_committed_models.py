@@ -6,6 +6,7 @@ import pytest
 from spine_service_testlib import decode_png_mask, encode, make_settings, post_segment, spine_image, start_client
 
 from service.core.config import DEFAULT_MODELS_DIR
+from service.inference import ModelRegistry
 from spine_core.manifest import load_manifest
 
 pytestmark = pytest.mark.skipif(
@@ -15,9 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def committed():
-    settings = make_settings(DEFAULT_MODELS_DIR, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], intra_op_threads=2)
-    client = start_client(settings)
+def committed(committed_registry: ModelRegistry):
+    client = start_client(make_settings(DEFAULT_MODELS_DIR), committed_registry)
     try:
         yield client
     finally:
@@ -58,7 +58,7 @@ def test_a_demonstration_model_runs_when_named_and_says_so(committed) -> None:
     assert any("Lat_Vertebra is not validated" in w for w in body["warnings"])
 
 
-def test_classify_lat_only_is_refused_and_ap_lat_is_decided_by_the_validated_model(committed) -> None:
+def test_classify_lat_only_is_refused_and_ap_lat_is_decided_by_the_validated_model(committed, committed_registry) -> None:
     image = encode(spine_image(900, 360, seed=11))
     r = committed.post("/classify", files={"lat": ("l.png", image, "image/png")})
     assert r.status_code == 422 and r.json()["code"] == "no_validated_model"
@@ -66,7 +66,7 @@ def test_classify_lat_only_is_refused_and_ap_lat_is_decided_by_the_validated_mod
     r = committed.post("/classify", files=both)
     # The committed vertebra model finds no column of vertebrae on this synthetic film: no label, the reason instead.
     assert r.status_code == 422 and r.json()["code"] == "no_spine_found" and "label" not in r.json(), r.text
-    unchecked = start_client(make_settings(DEFAULT_MODELS_DIR, providers=["CPUExecutionProvider"], spine_check=False))
+    unchecked = start_client(make_settings(DEFAULT_MODELS_DIR, spine_check=False), committed_registry)
     try:
         body = unchecked.post("/classify", files=both).json()
     finally:

@@ -60,3 +60,17 @@ def test_drop_errors_leaves_the_good_rows_and_frees_the_failed_keys(tmp_path: Pa
     assert again.drop_errors() == 1
     assert again.done_keys() == {"b.png", "c.png"} and len(again.parts()) == 2
     assert again.drop_errors() == 0
+
+
+def test_put_in_order_rewrites_the_rows_in_the_source_order_only_when_needed(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "out", chunk_rows=2)
+    for row in (LATER, ERROR, OK, {"path": "gone.png", "status": "ok"}):  # completion order, and a key the source lost
+        store.add(row)
+    assert store.put_in_order(["a.png", "b.png", "c.png"]) is True
+    store.close()
+    assert read_results(tmp_path / "out").column("path").to_pylist() == ["a.png", "b.png", "c.png", "gone.png"]
+    assert len(store.parts()) == 2  # chunk_rows per part, the old parts gone
+    assert read_results(tmp_path / "out").to_pylist()[2]["decided_by"] == ["Ap_Vertebra"]  # whole rows moved
+    again = ResultsStore(tmp_path / "out")
+    parts = again.parts()
+    assert again.put_in_order(["a.png", "b.png", "c.png"]) is False and again.parts() == parts  # in order: untouched

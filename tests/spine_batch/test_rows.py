@@ -96,7 +96,7 @@ def test_an_unexpected_exception_is_an_internal_error_row() -> None:
 
 
 def test_fields_the_service_adds_become_columns_without_code_changes() -> None:
-    """The response of the planned API (CONTRACT.md): new scalars, lists and objects all land somewhere sensible."""
+    """A response with fields the API may add: new scalars, lists and objects all land somewhere sensible."""
     response = {
         "label": "Damaged",
         "score": 0.9,

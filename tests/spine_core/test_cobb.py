@@ -139,3 +139,23 @@ def test_uncertain_end_vertebrae_make_the_angle_unreliable() -> None:
     assert cobb_angles(corners, 1200).reliable is None
     with pytest.raises(ValueError, match="confidences"):
         cobb_angles(corners, 1200, confidences=[1.0] * 3)
+
+
+def test_each_curve_has_its_own_reliable_and_the_study_takes_the_main_curves() -> None:
+    tilts = [0.0] * N_VERTEBRAE
+    tilts[3], tilts[11], tilts[16] = 12.0, -20.0, 5.0  # main T4-T12 (32°), then T12-L5 (25°) below it
+    confidences = [0.95] * N_VERTEBRAE
+    confidences[LEVELS.index("L5")] = 0.63  # the lumbar curve's lower end is uncertain, the main curve's ends are not
+    result = cobb_angles(synthetic_spine(tilts), 1200, confidences=confidences)
+    by_name = {c.name: c for c in result.curves}
+    lumbar, main = by_name["thoracolumbar_lumbar"], by_name["main_thoracic"]
+    assert (lumbar.upper_end, lumbar.lower_end, lumbar.end_confidence) == ("T12", "L5", 0.63)
+    assert lumbar.reliable is False
+    assert main is result.curves[0] and main.reliable is True
+    assert result.reliable is True  # the study's flag is the main curve's
+    assert [w for w in result.warnings if "L5" in w] and not [w for w in result.warnings if "main thoracic" in w]
+    assert all(c.reliable is None for c in cobb_angles(synthetic_spine(tilts), 1200).curves)
+    confidences[LEVELS.index("T4")] = 0.5  # now the main curve's upper end too
+    shaky_main = cobb_angles(synthetic_spine(tilts), 1200, confidences=confidences)
+    assert shaky_main.curves[0].reliable is False and shaky_main.reliable is False
+    assert shaky_main.to_dict()["curves"][0]["reliable"] is False

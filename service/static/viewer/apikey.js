@@ -53,5 +53,24 @@
     if (then) then();
   });
 
+  // Links to JSON the API guards (`data-keyed`, e.g. "Models (JSON)"): a plain link cannot send the key, so the
+  // page fetches with it and opens the answer in a new tab; a 401 asks for the key and tries again.
+  async function openKeyed(link) {
+    const response = await fetch(link.href, { headers: headers() });
+    const text = await response.text();
+    let body = null;
+    try { body = JSON.parse(text); } catch { /* not JSON: opened as it is */ }
+    if (isRefusal(response.status, body)) return ask(() => openKeyed(link));
+    const url = URL.createObjectURL(new Blob([text], { type: response.headers.get("content-type") || "application/json" }));
+    if (!window.open(url, "_blank")) window.location.href = url; // a blocked pop-up: this tab instead
+  }
+
+  for (const link of document.querySelectorAll("a[data-keyed]")) {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      openKeyed(link);
+    });
+  }
+
   window.SpineKey = { headers, isRefusal, ask };
 })();

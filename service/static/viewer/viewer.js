@@ -112,7 +112,7 @@
       renderResult(result, text);
       setStatus("working", "Drawing the film and its masks…");
       await loadViews(result, files);
-      setStatus("done", `Done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.label}, score ${result.score.toFixed(2)}.`);
+      setStatus("done", `Done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.label}, score ${result.score}.`);
     } catch (err) {
       clearInterval(timer);
       if (err.api) showError(err.api, () => $("form").requestSubmit());
@@ -163,12 +163,12 @@
   function renderResult(result, text) {
     $("label").textContent = result.label;
     $("label").className = `label ${result.label === "Damaged" ? "damaged" : "normal"}`;
-    $("score").textContent = `score ${result.score.toFixed(2)} (probability of ${result.label})`;
+    $("score").textContent = `score ${result.score} (probability of ${result.label})`;
     const rule = $("rule");
     rule.append(el("p", { text: `Decided by the rule ${RULES[result.aggregation] || result.aggregation}.` }));
     if (typeof result.p_damaged === "number") {
-      const threshold = typeof result.threshold === "number" ? `, threshold ${result.threshold.toFixed(2)}` : "";
-      rule.append(el("p", { text: `P(Damaged) ${result.p_damaged.toFixed(3)}${threshold}.` }));
+      const threshold = typeof result.threshold === "number" ? `, threshold ${result.threshold}` : "";
+      rule.append(el("p", { text: `P(Damaged) ${result.p_damaged}${threshold}.` }));
     }
     if (Array.isArray(result.decided_by)) {
       rule.append(el("p", { text: `Masks that decided: ${result.decided_by.join(", ") || "none"}.` }));
@@ -176,7 +176,7 @@
     for (const ex of result.excluded || []) rule.append(el("p", { className: "muted", text: `Not counted: ${ex.structure} (${ex.reason}).` }));
     for (const [name, alt] of Object.entries(result.rules || {})) {
       if (name === result.aggregation || !alt) continue;
-      const p = typeof alt.p_damaged === "number" ? `, P(Damaged) ${alt.p_damaged.toFixed(3)}` : "";
+      const p = typeof alt.p_damaged === "number" ? `, P(Damaged) ${alt.p_damaged}` : "";
       rule.append(el("p", { className: "muted", text: `The ${name} rule would say ${alt.label ?? "—"}${p}.` }));
     }
     renderLegend(result);
@@ -221,23 +221,26 @@
       const decides = typeof m.decides === "boolean" ? (m.decides ? "yes" : "no") : "—";
       body.append(el("tr", { "data-structure": m.structure },
         el("td", { text: m.structure }), el("td", { text: m.view }),
-        el("td", { className: "num", text: m.p_damaged.toFixed(3) }),
+        el("td", { className: "num", text: String(m.p_damaged) }),
         el("td", {}, validated === false ? el("span", { className: "badge demo", text: "demo" }) : el("span", { text: validated ? "validated" : "—" })),
         el("td", { className: "decides", text: decides })));
     }
   }
 
-  const CURVE_NAMES = { proximal_thoracic: "proximal thoracic", main_thoracic: "main thoracic", thoracolumbar: "thoracolumbar / lumbar" };
+  // Numbers are shown as the API gives them (its rounding), never re-rounded here.
+  const CURVE_NAMES = { proximal_thoracic: "proximal thoracic", main_thoracic: "main thoracic", thoracolumbar_lumbar: "thoracolumbar / lumbar" };
+  const curveName = (name) => CURVE_NAMES[name] || String(name).replaceAll("_", " ");
 
   function renderCobb(result) {
     const box = $("cobb");
     if (!("cobb" in result)) { box.textContent = "This version of the service does not measure Cobb angles."; return; }
     if (!result.cobb) { box.textContent = "No Cobb angle for this request (measured on an AP film only)."; return; }
     const c = result.cobb;
-    box.replaceChildren(el("p", { className: "cobb-max", text: `Largest Cobb angle ${c.max_deg.toFixed(1)}°: ${c.curve}-curve, ${c.severity}.` }));
+    box.replaceChildren(el("p", { className: "cobb-max", text: `Largest Cobb angle ${c.max_deg}°: ${c.curve}-curve, ${c.severity}.` }));
     const list = el("ul");
     for (const curve of c.curves || []) {
-      list.append(el("li", { text: `${CURVE_NAMES[curve.name] || curve.name}: ${curve.angle_deg.toFixed(1)}° between ${curve.upper_end} and ${curve.lower_end}, apex ${curve.apex}` }));
+      const unsure = curve.reliable === false ? ` (end vertebrae uncertain, confidence ${curve.end_confidence})` : "";
+      list.append(el("li", { text: `${curveName(curve.name)}: ${curve.angle_deg}° between ${curve.upper_end} and ${curve.lower_end}, apex ${curve.apex}${unsure}` }));
     }
     box.append(list);
     if (Array.isArray(result.vertebrae)) box.append(el("p", { className: "muted", text: `${result.vertebrae.length} vertebrae located; end plates drawn on the film.` }));
@@ -249,10 +252,12 @@
     if (demo.length) {
       list.append(el("li", { className: "demo", text: `${demo.length} of the ${result.per_mask.length} masks come from demonstration models (trained on a single study): look at them to try the API, do not read them clinically.` }));
     }
-    if (result.execution_provider === "CPUExecutionProvider") {
+    const warnings = [...new Set(result.warnings || [])]; // each once, even when two views say the same
+    const apiSaysCpu = warnings.some((w) => w.includes("CPUExecutionProvider"));
+    if (result.execution_provider === "CPUExecutionProvider" && !apiSaysCpu) {
       list.append(el("li", { text: "Computed on the CPU (no GPU in use here): the same results, only slower." }));
     }
-    for (const w of result.warnings || []) list.append(el("li", { text: w }));
+    for (const w of warnings) list.append(el("li", { text: w }));
     if (!list.children.length) list.append(el("li", { className: "muted", text: "None." }));
   }
 

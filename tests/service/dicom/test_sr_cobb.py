@@ -1,4 +1,4 @@
-"""The SR's Cobb extension point: a hand-made `cobb` dict (CONTRACT.md's shape) encoded as TID 1500 measurements."""
+"""The SR's Cobb extension point: a hand-made `cobb` dict (the API's `CobbOut` shape) encoded as TID 1500 measurements."""
 
 from __future__ import annotations
 
