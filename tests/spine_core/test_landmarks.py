@@ -126,7 +126,7 @@ def test_full_body_films_get_a_second_pass_on_a_window():
         # where each body landed in this frame: components of the bright pixels, matched top to bottom
         from scipy import ndimage
 
-        labels, n = ndimage.label(frame > 0.5)
+        labels, _n = ndimage.label(frame > 0.5)
         boxes = ndimage.find_objects(labels)
         quads = np.array(
             [[[b[1].start, b[0].start], [b[1].stop, b[0].start], [b[1].start, b[0].stop], [b[1].stop, b[0].stop]] for b in boxes],
@@ -143,4 +143,4 @@ def test_full_body_films_get_a_second_pass_on_a_window():
     # within a couple of original pixels per frame pixel of the window (the bodies are axis-aligned boxes here)
     scale = reading.window.height / reading.window.out_h
     assert np.abs(got - corners_src).max() < 2.5 * scale
-    assert [v.level for v in reading.vertebrae.vertebrae][0] == "T1"
+    assert next(v.level for v in reading.vertebrae.vertebrae) == "T1"
