@@ -335,7 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve masks from the manifest's refinement models where there are some (SPINE_REFINEMENT=true)",
     )
+    parser.add_argument(
+        "--measurement", choices=["landmarks", "mask"], default=None, help="as SPINE_MEASUREMENT (default: the endpoint's)"
+    )
+    parser.add_argument(
+        "--vertebra-mask", choices=["auto", "unet", "corners"], default=None, help="as SPINE_VERTEBRA_MASK (default: auto)"
+    )
     args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("measurement", args.measurement), ("vertebra_mask", args.vertebra_mask)) if v}
     if args.layout == "aasce":
         result = evaluate_aasce(
             args.data_dir,
@@ -346,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             args.precision,
             args.refinement,
+            replace(AnalysisPolicy(), **overrides),
         )
     else:
         result = evaluate_course(args.data_dir, args.models, args.threads, args.precision, args.refinement)
