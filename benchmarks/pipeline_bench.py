@@ -43,12 +43,12 @@ def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np
 def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=print) -> dict[str, Any]:
     from PIL import Image
 
-    from service.analysis import AnalysisPolicy
-    from service.decoding import decode_image
-    from service.inference import ModelRegistry, RuntimeTuning
     from service.masks import png_1bit, png_base64
     from service.pipeline import Upload, classify_uploads
     from spine_core.preprocessing import probabilities_to_source_mask, source_mask
+    from spine_engine import ModelRegistry, RuntimeTuning
+    from spine_engine.analysis import AnalysisPolicy
+    from spine_engine.decoding import decode_image
 
     # The workload timed is a whole AP+LAT study through every U-Net (as before demonstration models were left
     # out by default), on films that need not be spines: what decides the label is not measured here.

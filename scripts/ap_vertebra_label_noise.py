@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 from training.datasets import rasterize_vertebrae, read_aasce_dataset
 from training.label_analysis import (
     corner_noise,

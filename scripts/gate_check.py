@@ -4,7 +4,7 @@ and on real films it must never refuse.
 .venv/bin/python scripts/gate_check.py [--aasce ../shared/data/aasce-train] [--large ../shared/data/aasce-unlabelled]
     [--models exported_models] [--limit N] [--json OUT.json] [--refinement] [--precision int8]
 
-Every input goes the endpoint's way: file bytes -> service.decoding.decode_image -> the committed
+Every input goes the endpoint's way: file bytes -> spine_engine.decoding.decode_image -> the committed
 Ap_Vertebra U-Net (registry.segment, the model-frame mask) -> check_spine (with the image statistics,
 and a DICOM file's Modality). The large films are also gated with their mask cut down to the vertebra
 chain (components in the skull or below the sacrum dropped), as a chain-keeping step would leave them. Prints how many corpus
@@ -177,10 +177,10 @@ def chain_only(mask: np.ndarray, box, top: float = 0.2, bottom: float = 0.9) -> 
 
 def gate_features(registry, item: CorpusItem, chain_only_too: bool = False) -> dict:
     """What POST /classify answers with default settings (service.pipeline.analyze_uploads: decode, segment,
-    localise, the spine check): refused with its reason, or labelled. registry: service.inference.ModelRegistry."""
-    from service.decoding import ImageDecodeError
-    from service.inference import NoSpineFoundError
+    localise, the spine check): refused with its reason, or labelled. registry: spine_engine.ModelRegistry."""
     from service.pipeline import Upload, analyze_uploads
+    from spine_engine import NoSpineFoundError
+    from spine_engine.decoding import ImageDecodeError
 
     row: dict = {"name": item.name, "kind": item.kind}
     try:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="as SPINE_PRECISION")
     args = parser.parse_args(argv)
 
-    from service.inference import ModelRegistry
+    from spine_engine import ModelRegistry
 
     registry = ModelRegistry.load(
         args.models,

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.inference import ModelRegistry
 from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles, severity
 from spine_core.landmark_metrics import corner_error_px, dice, fill_vertebrae, mae_deg, smape_pct
 from spine_core.vertebrae import Vertebra, VertebraeResult, find_vertebrae
+from spine_engine import ModelRegistry
 from training.datasets import read_aasce_dataset
 
 try:  # the split may move to training.splits

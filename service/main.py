@@ -21,8 +21,8 @@ from service.core.metrics import Metrics
 from service.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.core.security import ApiKeyMiddleware, describe_in_openapi
 from service.core.state import ModelState
-from service.inference import ModelRegistry
 from service.kserve import SERVER_VERSION
+from spine_engine import ModelRegistry
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from service.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, choose_study, demonstration
-from service.decoding import VIEW_NAMES, DecodedImage, decode_image
-from service.inference import ModelRegistry, UnknownStructureError, UnknownViewError
 from service.masks import bbox_xywh, mask_to_png, mask_to_rle
 from service.measurement_overlay import draw_cobb
 from service.overlay import legend, overlay_png
@@ -32,6 +29,9 @@ from service.schemas import (
     ViewMasks,
 )
 from spine_core.structures import STRUCTURES, VIEWS
+from spine_engine import ModelRegistry, UnknownStructureError, UnknownViewError
+from spine_engine.analysis import AnalysisPolicy, Exclusion, SpineReading, StudyAnalysis, analyze, choose_study, demonstration
+from spine_engine.decoding import VIEW_NAMES, DecodedImage, decode_image
 
 
 @dataclass

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from service.inference import ModelRegistry
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import Item
+from spine_engine import ModelRegistry
 
 
 def default_workers(cores: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from service.core.config import Settings
 from service.core.state import ModelState
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 
 class ModelsNotReadyError(RuntimeError):

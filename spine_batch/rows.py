@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.analysis import AnalysisPolicy
 from service.core.errors import describe_error
-from service.decoding import decode_image
 from service.dicom.dicomweb import DicomwebServer
 from service.dicom.source import DicomInputError
-from service.inference import ModelRegistry, UnknownViewError
 from service.pipeline import Upload, canonical_view, classify_uploads
 from spine_batch.dicomweb import SCHEME, fetch
 from spine_batch.sources import Item
+from spine_engine import ModelRegistry, UnknownViewError
+from spine_engine.analysis import AnalysisPolicy
+from spine_engine.decoding import decode_image
 
 # Columns every row has, first in the table (the rest follow the response).
 ID_COLUMNS = ("path", "study", "view", "status", "error_code", "error_status", "error_message")

@@ -143,7 +143,7 @@ def build_refine_cache(
     the ground truth, so training sees the windows the service will cut, misplacements included.
     An image where the first stage finds nothing gets the whole image as its window.
     """
-    from service.inference import ModelRegistry  # onnxruntime, no Keras: the cache step runs anywhere
+    from spine_engine import ModelRegistry  # onnxruntime, no Keras: the cache step runs anywhere
 
     registry = ModelRegistry.load(
         models_dir, providers=["CPUExecutionProvider"], intra_op_threads=threads, warmup=False, use_refinement=False

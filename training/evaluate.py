@@ -3,7 +3,7 @@
 spine-evaluate aasce DATA_DIR --models exported_models --json OUT.json [--subset all|val|train]
 spine-evaluate course DATA_DIR --models exported_models --json OUT.json
 
-Images go through `service.inference.ModelRegistry` (the same preprocessing, onnxruntime sessions
+Images go through `spine_engine.ModelRegistry` (the same preprocessing, onnxruntime sessions
 and post-processing as `POST /segment` and `/classify`), so the figures describe what is served.
 Dice is computed at the ORIGINAL image size. No TensorFlow is imported.
 """
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.analysis import AnalysisPolicy, analyze
-from service.decoding import decode_image
-from service.inference import AGGREGATIONS, ModelRegistry, NoSpineFoundError
-from service.inference.aggregation import DAMAGED_CUTOFF
 from service.pipeline import Upload, analyze_uploads, classify_response
 from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, mae_deg, smape_pct
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
+from spine_engine import AGGREGATIONS, ModelRegistry, NoSpineFoundError
+from spine_engine.aggregation import DAMAGED_CUTOFF
+from spine_engine.analysis import AnalysisPolicy, analyze
+from spine_engine.decoding import decode_image
 from training.datasets import read_aasce_dataset, read_course_dataset
 from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
 from training.splits import COBB_THRESHOLD_DEG, aasce_sample_split, split_description

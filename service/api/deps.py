@@ -11,7 +11,7 @@ from service.core.config import Settings
 from service.core.errors import ApiError
 from service.core.metrics import Metrics
 from service.core.state import ModelState
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 # `async def` although nothing here awaits: FastAPI runs a plain `def` dependency in its thread pool, one hop
 # per dependency per request; more threads also mean more glibc malloc arenas (see service/__main__.py).

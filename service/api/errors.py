@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.errors import STATUS_CODES, ApiError, error_body
-from service.decoding import ImageDecodeError
-from service.inference import InferenceError, ModelUnavailableError, NoSpineFoundError
 from service.kserve import ProtocolError
+from spine_engine import InferenceError, ModelUnavailableError, NoSpineFoundError
+from spine_engine.decoding import ImageDecodeError
 
 
 def error_response(request: Request, status_code: int, code: str, detail: str, **extra: Any) -> JSONResponse:

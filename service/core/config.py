@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.analysis import AnalysisPolicy
-from service.inference import DEFAULT_PROVIDERS, RuntimeTuning, default_threads
+from spine_engine import DEFAULT_PROVIDERS, RuntimeTuning, default_threads
+from spine_engine.analysis import AnalysisPolicy
 
 # The package sits at <repo>/service/core/config.py in a checkout (editable install), so the committed
 # models are two levels up. Installed elsewhere (a wheel in a container) this path will not exist and

@@ -12,8 +12,8 @@ from typing import Any
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.logging import request_id_var
-from service.decoding import ImageDecodeError
-from service.inference import InferenceError
+from spine_engine import InferenceError
+from spine_engine.decoding import ImageDecodeError
 
 STATUS_CODES = {  # status -> the code of an error that has none of its own
     400: "bad_request",

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 from service.core.config import Settings
-from service.inference import ModelRegistry
 from service.schemas import ReadyResponse
+from spine_engine import ModelRegistry
 
 log = logging.getLogger(__name__)
 

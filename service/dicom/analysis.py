@@ -1,7 +1,7 @@
 """One DICOM radiograph through the service's own pipeline: the masks /segment returns and the scores /classify uses.
 
 The SEG and SR writers take what this returns; they never run a model themselves: masks, scores, label and
-Cobb angles come from `service.analysis.analyze`, as `/segment` and `/classify` answer them for the same file.
+Cobb angles come from `spine_engine.analysis.analyze`, as `/segment` and `/classify` answer them for the same file.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom import Dataset
 
-from service.analysis import AnalysisPolicy, Decision, SpineReading, analyze, choose_study
-from service.decoding import decode_image
 from service.dicom.source import check_radiograph, dataset_bytes, fill_missing_type2
-from service.inference import ModelRegistry, UnknownViewError
 from service.pipeline import canonical_view
+from spine_engine import ModelRegistry, UnknownViewError
+from spine_engine.analysis import AnalysisPolicy, Decision, SpineReading, analyze, choose_study
+from spine_engine.decoding import decode_image
 
 
 @dataclass(frozen=True)

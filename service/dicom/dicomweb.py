@@ -17,13 +17,13 @@ from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
-from service.analysis import AnalysisPolicy
-from service.decoding import ImageDecodeError
 from service.dicom.analysis import RadiographAnalysis, analyze_radiograph, cobb_of, study_label
 from service.dicom.seg import build_segmentation
 from service.dicom.source import DicomInputError, radiograph_problem
 from service.dicom.sr import build_measurement_report
-from service.inference import InferenceError, ModelRegistry
+from spine_engine import InferenceError, ModelRegistry
+from spine_engine.analysis import AnalysisPolicy
+from spine_engine.decoding import ImageDecodeError
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from service.decoding import DICOM_MAGIC_OFFSET
+from spine_engine.decoding import DICOM_MAGIC_OFFSET
 
 # Projection radiography: computed radiography, digital X-ray, radiographic imaging (DICOM Modality defined terms).
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "RG"})

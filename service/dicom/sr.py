@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from service.dicom.analysis import ModelIdentity, RadiographAnalysis, StudyLabel
 from service.dicom.seg import MANUFACTURER, MODEL_NAME, SR_SERIES_NUMBER, seg_frames, structure_coding
 from service.dicom.source import copied_from_source
-from service.inference.aggregation import DAMAGED_CUTOFF
+from spine_engine.aggregation import DAMAGED_CUTOFF
 
 FINDING = codes.SCT.Finding
 FINDING_VALUES = {"Normal": codes.SCT.Normal, "Damaged": codes.SCT.Abnormal}

@@ -20,7 +20,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 from spine_reliability_testlib import CPU, encode, make_settings, serve_live, spine_image, spine_serve, write_models_dir
 
 from service.core.logging import JsonFormatter
-from service.inference import LoadedModel, ModelRegistry, SegmentationResult
+from spine_engine import LoadedModel, ModelRegistry, SegmentationResult
 
 GOOD = encode(spine_image())
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from spine_service_testlib import CPU, make_settings, serve_live, start_client, write_models_dir
 
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 from spine_batch_testlib import write_films
 from spine_service_testlib import CPU, write_models_dir
 
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,11 @@ import requests
 from pydicom.uid import generate_uid
 from spine_service_testlib import make_dicom, spine_image
 
-from service.inference import ModelRegistry
 from spine_batch.cli import main
 from spine_batch.results import read_results
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import Item
+from spine_engine import ModelRegistry
 
 AUTH = ("batch", "batch-secret")
 PLUGIN_DIRS = [Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc/plugins")]

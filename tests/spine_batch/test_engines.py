@@ -12,11 +12,11 @@ from spine_batch_testlib import CORRUPT_FILM, GOOD_FILMS
 from spine_service_testlib import encode, spine_image
 
 import spine_batch.local_engine
-from service.inference import ModelRegistry
 from spine_batch.cli import main
 from spine_batch.results import PART_GLOB, read_results
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import source_items
+from spine_engine import ModelRegistry
 
 
 @pytest.fixture(scope="module")

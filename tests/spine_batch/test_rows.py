@@ -13,9 +13,9 @@ from PIL import Image
 from spine_batch_testlib import CORRUPT_FILM, GOOD_FILMS
 from spine_service_testlib import make_settings, start_client
 
-from service.inference import ModelRegistry
 from spine_batch.rows import RowOptions, classify_item, error_fields, flatten_response
 from spine_batch.sources import Item, source_items
+from spine_engine import ModelRegistry
 
 # The view each film is sent as: the DICOM's own where it has one, AP (--view) for the rest.
 VIEWS = {"series/lat.dcm": "LAT"}

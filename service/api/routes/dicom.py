@@ -21,9 +21,9 @@ from service.dicom.dicomweb import DicomwebServer, analyze_study
 from service.dicom.seg import build_segmentation
 from service.dicom.source import DicomInputError, read_dataset
 from service.dicom.sr import build_measurement_report
-from service.inference import ModelRegistry
 from service.pipeline import parse_structures
 from service.schemas import AggregationName, ErrorBody
+from spine_engine import ModelRegistry
 
 router = APIRouter(tags=["dicom"])
 T = TypeVar("T")

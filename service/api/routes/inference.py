@@ -10,9 +10,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.api.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
 from service.core.errors import ApiError
-from service.decoding import SUPPORTED
 from service.pipeline import Upload, classify_uploads, parse_structures, segment_upload
 from service.schemas import AggregationName, ClassifyResponse, MaskFormat, SegmentResponse, error_responses
+from spine_engine.decoding import SUPPORTED
 
 router = APIRouter(tags=["inference"])
 

@@ -19,8 +19,8 @@ from spine_service_testlib import decode_rle, make_dicom, png_bytes, post_segmen
 from service.dicom.analysis import analyze_radiograph
 from service.dicom.seg import STRUCTURE_CODES, build_segmentation
 from service.dicom.source import read_dataset
-from service.inference import ModelRegistry
 from spine_core.manifest import Manifest, load_manifest, save_manifest
+from spine_engine import ModelRegistry
 
 VARIANTS = [(8, "MONOCHROME2"), (16, "MONOCHROME2"), (8, "MONOCHROME1"), (16, "MONOCHROME1")]
 DICOM = "application/dicom"

@@ -15,7 +15,7 @@ from service.dicom.analysis import analyze_radiograph, study_label
 from service.dicom.seg import build_segmentation
 from service.dicom.source import read_dataset
 from service.dicom.sr import build_measurement_report, vertebra_code
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 COBB = {
     "angles_deg": [12.5, 42.1, 20.0],

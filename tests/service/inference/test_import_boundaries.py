@@ -26,7 +26,7 @@ def test_import_contracts_are_kept() -> None:
 
 def test_inference_layer_imports_no_web_framework() -> None:
     code = (
-        "import sys, service.inference\n"
+        "import sys, spine_engine\n"
         "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'tensorflow', 'keras') if m in sys.modules]\n"
         "print(','.join(bad))"
     )

@@ -1,4 +1,4 @@
-"""service.inference.localisation: the two-pass flow on a fake registry, and the metric on the 5 large films."""
+"""spine_engine.localisation: the two-pass flow on a fake registry, and the metric on the 5 large films."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from service.inference.localisation import LocalisationSettings, localise_and_segment
+from spine_engine.localisation import LocalisationSettings, localise_and_segment
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO.parent / "shared" / "data"

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from spine_service_testlib import CPU, SEG_HW, copy_models_dir, make_settings, png_bytes, spine_image, start_client
 
-from service.inference import ModelRegistry
 from spine_core.manifest import load_manifest, sha256_file
 from spine_core.preprocessing import preprocess_image, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME
+from spine_engine import ModelRegistry
 from training.quantize import add_int8_variant
 
 QUANTIZED = ("Ap_Vertebra", "Lat_Vertebra")

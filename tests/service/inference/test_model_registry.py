@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 from spine_service_testlib import CLF_HW, CPU, SEG_HW, copy_models_dir, spine_image, write_models_dir
 
-import service.inference.models as models_module
-import service.inference.segmentation as segmentation_module
-from service.inference import ModelRegistry, ModelUnavailableError, RuntimeTuning, UnknownStructureError, UnknownViewError
+import spine_engine.models as models_module
+import spine_engine.segmentation as segmentation_module
 from spine_core.preprocessing import mask_to_classifier_input, preprocess_image, probabilities_to_source_mask, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
+from spine_engine import ModelRegistry, ModelUnavailableError, RuntimeTuning, UnknownStructureError, UnknownViewError
 
 
 def test_loads_every_model_ready(registry: ModelRegistry) -> None:
@@ -203,7 +203,7 @@ def test_manifest_input_shape_drives_the_sizes(tmp_path: Path) -> None:
 
 
 def test_run_checks_inputs(registry: ModelRegistry) -> None:
-    from service.inference import InvalidInputError, UnknownModelError
+    from spine_engine import InvalidInputError, UnknownModelError
 
     x = np.zeros((2, *SEG_HW, 1), np.float32)
     out = registry.run("Ap_Vertebra", {"input_image": x})
@@ -266,7 +266,7 @@ def test_without_cuda_one_clear_line_and_no_onnxruntime_error(
         return real(path, sess_options=sess_options, providers=providers)
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
-    with caplog.at_level("INFO", logger="service.inference"):
+    with caplog.at_level("INFO", logger="spine_engine"):
         reg = ModelRegistry.load(models_dir, intra_op_threads=1)
     assert reg.ready and reg.execution_provider == "CPUExecutionProvider"
     assert all(providers == ["CPUExecutionProvider"] for providers in seen)  # CUDA never asked for

@@ -18,7 +18,6 @@ from spine_service_testlib import (
     start_client,
 )
 
-from service.inference import ModelRegistry
 from spine_core.preprocessing import (
     CropBox,
     crop_probabilities_to_letterbox,
@@ -28,6 +27,7 @@ from spine_core.preprocessing import (
     preprocess_image,
     to_unet_batch,
 )
+from spine_engine import ModelRegistry
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from spine_service_testlib import decode_png_mask, encode, spine_image
 
-from service.inference import ModelRegistry, aggregate_max_score, aggregate_mean
 from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
+from spine_engine import ModelRegistry, aggregate_max_score, aggregate_mean
 
 
 def _files(**views: bytes) -> dict:

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 from spine_service_testlib import CPU, decode_png_mask, encode, make_settings, serve_live, spine_image
 
-from service.inference import LoadedModel, ModelRegistry, SegmentationResult
+from spine_engine import LoadedModel, ModelRegistry, SegmentationResult
 
 
 def test_concurrent_requests_share_sessions_and_get_their_own_answers(live_server: str, registry: ModelRegistry) -> None:

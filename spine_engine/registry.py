@@ -14,9 +14,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.inference import segmentation
-from service.inference.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
-from service.inference.models import (
+from spine_core.manifest import MANIFEST_FILE, PRECISIONS, Manifest, load_manifest
+from spine_core.structures import STRUCTURES
+from spine_engine import segmentation
+from spine_engine.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
+from spine_engine.models import (
     DEFAULT_PROVIDERS,
     GPU_PROVIDERS,
     LoadedModel,
@@ -25,10 +27,8 @@ from service.inference.models import (
     session_options,
     usable_providers,
 )
-from service.inference.scheduler import RuntimeTuning, Scheduler
-from service.inference.segmentation import SegmentationJob, SegmentationResult
-from spine_core.manifest import MANIFEST_FILE, PRECISIONS, Manifest, load_manifest
-from spine_core.structures import STRUCTURES
+from spine_engine.scheduler import RuntimeTuning, Scheduler
+from spine_engine.segmentation import SegmentationJob, SegmentationResult
 
 log = logging.getLogger(__name__)
 

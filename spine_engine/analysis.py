@@ -12,8 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from service.decoding import DecodedImage
-from service.inference import (
+from spine_core.calibration import calibrate_p_damaged
+from spine_core.cobb import CobbResult, cobb_angles
+from spine_core.preprocessing import letterbox_mask
+from spine_core.spine_gate import GateResult, check_spine, image_statistics
+from spine_core.structures import CLASSES, DAMAGED_COBB_DEG
+from spine_core.vertebrae import VertebraeResult, find_vertebrae
+from spine_engine import (
     ModelRegistry,
     ModelUnavailableError,
     NoMeasurementError,
@@ -21,15 +26,10 @@ from service.inference import (
     NoValidatedModelError,
     SegmentationResult,
 )
-from service.inference.aggregation import CLASSIFIER_RULES, DAMAGED_CUTOFF, aggregate, label_from_cobb
-from service.inference.localisation import localise
-from service.inference.models import LoadedModel
-from spine_core.calibration import calibrate_p_damaged
-from spine_core.cobb import CobbResult, cobb_angles
-from spine_core.preprocessing import letterbox_mask
-from spine_core.spine_gate import GateResult, check_spine, image_statistics
-from spine_core.structures import CLASSES, DAMAGED_COBB_DEG
-from spine_core.vertebrae import VertebraeResult, find_vertebrae
+from spine_engine.aggregation import CLASSIFIER_RULES, DAMAGED_CUTOFF, aggregate, label_from_cobb
+from spine_engine.decoding import DecodedImage
+from spine_engine.localisation import localise
+from spine_engine.models import LoadedModel
 
 VERTEBRA = "Ap_Vertebra"  # the validated structure the spine check and the measurement read
 DEMO_NOT_RUN = "demonstration model (not validated): not run unless named in `structures` or SPINE_DEMONSTRATION_MODELS=true"

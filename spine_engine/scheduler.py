@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from service.inference.models import LoadedModel
+from spine_engine.models import LoadedModel
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.inference import ModelRegistry
 from spine_core.preprocessing import CropBox, crop_probabilities_to_source, preprocess_crop, to_unet_batch
 from spine_core.spine_chain import MAX_GAP, keep_chain, spine_window
+from spine_engine import ModelRegistry
 
 STRUCTURE = "Ap_Vertebra"
 

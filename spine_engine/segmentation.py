@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.inference.errors import ModelUnavailableError, UnknownStructureError, UnknownViewError
-from service.inference.models import GPU_PROVIDERS, LoadedModel
 from spine_core.preprocessing import (
     CropBox,
     Letterbox,
@@ -28,9 +26,11 @@ from spine_core.preprocessing import (
     to_unet_batch,
 )
 from spine_core.structures import CLASSES, STRUCTURES, VIEWS
+from spine_engine.errors import ModelUnavailableError, UnknownStructureError, UnknownViewError
+from spine_engine.models import GPU_PROVIDERS, LoadedModel
 
 if TYPE_CHECKING:
-    from service.inference.registry import ModelRegistry
+    from spine_engine.registry import ModelRegistry
 
 # One image to segment with its chosen U-Nets: (pixels, view, models from `select_models`).
 SegmentationJob = tuple[np.ndarray, str, list[LoadedModel]]
