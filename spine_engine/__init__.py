@@ -29,7 +29,7 @@ from spine_engine.errors import (
 from spine_engine.models import DEFAULT_PROVIDERS, GPU_PROVIDERS, ORT_DTYPES, LoadedModel, TensorSpec
 from spine_engine.registry import MANIFEST_KEY, ModelRegistry
 from spine_engine.scheduler import RuntimeTuning, default_threads
-from spine_engine.segmentation import SegmentationResult
+from spine_engine.segmentation import SegmentationResult, Segmenter
 
 __all__ = [
     "AGGREGATIONS",
@@ -47,6 +47,7 @@ __all__ = [
     "NoValidatedModelError",
     "RuntimeTuning",
     "SegmentationResult",
+    "Segmenter",
     "TensorSpec",
     "UnknownModelError",
     "UnknownStructureError",

@@ -1,7 +1,8 @@
-"""Segmentation and mask scoring on the registry's models: choose the U-Nets, segment, refine, classify.
+"""The `Segmenter`: choose the U-Nets, segment, refine, score masks, on a registry's models.
 
-`select_models` checks a request (view, structures) once and returns the models; the other functions
-take those models, so nothing downstream checks the request again.
+`select_models` checks a request (view, structures) once and returns the models; the other methods take
+those models, so nothing downstream checks the request again. One `_Job` record per (image, U-Net) carries
+everything its steps produce (input, output, masks, refinement), instead of parallel index dictionaries.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,9 +28,7 @@ from spine_core.preprocessing import (
 from spine_core.structures import CLASSES, STRUCTURES, VIEWS
 from spine_engine.errors import ModelUnavailableError, UnknownStructureError, UnknownViewError
 from spine_engine.models import GPU_PROVIDERS, LoadedModel
-
-if TYPE_CHECKING:
-    from spine_engine.registry import ModelRegistry
+from spine_engine.registry import ModelRegistry
 
 # One image to segment with its chosen U-Nets: (pixels, view, models from `select_models`).
 SegmentationJob = tuple[np.ndarray, str, list[LoadedModel]]
@@ -47,6 +45,67 @@ class SegmentationResult:
     timings_ms: dict[str, float]  # preprocess, inference, postprocess (+ refinement when a model refined a mask)
     models_used: list[str]  # model names: the U-Nets in the order of `masks`, then any refinement models that ran
     refined: list[str] = field(default_factory=list)  # structures whose mask came from a refinement model
+
+
+@dataclass
+class _Job:
+    """One U-Net on one image, and what each step made of it."""
+
+    image: int  # index into the work list
+    model: LoadedModel
+    batch: np.ndarray  # the U-Net's input (shared by the image's models of the same input size)
+    letterbox: Letterbox
+    keep: bool  # the source-size mask is wanted
+    refiner: LoadedModel | None = None  # the second-stage model, when refinement is on and one is loaded
+    frame_probabilities: np.ndarray | None = None  # the model's output (or the refined one) in its letterboxed frame
+    source: np.ndarray | None = None  # bool mask at the original size
+    window: tuple[CropBox, np.ndarray] | None = None  # the refinement window and its input
+    refined: bool = False
+
+    @property
+    def structure(self) -> str:
+        assert self.model.entry.structure is not None
+        return self.model.entry.structure
+
+    @property
+    def threshold(self) -> float:
+        return self.refiner.threshold if self.refined and self.refiner is not None else self.model.threshold
+
+
+class Segmenter:
+    """Segmentation and mask scoring on `registry`'s models (every session run through its scheduler)."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def select_models(self, view: str, structures: list[str] | None = None) -> list[LoadedModel]:
+        """Check a request once: the servable U-Nets it names, or the error it deserves."""
+        return select_models(self.registry, view, structures)
+
+    def resolve_structures(self, view: str, structures: list[str] | None = None) -> list[str]:
+        """The structures `segment` would run, or the error it would raise (before the expensive work)."""
+        return [m.entry.structure for m in self.select_models(view, structures)]  # type: ignore[misc]
+
+    def segment(self, image: np.ndarray, view: str, structures: list[str] | None = None) -> SegmentationResult:
+        """Segment one decoded radiograph (any dtype, gray or colour) with the U-Nets of its view."""
+        return self.segment_many([(image, view, structures)])[0]
+
+    def segment_many(
+        self, work: list[tuple[np.ndarray, str, list[str] | None]], source_masks: bool | Collection[str] = True
+    ) -> list[SegmentationResult]:
+        """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once."""
+        jobs = [(image, view, self.select_models(view, structures)) for image, view, structures in work]
+        return segment(self.registry, jobs, source_masks)
+
+    def segment_selected(
+        self, work: list[SegmentationJob], source_masks: bool | Collection[str] = True
+    ) -> list[SegmentationResult]:
+        """`segment_many` for requests already checked by `select_models` (pixels, view, models)."""
+        return segment(self.registry, work, source_masks)
+
+    def classify_masks(self, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+        """Score masks (in the U-Net's letterboxed frame) Normal/Damaged: one batch per inference slot."""
+        return classify_masks(self.registry, model_frame_masks)
 
 
 def select_models(registry: ModelRegistry, view: str, structures: list[str] | None) -> list[LoadedModel]:
@@ -100,60 +159,56 @@ def segment(
 
     t0 = time.perf_counter()
     prepared = registry.parallel_map(prepare, list(range(len(work))))
+    jobs = [
+        _Job(
+            image=i,
+            model=model,
+            batch=prepared[i][model.input_hw][0],
+            letterbox=prepared[i][model.input_hw][1],
+            keep=_wanted(source_masks, model.entry.structure),
+            refiner=registry.refinement_model(model.entry.structure or ""),
+        )
+        for i, (_, _, models) in enumerate(work)
+        for model in models
+    ]
     # Largest models first, so the slots finish together.
-    jobs = [(i, model) for i, (_, _, models) in enumerate(work) for model in models]
-    order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].entry.parameters)
+    order = sorted(jobs, key=lambda job: -job.model.entry.parameters)
     t1 = time.perf_counter()
-    outputs = registry.infer([(jobs[k][1], prepared[jobs[k][0]][jobs[k][1].input_hw][0]) for k in order])
-    by_job = dict(zip(order, outputs, strict=True))
+    for job, out in zip(order, registry.infer([(job.model, job.batch) for job in order]), strict=True):
+        job.frame_probabilities = out[0, :, :, 0]
     t2 = time.perf_counter()
 
-    def to_source(k: int) -> np.ndarray:
-        i, model = jobs[k]
-        return source_mask(by_job[k][0, :, :, 0], prepared[i][model.input_hw][1], model.threshold)
-
     # A refinement model's window is placed from the first stage's source-size mask, so those are needed anyway.
-    refiners = {k: r for k, (_, model) in enumerate(jobs) if (r := registry.refinement_model(model.entry.structure or ""))}
-    keep = {k for k, (_, model) in enumerate(jobs) if _wanted(source_masks, model.entry.structure)}
-    needed = sorted(keep | set(refiners))
-    source = dict(zip(needed, registry.parallel_map(to_source, needed), strict=True))
-    frame_probabilities = {k: by_job[k][0, :, :, 0] for k in range(len(jobs))}
+    needed = [job for job in jobs if job.keep or job.refiner is not None]
+
+    def to_source(job: _Job) -> np.ndarray:
+        return source_mask(job.frame_probabilities, job.letterbox, job.model.threshold)
+
+    for job, mask in zip(needed, registry.parallel_map(to_source, needed), strict=True):
+        job.source = mask
     t3 = time.perf_counter()
-    refined = _refine(registry, work, jobs, refiners, source, frame_probabilities, prepared, keep) if refiners else set()
+    refining = [job for job in jobs if job.refiner is not None]
+    if refining:
+        _refine(registry, work, refining)
     t4 = time.perf_counter()
     timings = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000}
-    if refiners:
+    if refining:
         timings["refinement"] = (t4 - t3) * 1000
     results = []
-    k = 0
     for i, (_, view, models) in enumerate(work):
-        masks: dict[str, np.ndarray] = {}
-        frame_masks: dict[str, np.ndarray] = {}
-        boxes: dict[str, Letterbox] = {}
-        used = [m.name for m in models]
-        refined_here: list[str] = []
-        for model in models:
-            structure = model.entry.structure
-            assert structure is not None
-            threshold = refiners[k].threshold if k in refined else model.threshold
-            frame_masks[structure] = frame_probabilities[k] >= threshold
-            if k in keep:
-                masks[structure] = source[k]
-            boxes[structure] = prepared[i][model.input_hw][1]
-            if k in refined:
-                used.append(refiners[k].name)
-                refined_here.append(structure)
-            k += 1
+        mine = [job for job in jobs if job.image == i]
+        refined = [job for job in mine if job.refined]
+        boxes = {job.structure: job.letterbox for job in mine}
         results.append(
             SegmentationResult(
                 view=view,
-                masks=masks,
-                model_frame_masks=frame_masks,
+                masks={job.structure: job.source for job in mine if job.keep},  # type: ignore[misc]
+                model_frame_masks={job.structure: job.frame_probabilities >= job.threshold for job in mine},  # type: ignore[operator]
                 letterbox=next(iter(boxes.values())),
                 letterboxes=boxes,
                 timings_ms=dict(timings),
-                models_used=used,
-                refined=refined_here,
+                models_used=[m.name for m in models] + [job.refiner.name for job in refined],  # type: ignore[union-attr]
+                refined=[job.structure for job in refined],
             )
         )
     return results
@@ -165,50 +220,41 @@ def _wanted(source_masks: bool | Collection[str], structure: str | None) -> bool
     return structure in source_masks
 
 
-def _refine(
-    registry: ModelRegistry,
-    work: list[SegmentationJob],
-    jobs: list[tuple[int, LoadedModel]],
-    refiners: dict[int, LoadedModel],
-    source: dict[int, np.ndarray],
-    frame_probabilities: dict[int, np.ndarray],
-    prepared: list[_Prepared],
-    keep: set[int],
-) -> set[int]:
+def _refine(registry: ModelRegistry, work: list[SegmentationJob], jobs: list[_Job]) -> None:
     """Second stage: re-segment a window around each first-stage mask at the refinement model's resolution.
 
     The window's probabilities are the refinement model's, or (manifest `combine: mean`) their average
-    with the first stage's resampled into the window. Replaces `source[k]` (for the jobs in `keep`, whose
-    source masks are wanted) and `frame_probabilities[k]` of each job it refines and returns those jobs.
-    A first-stage mask that is empty gives no window: it stays as it is.
+    with the first stage's resampled into the window. Replaces each refined job's `frame_probabilities` and
+    (when its source-size mask is wanted) `source`, and marks it `refined`. A first-stage mask that is
+    empty gives no window: it stays as it is.
     """
 
-    def window(k: int) -> tuple[CropBox, np.ndarray] | None:
-        box = CropBox.around_mask(source[k], refiners[k].input_hw)
+    def window(job: _Job) -> tuple[CropBox, np.ndarray] | None:
+        box = CropBox.around_mask(job.source, job.refiner.input_hw)  # type: ignore[arg-type, union-attr]
         if box is None:
             return None
-        return box, to_unet_batch([preprocess_crop(work[jobs[k][0]][0], box)])
+        return box, to_unet_batch([preprocess_crop(work[job.image][0], box)])
 
-    windows = registry.parallel_map(window, list(refiners))
-    placed = {k: w for k, w in zip(refiners, windows, strict=True) if w is not None}
-    outputs = registry.infer([(refiners[k], batch) for k, (_, batch) in placed.items()])
+    for job, placed in zip(jobs, registry.parallel_map(window, jobs), strict=True):
+        job.window = placed
+    placed_jobs = [job for job in jobs if job.window is not None]
+    outputs = registry.infer([(job.refiner, job.window[1]) for job in placed_jobs])  # type: ignore[misc, index]
 
-    def back(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray | None, np.ndarray]:
-        k, probabilities = item
-        i, model = jobs[k]
-        box, refiner, frame = placed[k][0], refiners[k], prepared[i][model.input_hw][1]
+    def back(item: tuple[_Job, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+        job, probabilities = item
+        box, refiner = job.window[0], job.refiner  # type: ignore[index]
+        assert refiner is not None
         if refiner.entry.combine == "mean":
-            probabilities = (probabilities + letterbox_probabilities_to_crop(frame_probabilities[k], frame, box)) / 2
-        in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if k in keep else None
-        return k, in_source, crop_probabilities_to_letterbox(probabilities, box, frame)
+            probabilities = (probabilities + letterbox_probabilities_to_crop(job.frame_probabilities, job.letterbox, box)) / 2
+        in_source = crop_probabilities_to_source(probabilities, box) >= refiner.threshold if job.keep else None
+        return in_source, crop_probabilities_to_letterbox(probabilities, box, job.letterbox)
 
-    for k, in_source, in_frame in registry.parallel_map(
-        back, [(k, out[0, :, :, 0]) for k, out in zip(placed, outputs, strict=True)]
-    ):
+    items = [(job, out[0, :, :, 0]) for job, out in zip(placed_jobs, outputs, strict=True)]
+    for job, (in_source, in_frame) in zip(placed_jobs, registry.parallel_map(back, items), strict=True):
         if in_source is not None:
-            source[k] = in_source
-        frame_probabilities[k] = in_frame
-    return set(placed)
+            job.source = in_source
+        job.frame_probabilities = in_frame
+        job.refined = True
 
 
 def classify_masks(registry: ModelRegistry, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:

@@ -20,7 +20,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 from spine_reliability_testlib import CPU, encode, make_settings, serve_live, spine_image, spine_serve, write_models_dir
 
 from service.core.logging import JsonFormatter
-from spine_engine import LoadedModel, ModelRegistry, SegmentationResult
+from spine_engine import LoadedModel, ModelRegistry
 
 GOOD = encode(spine_image())
 
@@ -50,12 +50,10 @@ class GatedRegistry(ModelRegistry):
     gate = threading.Event()
     entered = threading.Semaphore(0)
 
-    def segment_selected(
-        self, work: list[tuple[np.ndarray, str, list[LoadedModel]]], source_masks: bool = True
-    ) -> list[SegmentationResult]:
+    def infer(self, work: list[tuple[LoadedModel, np.ndarray]]) -> list[np.ndarray]:
         self.entered.release()
         assert self.gate.wait(30)
-        return super().segment_selected(work, source_masks)
+        return super().infer(work)
 
 
 def _gated(models_dir: Path) -> GatedRegistry:

@@ -20,7 +20,7 @@ from spine_service_testlib import (
 )
 
 from spine_core.structures import structures_for_view
-from spine_engine import ModelRegistry
+from spine_engine import ModelRegistry, Segmenter
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 
@@ -32,7 +32,7 @@ def test_png_masks_at_original_size(client: TestClient, registry: ModelRegistry)
     body = r.json()
     assert (body["view"], body["width"], body["height"], body["format"]) == ("AP", 120, 300, "PNG")
     assert [m["structure"] for m in body["masks"]] == structures_for_view("AP")
-    expected = registry.segment(img, "AP").masks
+    expected = Segmenter(registry).segment(img, "AP").masks
     for m in body["masks"]:
         assert m["encoding"] == "png"
         mask = decode_png_mask(m["data"])
