@@ -57,6 +57,10 @@ class CorruptImageError(ImageDecodeError):
     code = "corrupt_image"
 
 
+class NoPixelDataError(CorruptImageError):
+    code = "no_pixel_data"
+
+
 class ImageTooLargeError(ImageDecodeError):
     status_code = 413
     code = "image_too_large"
@@ -197,7 +201,7 @@ def _decode_dicom(data: bytes, max_pixels: int, force: bool = False) -> DecodedI
     except Exception as exc:
         raise CorruptImageError(f"the DICOM file cannot be parsed: {exc}") from exc
     if "PixelData" not in ds:
-        raise CorruptImageError("the DICOM file has no pixel data")
+        raise NoPixelDataError("the DICOM file has no pixel data")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -73,7 +73,7 @@ def analyze_study(
             )
         except InvalidDicomError as exc:  # e.g. stored without the Part 10 preamble: pydicom will not guess
             reason = f"the DICOMweb server sent a part pydicom cannot read: {exc}"
-            skipped.append({"sop_instance_uid": sop_uid, "reason": reason, "code": "corrupt_dicom"})
+            skipped.append({"sop_instance_uid": sop_uid, "reason": reason, "code": "corrupt_image"})
             continue
         try:
             analysis = analyze_radiograph(engine, source, None, None, structures, True, policy)

@@ -14,7 +14,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from spine_engine.decoding import DICOM_MAGIC_OFFSET, radiograph_problem, sop_class_name
+from spine_engine.decoding import DICOM_MAGIC_OFFSET, CorruptImageError, NoPixelDataError, radiograph_problem, sop_class_name
 from spine_engine.errors import DicomInputError, NotARadiographError
 
 # The identifiers a SEG and an SR must copy from their source (the Study, Series and SOP Instance they reference).
@@ -36,15 +36,13 @@ def read_dataset(data: bytes) -> Dataset:
     except InvalidDicomError as exc:
         raise DicomInputError(415, "not_dicom", f"the file is not a DICOM file: {exc}") from exc
     except Exception as exc:
-        raise DicomInputError(422, "corrupt_dicom", f"the DICOM file cannot be parsed: {exc}") from exc
+        raise CorruptImageError(f"the DICOM file cannot be parsed: {exc}") from exc  # as /classify says for the same file
 
 
 def check_radiograph(ds: Dataset) -> None:
     """A single-frame CR/DX/RG image with pixel data and the UIDs its SEG/SR will reference, else a 422."""
     if "PixelData" not in ds:
-        raise DicomInputError(
-            422, "no_pixel_data", f"the DICOM object ({sop_class_name(ds.get('SOPClassUID'))}) has no pixel data"
-        )
+        raise NoPixelDataError(f"the DICOM object ({sop_class_name(ds.get('SOPClassUID'))}) has no pixel data")
     problem = radiograph_problem(ds.get("Modality"), ds.get("SOPClassUID"))
     if problem is not None:
         raise NotARadiographError(problem)

@@ -262,7 +262,8 @@ def test_cuda_requested_but_unavailable(models_dir: Path, tmp_path: Path) -> Non
         assert ready["requested_providers"][0] == "CUDAExecutionProvider"
         body = httpx.post(f"{base}/segment", files={"file": ("a.png", GOOD)}, data={"view": "AP"}, timeout=10).json()
         assert body["execution_provider"] == "CPUExecutionProvider"
-        assert any("CUDAExecutionProvider was requested" in w for w in body["warnings"])
+        # The provider is a field of every answer and one start-up log line, never a warning: a CPU machine is no fault.
+        assert not any("ExecutionProvider" in w for w in body["warnings"]), body["warnings"]
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
         assert 'execution_provider="CPUExecutionProvider"' in metrics
     log = (tmp_path / "fallback.log").read_text()
