@@ -119,26 +119,26 @@ def stage_profile(films: Path, models_dir: Path | None, count: int, spine_check:
     """Where an image's time goes, one image at a time in this process (the service's own timings_ms, median
     over `count` films), and what the driver's side costs per row (JSON round trip as from a Ray actor + the
     Parquet part write), timed over the same rows written again and again (at least 5,000 rows)."""
-    from service.core.config import Settings
-    from spine_batch.registry import load_registry
     from spine_batch.results import ResultsStore
     from spine_batch.rows import RowOptions, classify_item
     from spine_batch.sources import source_items
+    from spine_engine import answers
+    from spine_engine.engine import load_engine
+    from spine_engine.settings import EngineSettings
+    from spine_engine.study import Film, StudyRequest
 
-    settings = Settings(**({"models_dir": models_dir} if models_dir else {}))
-    registry = load_registry(settings)
+    settings = EngineSettings(**({"models_dir": models_dir} if models_dir else {}))
+    engine = load_engine(settings)
     policy = replace(settings.policy(), spine_check=spine_check)
     options = RowOptions(default_view="AP", policy=policy)
     items = list(source_items(films))[:count]
     timings: list[dict[str, float]] = []
     rows = []
-    from service.pipeline import Upload, classify_uploads
-
     for item in items:
-        data = Path(item.path).read_bytes()
-        response = classify_uploads(registry, {"AP": Upload(data, Path(item.path).name)}, True, "rle", policy=policy)
+        film = Film(Path(item.path).read_bytes(), Path(item.path).name, "AP")
+        response = answers.classify(engine, StudyRequest(films=(film,), policy=policy), True, "rle")
         timings.append(response.timings_ms)
-        rows.append(classify_item(registry, item, options))
+        rows.append(classify_item(engine, item, options))
     stages = {key: round(float(np.median([t.get(key, 0.0) for t in timings])), 1) for key in timings[0]}
     with tempfile.TemporaryDirectory() as tmp:
         store = ResultsStore(Path(tmp) / "out", chunk_rows=256)

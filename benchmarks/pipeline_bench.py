@@ -43,12 +43,13 @@ def _probabilities(registry, image: np.ndarray, view: str) -> dict[str, tuple[np
 def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=print) -> dict[str, Any]:
     from PIL import Image
 
-    from service.analysis import AnalysisPolicy
-    from service.decoding import decode_image
-    from service.inference import ModelRegistry, RuntimeTuning
-    from service.masks import png_1bit, png_base64
-    from service.pipeline import Upload, classify_uploads
     from spine_core.preprocessing import probabilities_to_source_mask, source_mask
+    from spine_engine import ModelRegistry, RuntimeTuning, answers
+    from spine_engine.decoding import decode_image
+    from spine_engine.engine import Engine
+    from spine_engine.masks import png_1bit, png_base64
+    from spine_engine.policy import AnalysisPolicy
+    from spine_engine.study import Film, StudyRequest
 
     # The workload timed is a whole AP+LAT study through every U-Net (as before demonstration models were left
     # out by default), on films that need not be spines: what decides the label is not measured here.
@@ -70,13 +71,18 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
     # 1. stage timings of one AP+LAT /classify, in process (no HTTP); fp32 and int8 alternate in one loop
     if registry.classifier() is not None:
         log(f"  /classify stages in process ({', '.join(registries)}) ...")
-        uploads = {"AP": Upload(study.ap, study.ap_name), "LAT": Upload(study.lat, study.lat_name)}
+        films = (Film(study.ap, study.ap_name, "AP"), Film(study.lat, study.lat_name, "LAT"))
+
+        def classify_study(reg: ModelRegistry, with_masks: bool) -> Any:
+            request = StudyRequest(films=films, policy=workload, source_masks=with_masks)
+            return answers.classify(Engine(reg, workload), request, include_masks=with_masks)
+
         # (registry, include_masks) per variant: "no masks" is a label-only client (include_masks=false),
         # whose masks are never resized back to the original size.
         variants = {p: (reg, True) for p, reg in registries.items()} | {"fp32, no masks": (registry, False)}
         for reg, with_masks in variants.values():
             for _ in range(warmup):
-                classify_uploads(reg, uploads, include_masks=with_masks, policy=workload)
+                classify_study(reg, with_masks)
         totals: dict[str, list[float]] = {p: [] for p in variants}
         stages: dict[str, list[dict[str, float]]] = {p: [] for p in variants}
         order = list(variants)
@@ -84,7 +90,7 @@ def run_pipeline(models_dir: Path, images: Images, runs: int, warmup: int, log=p
             for name in order[i % len(order) :] + order[: i % len(order)]:
                 reg, with_masks = variants[name]
                 t0 = time.perf_counter()
-                r = classify_uploads(reg, uploads, include_masks=with_masks, policy=workload)
+                r = classify_study(reg, with_masks)
                 totals[name].append(time.perf_counter() - t0)
                 stages[name].append(r.timings_ms)
 

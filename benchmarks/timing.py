@@ -73,7 +73,7 @@ def ort_session(
     """A session with the service's options (ModelRegistry.load) unless told otherwise."""
     import onnxruntime as ort
 
-    from service.inference import default_threads
+    from spine_engine import default_threads
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra or default_threads()

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from service.inference import ModelRegistry
 from spine_core.preprocessing import (
     REFINE_INPUT_HW,
     CropBox,
@@ -31,6 +30,7 @@ from spine_core.preprocessing import (
     crop_probabilities_to_source,
     letterbox_mask,
 )
+from spine_engine import ModelRegistry, Segmenter
 from training.datasets import N_VERTEBRAE, read_aasce_dataset
 from training.label_analysis import LEVELS, level_bands
 from training.metrics import dice
@@ -120,7 +120,7 @@ def main() -> None:
         sample = samples[i]
         image = sample.image()
         truth = sample.vertebra_mask(image.shape[0], image.shape[1])
-        result = registry.segment(image, "AP", ["Ap_Vertebra"])
+        result = Segmenter(registry).segment(image, "AP", ["Ap_Vertebra"])
         predicted = result.model_frame_masks["Ap_Vertebra"]
         labelled = letterbox_mask(truth, predicted.shape)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry, Segmenter
 from training.datasets import rasterize_vertebrae, read_aasce_dataset
 from training.label_analysis import (
     corner_noise,
@@ -86,7 +86,7 @@ def main() -> None:
                 jitter = rng.normal(size=series.shape) * sigma * share * vertebra_height(series)
                 simulated[share].append(dice(_label(series + jitter, height, width), truth))
         smooth = _label(smooth_along_spine(series), height, width)
-        predicted = registry.segment(samples[i].image(), "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
+        predicted = Segmenter(registry).segment(samples[i].image(), "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
         against_raw.append(dice(predicted, truth))
         against_smooth.append(dice(predicted, smooth))
         raw_vs_smooth.append(dice(smooth, truth))

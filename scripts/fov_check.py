@@ -5,7 +5,7 @@
 
 For each hand-marked film, three masks of `Ap_Vertebra` (the service's model and preprocessing):
 `plain` (registry.segment, what the service returns today), `chain` (plain, only its vertical chain of
-components) and `localised` (`service.inference.localisation.localise_and_segment`: chain, then a second
+components) and `localised` (`spine_engine.localisation.localise_and_segment`: chain, then a second
 pass in a window around it when the chain covers a small part of the film). Scores against the marks:
 
 - spine corridor: rows from T1's upper endplate to L5's lower endplate (each end widened by END_TOLERANCE
@@ -37,10 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(REPO))
 
-from service.decoding import decode_image  # noqa: E402
-from service.inference import ModelRegistry  # noqa: E402
-from service.inference.localisation import LocalisationSettings, Localised, localise_and_segment  # noqa: E402
 from spine_core.spine_chain import keep_chain  # noqa: E402
+from spine_engine import ModelRegistry  # noqa: E402
+from spine_engine.decoding import decode_image  # noqa: E402
+from spine_engine.localisation import LocalisationSettings, Localised, localise_and_segment  # noqa: E402
 
 HALF_WIDTH = 0.06  # corridor half-width, share of the T1-L5 polyline length
 END_TOLERANCE = 0.02  # rows kept beyond T1 top / L5 bottom, share of the same length

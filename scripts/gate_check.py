@@ -4,7 +4,7 @@ and on real films it must never refuse.
 .venv/bin/python scripts/gate_check.py [--aasce ../shared/data/aasce-train] [--large ../shared/data/aasce-unlabelled]
     [--models exported_models] [--limit N] [--json OUT.json] [--refinement] [--precision int8]
 
-Every input goes the endpoint's way: file bytes -> service.decoding.decode_image -> the committed
+Every input goes the endpoint's way: file bytes -> spine_engine.decoding.decode_image -> the committed
 Ap_Vertebra U-Net (registry.segment, the model-frame mask) -> check_spine (with the image statistics,
 and a DICOM file's Modality). The large films are also gated with their mask cut down to the vertebra
 chain (components in the skull or below the sacrum dropped), as a chain-keeping step would leave them. Prints how many corpus
@@ -176,19 +176,26 @@ def chain_only(mask: np.ndarray, box, top: float = 0.2, bottom: float = 0.9) -> 
 
 
 def gate_features(registry, item: CorpusItem, chain_only_too: bool = False) -> dict:
-    """What POST /classify answers with default settings (service.pipeline.analyze_uploads: decode, segment,
-    localise, the spine check): refused with its reason, or labelled. registry: service.inference.ModelRegistry."""
-    from service.decoding import ImageDecodeError
-    from service.inference import NoSpineFoundError
-    from service.pipeline import Upload, analyze_uploads
+    """What POST /classify answers with default settings (the front door, spine_engine.study.analyze_study: decode,
+    segment, localise, the spine check): refused with its reason, or labelled. registry: spine_engine.ModelRegistry."""
+    from spine_engine import NoSpineFoundError
+    from spine_engine.decoding import ImageDecodeError
+    from spine_engine.engine import Engine
+    from spine_engine.errors import NotARadiographError
+    from spine_engine.study import Film, StudyRequest, analyze_study
 
+    engine = Engine(registry)
     row: dict = {"name": item.name, "kind": item.kind}
+    request = StudyRequest(films=(Film(item.data, item.filename, "AP"),), policy=engine.policy, max_pixels=1_000_000_000)
     try:
-        study, decoded = analyze_uploads(registry, {"AP": Upload(item.data, item.filename)}, max_pixels=1_000_000_000)
+        study = analyze_study(engine, request)
     except NoSpineFoundError as exc:
         return {**row, "ok": False, "failed": exc.failed, "features": exc.features, "code": exc.code}
+    except NotARadiographError as exc:  # a CT, MR, NM... DICOM: refused by its Modality before any model ran
+        return {**row, "ok": False, "failed": ["modality"], "features": {}, "code": exc.code}
     except ImageDecodeError as exc:  # e.g. a DICOM without pixel data: refused before any model ran
         return {**row, "ok": False, "failed": ["decode"], "features": {}, "code": exc.code}
+    decoded = {view: v.image for view, v in study.views.items()}
     reading = study.views["AP"].reading
     row.update(ok=True, failed=[], features=reading.gate.features if reading.gate else {}, label=study.decision.label)
     if chain_only_too:
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="as SPINE_PRECISION")
     args = parser.parse_args(argv)
 
-    from service.inference import ModelRegistry
+    from spine_engine import ModelRegistry
 
     registry = ModelRegistry.load(
         args.models,

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.inference import ModelRegistry
 from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles, severity
 from spine_core.landmark_metrics import corner_error_px, dice, fill_vertebrae, mae_deg, smape_pct
 from spine_core.vertebrae import Vertebra, VertebraeResult, find_vertebrae
+from spine_engine import ModelRegistry, Segmenter
 from training.datasets import read_aasce_dataset
 
 try:  # the split may move to training.splits
@@ -72,7 +72,7 @@ def measure_film(
         width, height = Image.open(image_path).size  # header only
     truth = (landmarks * [width, height]).reshape(N_VERTEBRAE, 4, 2)
     truth_mask = fill_vertebrae(truth, height, width)
-    unet_mask = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"] if source == "unet" else truth_mask
+    unet_mask = Segmenter(registry).segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"] if source == "unet" else truth_mask
     started = time.perf_counter()
     if source == "labels":
         noisy = truth if noise is None else truth + noise

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from service.inference import ORT_DTYPES, LoadedModel
+from spine_engine import ORT_DTYPES, LoadedModel
+from spine_engine.errors import SpineError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data"]
@@ -43,7 +44,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     SERVER_VERSION = "0.0.0"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(SpineError, ValueError):
     """The request does not follow the protocol (HTTP 400 with {"error": message})."""
 
     status_code = 400

@@ -21,8 +21,9 @@ from service.core.metrics import Metrics
 from service.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.core.security import ApiKeyMiddleware, describe_in_openapi
 from service.core.state import ModelState
-from service.inference import ModelRegistry
 from service.kserve import SERVER_VERSION
+from spine_engine import ModelRegistry
+from spine_engine.errors import error_code_table
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,13 @@ DESCRIPTION = """
 Segmentation of spine radiographs (one U-Net per structure, AP and lateral views) and Normal/Damaged
 scoring of each mask, on ONNX Runtime. `POST /segment` and `POST /classify` take multipart uploads
 (PNG 8/16-bit, JPEG, TIFF, DICOM); `/v2/...` is the KServe v2 / Open Inference Protocol over every model.
-"""
+
+## Error codes
+
+Every error answers `{"code", "detail", "request_id"}` (the `/v2` routes: `{"error"}`); the same mistake gets
+the same code on every route.
+
+""" + error_code_table()
 
 
 def _publish_registry(metrics: Metrics, registry: ModelRegistry) -> None:

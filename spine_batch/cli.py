@@ -6,7 +6,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -19,12 +18,12 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from service.core.config import Settings
-from service.dicom.dicomweb import DicomwebServer
 from spine_batch.dicomweb import dicomweb_items, read_study_uids
 from spine_batch.results import ResultsStore, export_csv
 from spine_batch.rows import STATUS_ERROR, VIEW_FROM_OPTION_FOR_DICOM, RowOptions
 from spine_batch.sources import Item, SourceError, source_items
+from spine_engine.pacs import DicomwebServer
+from spine_engine.settings import EngineSettings
 
 EXAMPLES = """
 examples:
@@ -68,22 +67,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> EngineSettings:
     overrides: dict[str, Any] = {"log_level": "warning"}
     if args.models_dir:
         overrides["models_dir"] = args.models_dir
     if args.providers:
         overrides["providers"] = args.providers
-    return Settings(**overrides)
+    return EngineSettings(**overrides)  # the one reader of SPINE_* (the service reads the same fields)
 
 
-def _source(args: argparse.Namespace) -> tuple[Callable[[], Iterator[Item]], DicomwebServer | None]:
+def _source(args: argparse.Namespace, settings: EngineSettings) -> tuple[Callable[[], Iterator[Item]], DicomwebServer | None]:
     """A function that streams the items (called once to run, once more to count), and the DICOMweb server if any."""
     if args.source.startswith(("http://", "https://")):
         if not args.studies:
             raise SourceError("a DICOMweb source needs --studies (UIDs, or @FILE)")
-        env = os.environ.get
-        server = DicomwebServer(args.source.rstrip("/"), env("SPINE_DICOMWEB_USERNAME"), env("SPINE_DICOMWEB_PASSWORD"))
+        server = DicomwebServer.from_settings(settings, url=args.source)
         uids = read_study_uids(args.studies)
         return (lambda: dicomweb_items(server, uids)), server
     source = Path(args.source)
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
     try:
-        items, server = _source(args)
+        items, server = _source(args, settings)
         store = ResultsStore(args.out, chunk_rows=args.chunk_rows)
         if args.retry_errors:
             print(f"retrying {store.drop_errors()} images whose rows were errors", file=sys.stderr)
@@ -218,13 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():  # log lines (a model's warning, a PACS retry) above the bar, not through it
             if args.engine == "local":
                 from spine_batch.local_engine import default_workers, run_local
-                from spine_batch.registry import load_registry
+                from spine_engine.engine import load_engine
 
-                registry = load_registry(settings)
+                engine = load_engine(settings)
                 if server is None:  # a second QIDO-RS pass over a PACS only for a progress total: no
                     _count_in_background(items, done, bar)
-                workers = args.workers or default_workers(registry.tuning.inference_slots or 1)
-                run_local(registry, pending, options, workers, on_row)
+                workers = args.workers or default_workers(engine.registry.tuning.inference_slots or 1)
+                run_local(engine, pending, options, workers, on_row)
             else:
                 _quiet_ray()
                 from spine_batch.ray_engine import run_ray

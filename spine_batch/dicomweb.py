@@ -1,6 +1,6 @@
 """A DICOMweb server as a source: QIDO-RS lists each study's instances, WADO-RS fetches each one when its row is made.
 
-Reads through the service's own DICOMweb server (service/dicom/dicomweb.py: one client, the same error
+Reads through the same DICOMweb client as the service (spine_engine/pacs.py: one client, the same error
 codes `pacs_unreachable`, `pacs_timeout`, `pacs_error`, …, as DicomInputError). Items are keyed `study/series/instance`; the
 bytes are fetched by the worker that classifies them (so a Ray actor on another node fetches its own), as
 a DICOM Part 10 file that the service's decoder reads like an uploaded one.
@@ -12,9 +12,9 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from service.dicom.dicomweb import DicomwebServer
-from service.dicom.source import DicomInputError
 from spine_batch.sources import Item
+from spine_engine.errors import DicomInputError
+from spine_engine.pacs import DicomwebServer
 
 SCHEME = "dicomweb:"
 # Objects that are not images: a SEG or SR the service stored back, presentation states, key objects, documents.

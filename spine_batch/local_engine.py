@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from service.inference import ModelRegistry
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import Item
+from spine_engine.engine import Engine
 
 
 def default_workers(cores: int) -> int:
@@ -23,7 +23,7 @@ def default_workers(cores: int) -> int:
 
 
 def run_local(
-    registry: ModelRegistry,
+    engine: Engine,
     items: Iterable[Item],
     options: RowOptions,
     workers: int,
@@ -39,7 +39,7 @@ def run_local(
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in finished:
                         on_row(future.result())
-                in_flight.add(pool.submit(classify_item, registry, item, options))
+                in_flight.add(pool.submit(classify_item, engine, item, options))
             for future in in_flight:
                 on_row(future.result())
         except BaseException:

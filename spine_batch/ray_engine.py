@@ -2,7 +2,7 @@
 
 The pending file list goes into Ray's object store as small Arrow blocks (the driver keeps references
 only); `map_batches` sends batches of items to a fixed pool of actors, each holding one
-ModelRegistry (one ONNX Runtime session set, loaded once, on a GPU when the actor has one) and calling the
+engine (one ONNX Runtime session set, loaded once, on a GPU when the actor has one) and calling the
 same `classify_item` as the local engine. Each actor returns its rows as JSON text (one column, so blocks
 never disagree on a schema), and the driver writes them into the results store as they arrive: the
 progress bar, resuming and the Parquet layout are the same as the local engine's.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,9 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from service.core.config import Settings
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import Item
+from spine_engine.engine import load_engine
+from spine_engine.settings import EngineSettings
 
 # Items per block of the file list. A block goes to one actor whole, so blocks must be small for the pool to
 # share the work (a 481-film list in one block would keep one actor busy and the others idle).
@@ -39,17 +39,14 @@ class ModelHolder:
     workers do), so `--cpus-per-actor 4` gives a GPU actor four images decoding and post-processing at once.
     """
 
-    def __init__(self, settings: Settings, options: RowOptions, cpus: int) -> None:
-        # The registry's inference threads: the CPUs Ray gave this actor, not every core of the node.
-        os.environ.setdefault("SPINE_INFERENCE_SLOTS", str(max(1, cpus)))
-        from spine_batch.registry import load_registry
-
-        self.registry = load_registry(settings.model_copy(update={"intra_op_threads": 1}))
+    def __init__(self, settings: EngineSettings, options: RowOptions, cpus: int) -> None:
+        # The engine's inference slots: the CPUs Ray gave this actor, not the driver's count nor every core of the node.
+        self.engine = load_engine(settings.with_slots(cpus))
         self.options = options
         self.pool = ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="actor")
 
     def _row(self, item: Item) -> str:
-        return json.dumps(classify_item(self.registry, item, self.options))
+        return json.dumps(classify_item(self.engine, item, self.options))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [
@@ -77,7 +74,7 @@ def put_item_lists(items: Iterable[Item]) -> tuple[list[Any], int]:
     return refs, count
 
 
-def _cuda_usable(settings: Settings) -> bool:
+def _cuda_usable(settings: EngineSettings) -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in settings.providers and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -97,7 +94,7 @@ def connect(address: str | None, num_cpus: int | None) -> None:
 
 
 def run_ray(
-    settings: Settings,
+    settings: EngineSettings,
     items: Iterable[Item],
     options: RowOptions,
     on_row: Callable[[dict[str, Any]], None],

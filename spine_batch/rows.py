@@ -1,4 +1,4 @@
-"""One image -> one flat row: the service's `classify_uploads` response, flattened, or the error the API gives.
+"""One image -> one flat row: the /classify answer (`spine_engine.answers.classify`), flattened, or the error the API gives.
 
 The flattening is generic over `ClassifyResponse.model_dump()`, so fields the service adds later (scalars,
 lists of scalars, nested objects) become columns without a change here: nested objects get dotted names
@@ -10,21 +10,21 @@ structure because a table wants them that way: `per_mask` (`p_damaged.Ap_Vertebr
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.analysis import AnalysisPolicy
-from service.core.errors import describe_error
-from service.decoding import decode_image
-from service.dicom.dicomweb import DicomwebServer
-from service.dicom.source import DicomInputError
-from service.inference import ModelRegistry, UnknownViewError
-from service.pipeline import Upload, canonical_view, classify_uploads
 from spine_batch.dicomweb import SCHEME, fetch
 from spine_batch.sources import Item
+from spine_engine import answers
+from spine_engine.engine import Engine
+from spine_engine.errors import DicomInputError, describe_error
+from spine_engine.pacs import DicomwebServer
+from spine_engine.policy import MAX_IMAGE_PIXELS, AnalysisPolicy
+from spine_engine.study import Film, StudyRequest, canonical_view
 
 # Columns every row has, first in the table (the rest follow the response).
 ID_COLUMNS = ("path", "study", "view", "status", "error_code", "error_status", "error_message")
@@ -38,7 +38,7 @@ class RowOptions:
     """The /classify form fields (and the service settings) every row is made with."""
 
     policy: AnalysisPolicy = field(default_factory=AnalysisPolicy)  # what runs and decides: the service's settings
-    max_pixels: int = 100_000_000
+    max_pixels: int = MAX_IMAGE_PIXELS
     include_masks: bool = True  # areas and boxes need the masks at the original size
     mask_format: str = "rle"  # cheaper to encode than PNG; the PNGs are only made for --masks-dir
     masks_dir: str | None = None
@@ -87,11 +87,9 @@ def flatten_response(response: dict[str, Any]) -> dict[str, Any]:
 
 def error_fields(exc: BaseException) -> dict[str, Any]:
     """The code and message the HTTP API would answer; a file we cannot read, or a bug, says so plainly."""
-    described = describe_error(exc) if isinstance(exc, Exception) else None
+    described = describe_error(exc)  # every refusal of the service (a PACS that failed included) is a SpineError
     if described is not None:
         status, code, message = described
-    elif isinstance(exc, DicomInputError):  # a PACS that failed, a DICOM the service refuses
-        status, code, message = exc.status_code, exc.code, exc.message
     elif isinstance(exc, OSError):
         status, code, message = None, "read_error", f"the file cannot be read: {exc}"
     else:
@@ -105,21 +103,19 @@ VIEW_FROM_MANIFEST, VIEW_FROM_DICOM, VIEW_FROM_OPTION = "manifest", "ViewPositio
 VIEW_FROM_OPTION_FOR_DICOM = "--view (DICOM without ViewPosition)"
 
 
-def _view_of(item: Item, data: bytes, filename: str, options: RowOptions) -> tuple[str, str]:
-    """(view, where it came from): manifest row, else the DICOM's ViewPosition, else --view (an unknown name raises)."""
-    view = canonical_view(item.view)
-    if view is not None:
-        return view, VIEW_FROM_MANIFEST
-    is_dicom = data[128:132] == b"DICM" or filename.lower().endswith((".dcm", ".dicom"))
-    if is_dicom:
-        # The service's own decoder reads the tag (a second decode of the file: only for DICOMs without a view).
-        view = decode_image(data, options.max_pixels, filename).view
-        if view is not None:
-            return view, VIEW_FROM_DICOM
-    view = canonical_view(options.default_view)
-    if view is None:
-        raise UnknownViewError("view unknown: give --view (AP or LAT) or a manifest `view` column; no DICOM ViewPosition")
-    return view, VIEW_FROM_OPTION_FOR_DICOM if is_dicom else VIEW_FROM_OPTION
+def _view_from(item: Item, data: bytes, filename: str) -> str:
+    """Where the front door took the view from (it reads the manifest row, then the DICOM header, then --view)."""
+    if canonical_view_or_raw(item.view) is not None:
+        return VIEW_FROM_MANIFEST
+    if not (data[128:132] == b"DICM" or filename.lower().endswith((".dcm", ".dicom"))):
+        return VIEW_FROM_OPTION
+    import pydicom  # the header only: no second decode of the pixels
+
+    try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    except Exception:
+        return VIEW_FROM_OPTION_FOR_DICOM
+    return VIEW_FROM_DICOM if str(getattr(header, "ViewPosition", "") or "").strip() else VIEW_FROM_OPTION_FOR_DICOM
 
 
 def _safe_name(key: str) -> str:
@@ -145,21 +141,26 @@ def read_item(item: Item, options: RowOptions) -> tuple[bytes, str]:
     return Path(item.path).read_bytes(), Path(item.path).name
 
 
-def classify_item(registry: ModelRegistry, item: Item, options: RowOptions) -> dict[str, Any]:
-    """Never raises: a file that cannot be read, decoded or classified is a row with its error."""
+def classify_item(engine: Engine, item: Item, options: RowOptions) -> dict[str, Any]:
+    """Never raises: a file that cannot be read, decoded or classified is a row with its error.
+
+    The view: the manifest row's, else the DICOM header's, else --view (the front door reads them in that order).
+    """
     row: dict[str, Any] = {"path": item.key, "study": item.study, "view": canonical_view_or_raw(item.view)}
     try:
         data, filename = read_item(item, options)
-        view, row["view_from"] = _view_of(item, data, filename, options)
-        row["view"] = view
-        response = classify_uploads(
-            registry,
-            {view: Upload(data=data, filename=filename)},
-            include_masks=options.include_masks or options.masks_dir is not None,
-            mask_format="png" if options.masks_dir else options.mask_format,
-            max_pixels=options.max_pixels,
+        include_masks = options.include_masks or options.masks_dir is not None
+        request = StudyRequest(
+            films=(Film(data=data, filename=filename, view=item.view),),
             policy=options.policy,
-        ).model_dump(mode="json")
+            source_masks=include_masks,
+            max_pixels=options.max_pixels,
+            default_view=options.default_view,
+        )
+        mask_format = "png" if options.masks_dir else options.mask_format
+        response = answers.classify(engine, request, include_masks, mask_format).model_dump(mode="json")
+        row["view"] = response["views"][0]["view"]
+        row["view_from"] = _view_from(item, data, filename)
         if options.masks_dir:
             write_masks(Path(options.masks_dir), item.key, response)
     except Exception as exc:

@@ -54,7 +54,12 @@ class Vertebra:
     detected: bool = True  # False: placed between (or beyond) found neighbours, not seen itself (landmark model)
 
     def to_dict(self) -> dict:
-        return {"level": self.level, "corners": np.round(self.corners, 1).tolist(), "confidence": round(self.confidence, 3)}
+        return {
+            "level": self.level,
+            "corners": np.round(self.corners, 1).tolist(),
+            "confidence": round(self.confidence, 3),
+            "detected": self.detected,
+        }
 
 
 @dataclass(frozen=True)

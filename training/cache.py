@@ -143,7 +143,7 @@ def build_refine_cache(
     the ground truth, so training sees the windows the service will cut, misplacements included.
     An image where the first stage finds nothing gets the whole image as its window.
     """
-    from service.inference import ModelRegistry  # onnxruntime, no Keras: the cache step runs anywhere
+    from spine_engine import ModelRegistry, Segmenter  # onnxruntime, no Keras: the cache step runs anywhere
 
     registry = ModelRegistry.load(
         models_dir, providers=["CPUExecutionProvider"], intra_op_threads=threads, warmup=False, use_refinement=False
@@ -155,7 +155,7 @@ def build_refine_cache(
     images, masks, boxes, fallbacks = [], [], [], 0
     for sample in tqdm(samples, desc="refine cache", mininterval=5.0):
         image = sample.image()
-        coarse = registry.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
+        coarse = Segmenter(registry).segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
         box = CropBox.around_mask(coarse, out_hw)
         if box is None:
             fallbacks += 1

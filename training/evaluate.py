@@ -1,10 +1,10 @@
-"""`spine-evaluate`: score the exported ONNX models on a dataset through the service's own code path.
+"""`spine-evaluate`: score the exported ONNX models on a dataset through the analysis core's front door.
 
 spine-evaluate aasce DATA_DIR --models exported_models --json OUT.json [--subset all|val|train]
 spine-evaluate course DATA_DIR --models exported_models --json OUT.json
 
-Images go through `service.inference.ModelRegistry` (the same preprocessing, onnxruntime sessions
-and post-processing as `POST /segment` and `/classify`), so the figures describe what is served.
+AASCE films go through `spine_engine.study.analyze_study` and `spine_engine.answers.classify_response`, the
+front door and answer of `POST /classify`, so the figures describe what is served.
 Dice is computed at the ORIGINAL image size. No TensorFlow is imported.
 """
 
@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.analysis import AnalysisPolicy, analyze
-from service.decoding import decode_image
-from service.inference import AGGREGATIONS, ModelRegistry, NoSpineFoundError
-from service.inference.aggregation import DAMAGED_CUTOFF
-from service.pipeline import Upload, analyze_uploads, classify_response
 from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, level_offsets, mae_deg, smape_pct, vertebra_heights
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
+from spine_engine import AGGREGATIONS, ModelRegistry, NoSpineFoundError, Segmenter
+from spine_engine.aggregation import DAMAGED_CUTOFF
+from spine_engine.answers import classify_response
+from spine_engine.engine import Engine
+from spine_engine.policy import AnalysisPolicy
+from spine_engine.settings import EngineSettings
+from spine_engine.study import Film, StudyRequest, analyze_study
 from training.datasets import read_aasce_dataset, read_course_dataset
 from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
 from training.splits import COBB_THRESHOLD_DEG, aasce_sample_split, split_description
@@ -156,32 +158,33 @@ def evaluate_aasce(
     refinement: bool = False,
     policy: AnalysisPolicy | None = None,
 ) -> dict:
-    """Every film sent through what `POST /classify` runs with default settings (`policy`: the endpoint's)."""
-    policy = policy or AnalysisPolicy()
+    """Every film sent through what `POST /classify` runs (`policy`: the settings', as the endpoint's)."""
+    policy = policy or EngineSettings().policy()
     samples = read_aasce_dataset(data_dir)
     if subset != "all":
         train_idx, val_idx = aasce_sample_split(samples)
         samples = [samples[i] for i in (val_idx if subset == "val" else train_idx)]
     samples = samples[:limit] if limit else samples
     registry = _registry(models_dir, threads, precision, refinement)
+    engine = Engine(registry, policy)
     has_classifier = registry.classifier() is not None
     refined = 0
     dices, labels, p_served, p_gt, rows, scored, truths = [], [], [], [], [], [], []
     refused: list[dict] = []
     t0 = time.perf_counter()
     for sample in tqdm(samples, desc="aasce", mininterval=5.0):
-        upload = {"AP": Upload(sample.image_path.read_bytes(), sample.name)}
+        film = Film(sample.image_path.read_bytes(), sample.name, "AP")
+        request = StudyRequest(films=(film,), policy=policy, source_masks=False)  # what a label-only client sends
         refusal = None
         try:
-            study, decoded = analyze_uploads(registry, upload, policy, include_masks=False) if has_classifier else (None, None)
+            study = analyze_study(engine, request) if has_classifier else None
         except NoSpineFoundError as exc:  # no label for this film; its masks still count in the Dice figures
             refusal = str(exc)
             refused.append({"image": sample.name, "reason": refusal})
             study = None
         if study is None:  # segmentation figures only (no classifier, or a refused film)
-            image = decode_image(upload["AP"].data, 10**9, sample.name)
-            study = analyze(registry, {"AP": image}, replace(policy, spine_check=False), classify=False)
-            decoded = {"AP": image}
+            masks_only = replace(request, policy=replace(policy, spine_check=False), classify=False, source_masks=True)
+            study = analyze_study(engine, replace(masks_only, max_pixels=10**9))
         ap = study.views["AP"]
         height, width = ap.image.height, ap.image.width
         truth_corners = (sample.landmarks * [width, height]).reshape(17, 4, 2)
@@ -211,9 +214,9 @@ def evaluate_aasce(
         if refusal is not None:
             row["refused"] = refusal
         elif has_classifier:
-            response = classify_response(registry, study, decoded, include_masks=False)  # the body a client gets
+            response = classify_response(engine, study, include_masks=False)  # the body a client gets
             frame = ap.result.model_frame_masks["Ap_Vertebra"]
-            raw_gt = registry.classify_masks({"ground_truth": letterbox_mask(truth, frame.shape)})["ground_truth"][1]
+            raw_gt = engine.segmenter.classify_masks({"ground_truth": letterbox_mask(truth, frame.shape)})["ground_truth"][1]
             p_served.append(response.p_damaged)
             p_gt.append(raw_gt)
             labels.append(sample.max_cobb >= cobb_threshold)
@@ -248,10 +251,8 @@ def evaluate_aasce(
         out["segmentation"]["Ap_Vertebra_from_corners"] = measurement.pop("dice_corners_filled")
     out.update(measurement)
     if has_classifier and labels:
-        classifier = registry.classifier()
-        threshold = classifier.entry.decision_threshold if classifier and classifier.entry.decision_threshold else DAMAGED_CUTOFF
         out["classification"] = {
-            **_classification(labels, p_served, scored, threshold),
+            **_classification(labels, p_served, scored, engine.rules.threshold),
             "what": "the label and p_damaged that POST /classify returns with default settings",
             "threshold_deg": cobb_threshold,
             "rules": _rule_figures(rows),
@@ -275,7 +276,7 @@ def evaluate_course(
         structures = [s for s in sample.mask_paths if registry.segmentation_model(s) is not None]
         if not structures:
             continue
-        result = registry.segment(sample.image(), sample.view, structures)
+        result = Segmenter(registry).segment(sample.image(), sample.view, structures)
         study = studies.setdefault(sample.study, {"label": sample.label, "frame_masks": {}})
         for s in structures:
             dices.setdefault(s, []).append(dice(result.masks[s], sample.mask(s)))
@@ -293,7 +294,7 @@ def evaluate_course(
         per_study = []
         hits = {rule: [] for rule in AGGREGATIONS}
         for name, study in studies.items():
-            per_mask = registry.classify_masks(study["frame_masks"])
+            per_mask = Segmenter(registry).classify_masks(study["frame_masks"])
             row = {"study": name, "label": study["label"]}
             for rule, fn in AGGREGATIONS.items():
                 predicted, score = fn(per_mask)
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             args.precision,
             args.refinement,
-            replace(AnalysisPolicy(), **overrides),
+            replace(EngineSettings().policy(), **overrides),
         )
     else:
         result = evaluate_course(args.data_dir, args.models, args.threads, args.precision, args.refinement)

@@ -11,7 +11,8 @@ from service.core.config import Settings
 from service.core.errors import ApiError
 from service.core.metrics import Metrics
 from service.core.state import ModelState
-from service.inference import ModelRegistry
+from spine_engine.engine import Engine
+from spine_engine.registry import ModelRegistry
 
 # `async def` although nothing here awaits: FastAPI runs a plain `def` dependency in its thread pool, one hop
 # per dependency per request; more threads also mean more glibc malloc arenas (see service/__main__.py).
@@ -33,6 +34,12 @@ async def get_registry(state: Annotated[ModelState, Depends(get_model_state)]) -
     return state.registry
 
 
+async def get_engine(state: Annotated[ModelState, Depends(get_model_state)]) -> Engine:
+    await get_registry(state)  # the same 503 while loading or after a failed load
+    assert state.engine is not None  # set with the registry
+    return state.engine
+
+
 async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -47,5 +54,6 @@ async def get_limiter(request: Request) -> anyio.CapacityLimiter:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelStateDep = Annotated[ModelState, Depends(get_model_state)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]

@@ -10,10 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.core.errors import STATUS_CODES, ApiError, error_body
-from service.decoding import ImageDecodeError
-from service.inference import InferenceError, ModelUnavailableError, NoSpineFoundError
-from service.kserve import ProtocolError
+from service.core.errors import STATUS_CODES, error_body
+from spine_engine.errors import SpineError
 
 
 def error_response(request: Request, status_code: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -28,26 +26,10 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.code, exc.detail, **exc.extra)
-
-    @app.exception_handler(ImageDecodeError)
-    async def _decode_error(request: Request, exc: ImageDecodeError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.code, exc.message)
-
-    @app.exception_handler(InferenceError)
-    async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
-        extra: dict[str, Any] = {}
-        if isinstance(exc, ModelUnavailableError):
-            extra["problems"] = exc.problems
-        elif isinstance(exc, NoSpineFoundError):
-            extra["features"] = {k: round(v, 4) for k, v in exc.features.items()}  # what the spine check measured
-        return error_response(request, exc.status_code, exc.code, str(exc), **extra)
-
-    @app.exception_handler(ProtocolError)
-    async def _protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.code, str(exc))
+    @app.exception_handler(SpineError)
+    async def _spine_error(request: Request, exc: SpineError) -> JSONResponse:
+        # Every refusal of ours (decoding, models, DICOM, KServe codec, routes): one root, one handler.
+        return error_response(request, exc.status_code, exc.code, exc.message, **exc.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 Our API answers `{"code": ..., "detail": ..., "request_id": ...}`; the KServe v2 routes answer
 `{"error": message}` as that protocol (and tritonclient) expect. The exception handlers that turn these
-(and the inference, decoding and protocol errors) into responses are in `service.api.errors`.
+(every `spine_engine.errors.SpineError`, and Starlette's own) into responses are in `service.api.errors`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.logging import request_id_var
-from service.decoding import ImageDecodeError
-from service.inference import InferenceError
+from spine_engine.errors import SpineError, describe_error
 
 STATUS_CODES = {  # status -> the code of an error that has none of its own
     400: "bad_request",
@@ -28,10 +27,15 @@ STATUS_CODES = {  # status -> the code of an error that has none of its own
 }
 
 
-class ApiError(Exception):
+class ApiError(SpineError):
+    """A refusal of the HTTP layer itself (no file sent, models still loading, an unknown model version)."""
+
     def __init__(self, status_code: int, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status_code, self.code, self.detail, self.extra = status_code, code, detail, extra
+        super().__init__(detail, status_code=status_code, code=code, **extra)
+
+    @property
+    def detail(self) -> str:
+        return self.message
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -56,13 +60,4 @@ def error_body(path: str, status_code: int, code: str, detail: str, **extra: Any
     return {"code": code, "detail": detail, "request_id": request_id_var.get(), **extra}
 
 
-def describe_error(exc: Exception) -> tuple[int, str, str] | None:
-    """(HTTP status, code, message) the API answers for a decoding or inference error; None for any other.
-
-    Public so that callers of the pipeline outside HTTP (spine-batch) report the same codes as the API.
-    """
-    if isinstance(exc, ImageDecodeError):
-        return exc.status_code, exc.code, exc.message
-    if isinstance(exc, InferenceError):
-        return exc.status_code, exc.code, str(exc)
-    return None
+__all__ = ["STATUS_CODES", "ApiError", "BodyTimeoutError", "BodyTooLargeError", "describe_error", "error_body"]

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 
 from service.core.config import Settings
-from service.inference import ModelRegistry
 from service.schemas import ReadyResponse
+from spine_engine.engine import Engine, load_registry
+from spine_engine.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ class ModelState:
     def __init__(self, settings: Settings, registry: ModelRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
+        self.engine = Engine.from_settings(registry, settings) if registry is not None else None
         self.error: str | None = None
         self.loaded = threading.Event()
         self._thread: threading.Thread | None = None
@@ -35,20 +37,9 @@ class ModelState:
         s = self.settings
         started = time.perf_counter()
         try:
-            registry = ModelRegistry.load(
-                s.models_dir,
-                providers=s.providers,
-                intra_op_threads=s.intra_op_threads,
-                warmup=s.warmup,
-                inter_op_threads=s.inter_op_threads,
-                require_gpu=s.require_gpu,
-                verify_sha256=s.verify_sha256,
-                precision=s.precision,
-                use_refinement=s.refinement,
-                tuning=s.tuning(),
-                provider_options={"CUDAExecutionProvider": {"cudnn_conv_algo_search": s.cudnn_conv_algo_search}},
-            )
+            registry = load_registry(s)
             on_loaded(registry)
+            self.engine = Engine.from_settings(registry, s)
             self.registry = registry
             log.info(
                 "models loaded",

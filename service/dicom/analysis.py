@@ -1,7 +1,8 @@
 """One DICOM radiograph through the service's own pipeline: the masks /segment returns and the scores /classify uses.
 
 The SEG and SR writers take what this returns; they never run a model themselves: masks, scores, label and
-Cobb angles come from `service.analysis.analyze`, as `/segment` and `/classify` answer them for the same file.
+Cobb angles come from the front door, `spine_engine.study.analyze_study`, as `/segment` and `/classify` answer them
+for the same file, and every label and finding from the engine's one `DecisionRules`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom import Dataset
 
-from service.analysis import AnalysisPolicy, Decision, SpineReading, analyze, choose_study
-from service.decoding import decode_image
 from service.dicom.source import check_radiograph, dataset_bytes, fill_missing_type2
-from service.inference import ModelRegistry, UnknownViewError
-from service.pipeline import canonical_view
+from spine_engine.analysis import SpineReading
+from spine_engine.decision import Decision, DecisionRules, StudyLabel
+from spine_engine.engine import Engine
+from spine_engine.policy import AnalysisPolicy
+from spine_engine.registry import ModelRegistry
+from spine_engine.study import Film, StudyRequest, analyze_study
+
+__all__ = ["ModelIdentity", "RadiographAnalysis", "StudyLabel", "analyze_radiograph", "cobb_of", "study_label"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class RadiographAnalysis:
     view: str
     masks: dict[str, np.ndarray]  # structure -> bool mask at the source's Rows x Columns
     models: dict[str, list[ModelIdentity]]  # structure -> the U-Net that made its mask (+ its refinement model, if one ran)
+    rules: DecisionRules  # the engine's decision: the SR's findings and label read it, as /classify does
     per_mask: dict[str, tuple[float, float]] = field(default_factory=dict)  # structure -> calibrated (p_normal, p_damaged)
     classifier: ModelIdentity | None = None
     warnings: list[str] = field(default_factory=list)
@@ -54,77 +60,56 @@ class RadiographAnalysis:
 
 
 def analyze_radiograph(
-    registry: ModelRegistry,
+    engine: Engine,
     source: Dataset,
     data: bytes | None = None,
     view: str | None = None,
-    structures: list[str] | None = None,
-    max_pixels: int = 100_000_000,
+    structures: tuple[str, ...] | None = None,
     classify: bool = True,
     policy: AnalysisPolicy | None = None,
 ) -> RadiographAnalysis:
-    """Segment (and score) one radiograph. `data` is the file as uploaded; a fetched Dataset is serialised in memory."""
+    """Segment (and score) one radiograph through the front door. `data` is the file as uploaded; a fetched
+    Dataset is serialised in memory."""
     check_radiograph(source)
-    requested = canonical_view(view)
-    policy = policy or AnalysisPolicy()
-    # Checked once: before decoding when the view is given, else once the DICOM has said it.
-    selection = choose_study(registry, [requested], {requested: structures}, policy) if requested is not None else None
-    decoded = decode_image(data if data is not None else dataset_bytes(source), max_pixels, "source.dcm")
-    warnings: list[str] = []
-    if requested is None:
-        if decoded.view is None:
-            raise UnknownViewError(
-                f"the DICOM ViewPosition ({str(source.get('ViewPosition', '')) or 'absent'}) names no AP or LAT view; send `view`"
-            )
-        requested = decoded.view
-        selection = choose_study(registry, [requested], {requested: structures}, policy)
-    elif decoded.view is not None and decoded.view != requested:
-        warnings.append(f"the DICOM ViewPosition says {decoded.view}; segmented as {requested} as requested")
+    request = StudyRequest(
+        films=(Film(data=data if data is not None else dataset_bytes(source), filename="source.dcm", view=view),),
+        policy=policy or engine.policy,
+        structures=structures,
+        classify=classify,
+        max_pixels=engine.max_pixels,
+    )
+    study = analyze_study(engine, request)
+    analysed_view, analysed = next(iter(study.views.items()))
+    warnings = list(study.warnings)
     empty = fill_missing_type2(source)
     if empty:
         warnings.append(f"the source DICOM lacks {', '.join(empty)}; the SEG/SR carry them empty (unknown)")
-    study = analyze(registry, {requested: decoded}, policy, selection, classify=classify)
-    analysed = study.views[requested]
-    result = analysed.result
+    registry, result = engine.registry, analysed.result
     models: dict[str, list[ModelIdentity]] = {s: [] for s in result.masks}
     for name in result.models_used:  # the U-Nets in mask order, then any refinement models that ran
         models.setdefault(str(registry.models[name].entry.structure), []).append(ModelIdentity.of(registry, name))
     analysis = RadiographAnalysis(
-        source=source, view=requested, masks=dict(result.masks), models=models, warnings=warnings, reading=analysed.reading
+        source=source,
+        view=analysed_view,
+        masks=dict(result.masks),
+        models=models,
+        rules=engine.rules,
+        warnings=warnings,
+        reading=analysed.reading,
     )
     if classify and study.decision is not None:
-        classifier = registry.classifier()
         analysis.per_mask = {s: (1.0 - p, p) for s, p in study.per_mask.items()}
         analysis.decision = study.decision
-        analysis.classifier = ModelIdentity.of(registry, classifier.name) if classifier is not None else None
+        analysis.classifier = ModelIdentity.of(registry, study.classifier) if study.classifier is not None else None
     return analysis
 
 
-@dataclass(frozen=True)
-class StudyLabel:
-    label: str  # Normal | Damaged
-    score: float  # calibrated probability of `label`
-    aggregation: str
-    masks: int  # how many per-mask scores entered it
-
-
 def study_label(analyses: Iterable[RadiographAnalysis]) -> StudyLabel:
-    """The study's label: the one image's decision as /classify makes it; several images: the mean of their
-    calibrated p_damaged against the same threshold (each image decided by its validated masks)."""
-    decisions = [a.decision for a in analyses if a.decision is not None]
-    if not decisions:
+    """The study's label, as the decision rules make it (one image: its /classify decision)."""
+    analyses = list(analyses)
+    if not analyses:
         raise ValueError("no analysed image has a label")
-    if len(decisions) == 1:
-        d = decisions[0]
-        return StudyLabel(label=d.label, score=float(d.score), aggregation=d.rule, masks=len(d.decided_by))
-    p_damaged = float(np.mean([d.p_damaged for d in decisions]))
-    damaged = p_damaged >= decisions[0].threshold
-    return StudyLabel(
-        label="Damaged" if damaged else "Normal",
-        score=p_damaged if damaged else 1.0 - p_damaged,
-        aggregation="mean",
-        masks=sum(len(d.decided_by) for d in decisions),
-    )
+    return analyses[0].rules.study_label(a.decision for a in analyses if a.decision is not None)
 
 
 def cobb_of(analyses: Sequence[RadiographAnalysis]) -> dict | None:

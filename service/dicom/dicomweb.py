@@ -7,66 +7,21 @@ or `pacs_error`, 504 `pacs_timeout`, 404 `study_not_found`; a study without an a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import requests
-from dicomweb_client.api import DICOMwebClient
-from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
-from service.analysis import AnalysisPolicy
-from service.decoding import ImageDecodeError
 from service.dicom.analysis import RadiographAnalysis, analyze_radiograph, cobb_of, study_label
 from service.dicom.seg import build_segmentation
-from service.dicom.source import DicomInputError, radiograph_problem
+from service.dicom.source import radiograph_problem
 from service.dicom.sr import build_measurement_report
-from service.inference import InferenceError, ModelRegistry
+from spine_engine.engine import Engine
+from spine_engine.errors import DicomInputError, SpineError
+from spine_engine.pacs import DicomwebServer
+from spine_engine.policy import AnalysisPolicy
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DicomwebServer:
-    url: str
-    username: str | None = None
-    password: str | None = None
-    timeout_s: float = 30.0
-
-    def client(self) -> DICOMwebClient:
-        session = create_session_from_user_pass(self.username, self.password or "") if self.username else requests.Session()
-        client = DICOMwebClient(url=self.url, session=session, timeout=self.timeout_s)
-        # dicomweb-client retries 5 times with exponential back-off (30 s) by default; the caller of analyze decides.
-        client.set_http_retry_params(retry=False)
-        return client
-
-    def call(self, what: str, fn: Callable[..., T], *args: Any, not_found: str | None = None, **kwargs: Any) -> T:
-        """Run one DICOMweb request; transport and HTTP failures become DicomInputErrors with a clear code."""
-        try:
-            return fn(*args, **kwargs)
-        except requests.exceptions.Timeout as exc:
-            raise DicomInputError(
-                504, "pacs_timeout", f"the DICOMweb server {self.url} did not answer {what} within {self.timeout_s:g} s"
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise DicomInputError(
-                502, "pacs_unreachable", f"the DICOMweb server {self.url} cannot be reached ({what}): {exc}"
-            ) from exc
-        except requests.exceptions.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status == 404 and not_found is not None:
-                raise DicomInputError(404, "study_not_found", not_found) from exc
-            raise DicomInputError(
-                502, "pacs_error", f"the DICOMweb server {self.url} answered {what} with HTTP {status}", pacs_status=status
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise DicomInputError(502, "pacs_error", f"the DICOMweb request ({what}) to {self.url} failed: {exc}") from exc
-        except (ValueError, KeyError) as exc:  # an answer dicomweb-client cannot parse (JSON, multipart)
-            raise DicomInputError(
-                502, "pacs_bad_answer", f"the DICOMweb server {self.url} answered {what} unreadably: {exc}"
-            ) from exc
+__all__ = ["DicomwebServer", "analyze_study", "image_result"]  # DicomwebServer: the client lives in spine_engine.pacs
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -74,17 +29,12 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _skip_reason(exc: Exception) -> str:
-    return getattr(exc, "message", None) or str(exc)
-
-
 def analyze_study(
     server: DicomwebServer,
-    registry: ModelRegistry,
+    engine: Engine,
     study_uid: str,
-    structures: list[str] | None = None,
+    structures: tuple[str, ...] | None = None,
     policy: AnalysisPolicy | None = None,
-    max_pixels: int = 100_000_000,
 ) -> dict[str, Any]:
     """Analyse every AP/LAT radiograph of a study and store one SEG per image and one SR for the study."""
     client = server.client()
@@ -110,7 +60,7 @@ def analyze_study(
         modality = _text(meta, "Modality")
         problem = radiograph_problem(modality, _text(meta, "SOPClassUID")) if modality else None
         if problem is not None:
-            skipped.append({"sop_instance_uid": sop_uid, "reason": problem})
+            skipped.append({"sop_instance_uid": sop_uid, "reason": problem, "code": "not_a_radiograph"})
             continue
         try:
             source = server.call(
@@ -122,14 +72,15 @@ def analyze_study(
                 not_found=not_found,
             )
         except InvalidDicomError as exc:  # e.g. stored without the Part 10 preamble: pydicom will not guess
-            skipped.append({"sop_instance_uid": sop_uid, "reason": f"the DICOMweb server sent a part pydicom cannot read: {exc}"})
+            reason = f"the DICOMweb server sent a part pydicom cannot read: {exc}"
+            skipped.append({"sop_instance_uid": sop_uid, "reason": reason, "code": "corrupt_image"})
             continue
         try:
-            analysis = analyze_radiograph(registry, source, None, None, structures, max_pixels, True, policy)
+            analysis = analyze_radiograph(engine, source, None, None, structures, True, policy)
             segmentations.append(build_segmentation(analysis))
             analyses.append(analysis)
-        except (DicomInputError, ImageDecodeError, InferenceError) as exc:  # e.g. no validated model, no spine found
-            skipped.append({"sop_instance_uid": sop_uid, "reason": _skip_reason(exc)})
+        except SpineError as exc:  # e.g. no validated model, no spine found: the message every route gives
+            skipped.append({"sop_instance_uid": sop_uid, "reason": exc.message, "code": exc.code})
     if not analyses:
         raise DicomInputError(
             422, "no_radiographs", f"study {study_uid} has no AP or lateral radiograph this service can analyse", skipped=skipped

@@ -1,7 +1,7 @@
 """The source radiograph of a DICOM result: read it, check it is one this service can answer with SEG/SR.
 
-Every refusal is a `DicomInputError` with an HTTP status, a stable code and a sentence for the caller;
-nothing here imports the web framework.
+Every refusal is a `spine_engine.errors.SpineError` (`DicomInputError`, `NotARadiographError`) with an HTTP
+status, a stable code and a sentence for the caller; nothing here imports the web framework.
 """
 
 from __future__ import annotations
@@ -9,26 +9,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from service.decoding import DICOM_MAGIC_OFFSET
+from spine_engine.decoding import DICOM_MAGIC_OFFSET, CorruptImageError, NoPixelDataError, radiograph_problem, sop_class_name
+from spine_engine.errors import DicomInputError, NotARadiographError
 
-# Projection radiography: computed radiography, digital X-ray, radiographic imaging (DICOM Modality defined terms).
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "RG"})
 # The identifiers a SEG and an SR must copy from their source (the Study, Series and SOP Instance they reference).
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-
-
-class DicomInputError(Exception):
-    """A DICOM request this service refuses: `status_code`, `code`, `message` (+ `extra` fields for the body)."""
-
-    def __init__(self, status_code: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status_code, self.code, self.message, self.extra = status_code, code, message, extra
 
 
 def read_dataset(data: bytes) -> Dataset:
@@ -46,40 +36,16 @@ def read_dataset(data: bytes) -> Dataset:
     except InvalidDicomError as exc:
         raise DicomInputError(415, "not_dicom", f"the file is not a DICOM file: {exc}") from exc
     except Exception as exc:
-        raise DicomInputError(422, "corrupt_dicom", f"the DICOM file cannot be parsed: {exc}") from exc
-
-
-def sop_class_name(sop_class_uid: str | None) -> str:
-    """'1.2.840.10008.5.1.4.1.1.88.33' -> 'Comprehensive SR Storage' (the UID itself when pydicom does not know it)."""
-    if not sop_class_uid:
-        return "an object without SOP Class UID"
-    uid = UID(str(sop_class_uid))
-    return uid.name if uid.name != str(uid) else str(uid)
-
-
-def radiograph_problem(modality: str | None, sop_class_uid: str | None, has_pixels: bool = True) -> str | None:
-    """Why an object is not a radiograph this service analyses (None when it is one)."""
-    modality = (modality or "").strip().upper()
-    if modality not in RADIOGRAPH_MODALITIES:
-        what = sop_class_name(sop_class_uid)
-        return (
-            f"{what} (modality {modality or 'absent'}) is not a projection radiograph; "
-            f"only {', '.join(sorted(RADIOGRAPH_MODALITIES))} images are analysed"
-        )
-    if not has_pixels:
-        return f"{sop_class_name(sop_class_uid)} has no pixel data"
-    return None
+        raise CorruptImageError(f"the DICOM file cannot be parsed: {exc}") from exc  # as /classify says for the same file
 
 
 def check_radiograph(ds: Dataset) -> None:
     """A single-frame CR/DX/RG image with pixel data and the UIDs its SEG/SR will reference, else a 422."""
     if "PixelData" not in ds:
-        raise DicomInputError(
-            422, "no_pixel_data", f"the DICOM object ({sop_class_name(ds.get('SOPClassUID'))}) has no pixel data"
-        )
+        raise NoPixelDataError(f"the DICOM object ({sop_class_name(ds.get('SOPClassUID'))}) has no pixel data")
     problem = radiograph_problem(ds.get("Modality"), ds.get("SOPClassUID"))
     if problem is not None:
-        raise DicomInputError(422, "not_a_radiograph", problem)
+        raise NotARadiographError(problem)
     missing = [name for name in REQUIRED_UIDS if not str(ds.get(name, "") or "").strip()]
     if missing:
         raise DicomInputError(

@@ -3,10 +3,10 @@
 Content, each group tied to its images and, per mask, to the SEG segment it scores:
 - the study label: Finding Normal/Abnormal (Damaged) and its score (the probability of that label) with the
   aggregation rule, referencing every source image;
-- one planar ROI group per mask: the mask's probability of Damaged and its Normal/Abnormal finding,
-  referencing the SEG segment (and through it the source image);
+- one planar ROI group per mask: the mask's probability of Damaged and its Normal/Abnormal finding (at the
+  engine's calibrated cut-off, as /classify's label), referencing the SEG segment (and through it the source image);
 - the Cobb extension point: `cobb_groups` turns the `cobb` dict of the /classify response (`CobbOut` in
-  service/schemas.py) into Cobb-angle measurements with the end vertebrae as finding sites.
+  spine_engine/schemas.py) into Cobb-angle measurements with the end vertebrae as finding sites.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from service.dicom.analysis import ModelIdentity, RadiographAnalysis, StudyLabel
 from service.dicom.seg import MANUFACTURER, MODEL_NAME, SR_SERIES_NUMBER, seg_frames, structure_coding
 from service.dicom.source import copied_from_source
-from service.inference.aggregation import DAMAGED_CUTOFF
 
 FINDING = codes.SCT.Finding
 FINDING_VALUES = {"Normal": codes.SCT.Normal, "Damaged": codes.SCT.Abnormal}
@@ -92,7 +91,7 @@ def mask_groups(analysis: RadiographAnalysis, seg: Dataset) -> list[hd.sr.Planar
     groups = []
     for structure, (_p_normal, p_damaged) in analysis.per_mask.items():
         number = numbers[structure]
-        finding = FINDING_VALUES["Damaged" if p_damaged >= DAMAGED_CUTOFF else "Normal"]
+        finding = FINDING_VALUES[analysis.rules.finding(p_damaged)]  # the cut-off /classify uses, not 0.5
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=_tracking(f"{structure} mask (probability of Damaged)"),

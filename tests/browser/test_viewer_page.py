@@ -25,7 +25,7 @@ from spine_browser_testlib import (
     spine_image,
 )
 
-from service.overlay import structure_colour
+from spine_engine.overlay import structure_colour
 
 LABEL = re.compile(r"^(Normal|Damaged)$")
 TIMEOUT_MS = 30_000

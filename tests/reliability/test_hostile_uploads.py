@@ -30,8 +30,8 @@ from spine_reliability_testlib import (
     write_models_dir,
 )
 
-import service.decoding
-from service.decoding import ImageDecodeError, decode_image
+import spine_engine.decoding
+from spine_engine.decoding import ImageDecodeError, decode_image
 
 CORPUS = hostile_corpus()
 GOOD = encode(spine_image())
@@ -168,7 +168,7 @@ def test_broken_multipart_framing(client: TestClient) -> None:
 def decode_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records, in order, each pixel-limit check and each pixel-buffer allocation the decoder makes."""
     events: list[str] = []
-    check = service.decoding._check_pixels
+    check = spine_engine.decoding._check_pixels
 
     def recording_check(width: int, height: int, frames: int, max_pixels: int) -> None:
         events.append("check")
@@ -186,7 +186,7 @@ def decode_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         events.append("allocate")
         return pixel_array.fget(self)  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(service.decoding, "_check_pixels", recording_check)
+    monkeypatch.setattr(spine_engine.decoding, "_check_pixels", recording_check)
     monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", recording_load_prepare)
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(recording_pixel_array))
     return events

@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from spine_reliability_testlib import CPU, make_settings, write_models_dir
 
-from service.inference import ModelRegistry
 from service.main import create_app
 from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES
+from spine_engine import ModelRegistry
 
 EXAMPLES = int(os.environ.get("SPINE_FUZZ_EXAMPLES", "6"))
 FULL_RUN_MIN_CASES = 2000

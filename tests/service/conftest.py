@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from spine_service_testlib import CPU, make_settings, serve_live, start_client, write_models_dir
 
 from service.core.config import DEFAULT_MODELS_DIR
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,11 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from service.core.config import Settings
-from service.inference import ModelRegistry
 from service.main import create_app
 from spine_core.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_file
 from spine_core.preprocessing import preprocessing_spec, refine_preprocessing_spec
 from spine_core.structures import CLASSIFIER_MODEL_NAME, STRUCTURES, refinement_model_name
+from spine_engine import ModelRegistry
 
 SEG_HW = (64, 32)
 CLF_HW = (16, 8)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from spine_service_testlib import decode_png_mask, decode_rle, spine_image
 
-from service.masks import bbox_xywh, mask_to_png, mask_to_rle
+from spine_engine.masks import bbox_xywh, mask_to_png, mask_to_rle
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.measurement_overlay import CURVE_COLOURS, draw_cobb
 from spine_core.cobb import LEVELS, N_VERTEBRAE, cobb_angles
 from spine_core.vertebrae import Vertebra
+from spine_engine.measurement_overlay import CURVE_COLOURS, draw_cobb
 
 HEIGHT, WIDTH = 1400, 600
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.core.config import DEFAULT_MODELS_DIR
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"

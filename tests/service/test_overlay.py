@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from service.overlay import legend, outline, overlay_png, render_overlay, structure_colour
+from spine_engine.overlay import legend, outline, overlay_png, render_overlay, structure_colour
 
 
 def _film(h: int = 400, w: int = 200) -> np.ndarray:

@@ -10,7 +10,7 @@ from pydicom.uid import HTJ2KLossless, RLELossless
 from spine_service_testlib import encode, make_dicom, png_declaring, spine_image, tall_film, truncated_jpeg
 
 from service.core.config import Settings
-from service.decoding import (
+from spine_engine.decoding import (
     CorruptImageError,
     EmptyFileError,
     ImageTooLargeError,

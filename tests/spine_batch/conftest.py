@@ -8,7 +8,8 @@ import pytest
 from spine_batch_testlib import write_films
 from spine_service_testlib import CPU, write_models_dir
 
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
+from spine_engine.engine import Engine
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,12 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def registry(models_dir: Path) -> ModelRegistry:
     return ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=1)
+
+
+@pytest.fixture(scope="session")
+def loaded_engine(registry: ModelRegistry) -> Engine:
+    """The analysis engine over the tiny models, with the default policy (what spine-batch builds from its settings)."""
+    return Engine(registry)
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,11 @@ import requests
 from pydicom.uid import generate_uid
 from spine_service_testlib import make_dicom, spine_image
 
-from service.inference import ModelRegistry
 from spine_batch.cli import main
 from spine_batch.results import read_results
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import Item
+from spine_engine.engine import Engine
 
 AUTH = ("batch", "batch-secret")
 PLUGIN_DIRS = [Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc/plugins")]
@@ -80,7 +80,7 @@ def _study_dicom(study: str, view: str | None, seed: int) -> bytes:
 
 
 def test_studies_from_dicomweb_are_rows_like_files(
-    orthanc: str, models_dir: Path, registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    orthanc: str, models_dir: Path, loaded_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     studies = [generate_uid(), generate_uid()]
     films = {(studies[0], "AP", 1), (studies[0], "LL", 2), (studies[1], None, 3)}  # the last: --view decides
@@ -90,7 +90,7 @@ def test_studies_from_dicomweb_are_rows_like_files(
         assert requests.post(f"{orthanc}/instances", data=data, auth=AUTH, timeout=30).ok
         (tmp_path / f"{seed}.dcm").write_bytes(data)
         expected.append(
-            classify_item(registry, Item(key=str(seed), path=str(tmp_path / f"{seed}.dcm")), RowOptions(default_view="AP"))
+            classify_item(loaded_engine, Item(key=str(seed), path=str(tmp_path / f"{seed}.dcm")), RowOptions(default_view="AP"))
         )
     missing = generate_uid()
     monkeypatch.setenv("SPINE_DICOMWEB_USERNAME", AUTH[0])

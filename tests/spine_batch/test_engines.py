@@ -12,11 +12,11 @@ from spine_batch_testlib import CORRUPT_FILM, GOOD_FILMS
 from spine_service_testlib import encode, spine_image
 
 import spine_batch.local_engine
-from service.inference import ModelRegistry
 from spine_batch.cli import main
 from spine_batch.results import PART_GLOB, read_results
 from spine_batch.rows import RowOptions, classify_item
 from spine_batch.sources import source_items
+from spine_engine.engine import Engine
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def _set(row: dict) -> dict:
 
 
 def test_rows_equal_the_service_s_and_a_rerun_resumes(
-    engine: str, films: Path, models_dir: Path, registry: ModelRegistry, tmp_path: Path
+    engine: str, films: Path, models_dir: Path, loaded_engine: Engine, tmp_path: Path
 ) -> None:
     source = tmp_path / "films"
     shutil.copytree(films, source)
@@ -66,7 +66,7 @@ def test_rows_equal_the_service_s_and_a_rerun_resumes(
     assert sorted(rows) == sorted([*GOOD_FILMS, CORRUPT_FILM])
     options = RowOptions(default_view="AP")
     for item in source_items(source):
-        expected = classify_item(registry, item, options)
+        expected = classify_item(loaded_engine, item, options)
         assert {k: rows[item.key][k] for k in expected} == expected, item.key
     assert rows[CORRUPT_FILM]["error_code"] == "corrupt_image" and rows[CORRUPT_FILM]["label"] is None
     assert rows["series/lat.dcm"]["view"] == "LAT" and rows["a.png"]["view"] == "AP"

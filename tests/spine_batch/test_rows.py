@@ -13,9 +13,9 @@ from PIL import Image
 from spine_batch_testlib import CORRUPT_FILM, GOOD_FILMS
 from spine_service_testlib import make_settings, start_client
 
-from service.inference import ModelRegistry
 from spine_batch.rows import RowOptions, classify_item, error_fields, flatten_response
 from spine_batch.sources import Item, source_items
+from spine_engine.engine import Engine
 
 # The view each film is sent as: the DICOM's own where it has one, AP (--view) for the rest.
 VIEWS = {"series/lat.dcm": "LAT"}
@@ -36,8 +36,8 @@ def _post(client: TestClient, path: Path, view: str):
 
 
 @pytest.mark.parametrize("key", GOOD_FILMS)
-def test_row_equals_the_http_answer_flattened(client: TestClient, registry: ModelRegistry, films: Path, key: str) -> None:
-    row = classify_item(registry, Item(key=key, path=str(films / key)), RowOptions(default_view="AP"))
+def test_row_equals_the_http_answer_flattened(client: TestClient, loaded_engine: Engine, films: Path, key: str) -> None:
+    row = classify_item(loaded_engine, Item(key=key, path=str(films / key)), RowOptions(default_view="AP"))
     view = VIEWS.get(key, "AP")
     response = _post(client, films / key, view)
     assert response.status_code == 200, response.text
@@ -53,17 +53,17 @@ def test_row_equals_the_http_answer_flattened(client: TestClient, registry: Mode
     [("text.png", b"not an image", 415, "unsupported_media_type"), ("empty.jpg", b"", 422, "empty_file")],
 )
 def test_bad_files_are_the_http_errors_as_rows(
-    client: TestClient, registry: ModelRegistry, tmp_path: Path, name: str, data: bytes, status: int, code: str
+    client: TestClient, loaded_engine: Engine, tmp_path: Path, name: str, data: bytes, status: int, code: str
 ) -> None:
     (tmp_path / name).write_bytes(data)
-    row = classify_item(registry, Item(key=name, path=str(tmp_path / name)), RowOptions(default_view="AP"))
+    row = classify_item(loaded_engine, Item(key=name, path=str(tmp_path / name)), RowOptions(default_view="AP"))
     response = _post(client, tmp_path / name, "AP")
     assert (response.status_code, response.json()["code"]) == (status, code)
     assert (row["error_status"], row["error_code"], row["error_message"]) == (status, code, response.json()["detail"])
 
 
-def test_a_corrupt_film_is_the_http_error_as_a_row(client: TestClient, registry: ModelRegistry, films: Path) -> None:
-    row = classify_item(registry, Item(key=CORRUPT_FILM, path=str(films / CORRUPT_FILM)), RowOptions(default_view="AP"))
+def test_a_corrupt_film_is_the_http_error_as_a_row(client: TestClient, loaded_engine: Engine, films: Path) -> None:
+    row = classify_item(loaded_engine, Item(key=CORRUPT_FILM, path=str(films / CORRUPT_FILM)), RowOptions(default_view="AP"))
     response = _post(client, films / CORRUPT_FILM, "AP")
     body = response.json()
     assert response.status_code == 422 and body["code"] == "corrupt_image"
@@ -76,12 +76,12 @@ def test_a_corrupt_film_is_the_http_error_as_a_row(client: TestClient, registry:
     assert "label" not in row
 
 
-def test_missing_file_and_unknown_view_are_error_rows(registry: ModelRegistry, films: Path, tmp_path: Path) -> None:
-    gone = classify_item(registry, Item(key="gone.png", path=str(tmp_path / "gone.png")), RowOptions(default_view="AP"))
+def test_missing_file_and_unknown_view_are_error_rows(loaded_engine: Engine, films: Path, tmp_path: Path) -> None:
+    gone = classify_item(loaded_engine, Item(key="gone.png", path=str(tmp_path / "gone.png")), RowOptions(default_view="AP"))
     assert (gone["status"], gone["error_code"]) == ("error", "read_error")
-    no_view = classify_item(registry, Item(key="a.png", path=str(films / "a.png")), RowOptions())
+    no_view = classify_item(loaded_engine, Item(key="a.png", path=str(films / "a.png")), RowOptions())
     assert (no_view["error_code"], no_view["error_status"]) == ("unknown_view", 422)
-    bad_view = classify_item(registry, Item(key="a.png", path=str(films / "a.png"), view="oblique"), RowOptions())
+    bad_view = classify_item(loaded_engine, Item(key="a.png", path=str(films / "a.png"), view="oblique"), RowOptions())
     assert (bad_view["error_code"], bad_view["view"]) == ("unknown_view", "oblique")
 
 
@@ -126,10 +126,10 @@ def test_fields_the_service_adds_become_columns_without_code_changes() -> None:
     assert (row["width"], row["height"], row["format"]) == (10, 20, "PNG")
 
 
-def test_masks_dir_gets_each_mask_as_a_png_of_the_row_s_area(registry: ModelRegistry, films: Path, tmp_path: Path) -> None:
+def test_masks_dir_gets_each_mask_as_a_png_of_the_row_s_area(loaded_engine: Engine, films: Path, tmp_path: Path) -> None:
     options = RowOptions(default_view="AP", masks_dir=str(tmp_path))
     item = next(i for i in source_items(films) if i.key == "series/d.png")
-    row = classify_item(registry, item, options)
+    row = classify_item(loaded_engine, item, options)
     pngs = sorted((tmp_path / "series_d.png").glob("*.png"))
     assert [p.stem for p in pngs] == sorted(k.split(".", 1)[1] for k in row if k.startswith("area_px."))
     for png in pngs:
@@ -138,9 +138,9 @@ def test_masks_dir_gets_each_mask_as_a_png_of_the_row_s_area(registry: ModelRegi
         assert int(np.count_nonzero(mask)) == row[f"area_px.{png.stem}"]
 
 
-def test_without_masks_the_scores_are_the_same_and_there_are_no_areas(registry: ModelRegistry, films: Path) -> None:
+def test_without_masks_the_scores_are_the_same_and_there_are_no_areas(loaded_engine: Engine, films: Path) -> None:
     item = Item(key="a.png", path=str(films / "a.png"))
-    with_masks = classify_item(registry, item, RowOptions(default_view="AP"))
-    label_only = classify_item(registry, item, RowOptions(default_view="AP", include_masks=False))
+    with_masks = classify_item(loaded_engine, item, RowOptions(default_view="AP"))
+    label_only = classify_item(loaded_engine, item, RowOptions(default_view="AP", include_masks=False))
     assert not any(k.startswith(("area_px.", "bbox.")) for k in label_only)
     assert {k: v for k, v in with_masks.items() if not k.startswith(("area_px.", "bbox."))} == label_only

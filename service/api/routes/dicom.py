@@ -13,17 +13,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from pydicom import Dataset
 
-from service.api.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
-from service.core.config import Settings
+from service.api.deps import EngineDep, LimiterDep, MetricsDep, SettingsDep
 from service.core.errors import ApiError
 from service.dicom.analysis import analyze_radiograph, cobb_of, study_label
 from service.dicom.dicomweb import DicomwebServer, analyze_study
 from service.dicom.seg import build_segmentation
-from service.dicom.source import DicomInputError, read_dataset
+from service.dicom.source import read_dataset
 from service.dicom.sr import build_measurement_report
-from service.inference import ModelRegistry
-from service.pipeline import parse_structures
 from service.schemas import AggregationName, ErrorBody
+from spine_engine.engine import Engine
+from spine_engine.study import parse_structures
 
 router = APIRouter(tags=["dicom"])
 T = TypeVar("T")
@@ -56,11 +55,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 async def _run(job: Callable[[], T], limiter: LimiterDep) -> T:
-    """The blocking work in a worker thread under the inference limiter; DICOM refusals become API errors."""
-    try:
-        return await anyio.to_thread.run_sync(job, limiter=limiter)
-    except DicomInputError as exc:
-        raise ApiError(exc.status_code, exc.code, exc.message, **exc.extra) from exc
+    """The blocking work in a worker thread under the inference limiter (refusals are SpineErrors: one handler)."""
+    return await anyio.to_thread.run_sync(job, limiter=limiter)
 
 
 def _dicom_response(ds: Dataset, prefix: str) -> Response:
@@ -70,29 +66,16 @@ def _dicom_response(ds: Dataset, prefix: str) -> Response:
     return Response(content=buf.getvalue(), media_type=DICOM_MEDIA_TYPE, headers=headers)
 
 
-def _seg_job(
-    registry: ModelRegistry, settings: Settings, data: bytes, view: str | None, structures: str | None
-) -> tuple[Dataset, str]:
-    analysis = analyze_radiograph(
-        registry,
-        read_dataset(data),
-        data,
-        view,
-        parse_structures(structures),
-        settings.max_image_pixels,
-        False,
-        settings.policy(),
-    )
+def _seg_job(engine: Engine, data: bytes, view: str | None, structures: str | None) -> tuple[Dataset, str]:
+    analysis = analyze_radiograph(engine, read_dataset(data), data, view, parse_structures(structures), classify=False)
     return build_segmentation(analysis), analysis.view
 
 
 def _sr_job(
-    registry: ModelRegistry, settings: Settings, data: bytes, view: str | None, structures: str | None, aggregation: str
+    engine: Engine, data: bytes, view: str | None, structures: str | None, aggregation: str | None
 ) -> tuple[Dataset, str]:
-    policy = replace(settings.policy(), aggregation=aggregation or settings.aggregation)
-    analysis = analyze_radiograph(
-        registry, read_dataset(data), data, view, parse_structures(structures), settings.max_image_pixels, True, policy
-    )
+    policy = replace(engine.policy, aggregation=aggregation) if aggregation else engine.policy
+    analysis = analyze_radiograph(engine, read_dataset(data), data, view, parse_structures(structures), True, policy)
     seg = build_segmentation(analysis)  # not returned: the same UIDs as /dicom/seg's, so the SR's references resolve
     return build_measurement_report([analysis], [seg], study_label([analysis]), cobb_of([analysis])), analysis.view
 
@@ -109,8 +92,7 @@ def _sr_job(
     responses={**DICOM_BODY, **_errors(400, 413, 415, 422, 503)},
 )
 async def dicom_seg(
-    registry: RegistryDep,
-    settings: SettingsDep,
+    engine: EngineDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
     file: Annotated[UploadFile, File(description=FILE_HELP)],
@@ -118,7 +100,7 @@ async def dicom_seg(
     structures: Annotated[str | None, Form(description=STRUCTURES_HELP, max_length=512)] = None,
 ) -> Response:
     data = await file.read()
-    seg, analysed_view = await _run(lambda: _seg_job(registry, settings, data, view, structures), limiter)
+    seg, analysed_view = await _run(lambda: _seg_job(engine, data, view, structures), limiter)
     metrics.images.labels("dicom_seg", analysed_view).inc()
     return _dicom_response(seg, "seg")
 
@@ -135,8 +117,7 @@ async def dicom_seg(
     responses={**DICOM_BODY, **_errors(400, 413, 415, 422, 503)},
 )
 async def dicom_sr(
-    registry: RegistryDep,
-    settings: SettingsDep,
+    engine: EngineDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
     file: Annotated[UploadFile, File(description=FILE_HELP)],
@@ -145,8 +126,7 @@ async def dicom_sr(
     aggregation: Annotated[AggregationName | None, Form(description="Override SPINE_AGGREGATION for this request")] = None,
 ) -> Response:
     data = await file.read()
-    rule = aggregation or settings.aggregation
-    sr, analysed_view = await _run(lambda: _sr_job(registry, settings, data, view, structures, rule), limiter)
+    sr, analysed_view = await _run(lambda: _sr_job(engine, data, view, structures, aggregation), limiter)
     metrics.images.labels("dicom_sr", analysed_view).inc()
     return _dicom_response(sr, "sr")
 
@@ -183,6 +163,7 @@ class AnalyzedImage(BaseModel):
 class SkippedObject(BaseModel):
     sop_instance_uid: str
     reason: str
+    code: str = Field(description="The error code the API answers for the same object (e.g. not_a_radiograph)")
 
 
 class AnalyzeResponse(BaseModel):
@@ -207,7 +188,7 @@ class AnalyzeResponse(BaseModel):
     responses=_errors(400, 404, 422, 502, 503, 504),
 )
 async def dicomweb_analyze(
-    registry: RegistryDep,
+    engine: EngineDep,
     settings: SettingsDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
@@ -219,12 +200,9 @@ async def dicomweb_analyze(
         raise ApiError(
             404, "dicomweb_not_configured", "no DICOMweb server is configured: set SPINE_DICOMWEB_URL (docs/deployment.md)"
         )
-    password = settings.dicomweb_password.get_secret_value() if settings.dicomweb_password else None
-    server = DicomwebServer(settings.dicomweb_url, settings.dicomweb_username, password, settings.dicomweb_timeout_s)
-    policy = replace(settings.policy(), aggregation=aggregation or settings.aggregation)
-    job = lambda: analyze_study(  # noqa: E731
-        server, registry, study_uid, parse_structures(structures), policy, settings.max_image_pixels
-    )
+    server = DicomwebServer.from_settings(settings)
+    policy = replace(engine.policy, aggregation=aggregation) if aggregation else engine.policy
+    job = lambda: analyze_study(server, engine, study_uid, parse_structures(structures), policy)  # noqa: E731
     result = await _run(job, limiter)
     for image in result["results"]:
         metrics.images.labels("dicomweb_analyze", image["view"]).inc()

@@ -1,18 +1,20 @@
-"""POST /segment and POST /classify: parse the form, run the pipeline in a worker thread, count."""
+"""POST /segment and POST /classify: build the study request from the form, run it in a worker thread, count."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, File, Form, UploadFile
 
-from service.api.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
+from service.api.deps import EngineDep, LimiterDep, MetricsDep, SettingsDep
 from service.core.errors import ApiError
-from service.decoding import SUPPORTED
-from service.pipeline import Upload, classify_uploads, parse_structures, segment_upload
 from service.schemas import AggregationName, ClassifyResponse, MaskFormat, SegmentResponse, error_responses
+from spine_engine import answers
+from spine_engine.decoding import SUPPORTED
+from spine_engine.study import Film, StudyRequest, parse_structures
 
 router = APIRouter(tags=["inference"])
 
@@ -29,9 +31,9 @@ VIEW_MAX = 32
 STRUCTURES_MAX = 512
 
 
-async def _read(upload: UploadFile) -> Upload:
+async def _read(upload: UploadFile, view: str | None) -> Film:
     # The body limit middleware has already bounded what Starlette spooled; this reads the spooled file.
-    return Upload(data=await upload.read(), filename=upload.filename)
+    return Film(data=await upload.read(), filename=upload.filename, view=view)
 
 
 @router.post(
@@ -47,7 +49,7 @@ async def _read(upload: UploadFile) -> Upload:
     responses=ERRORS,
 )
 async def segment(
-    registry: RegistryDep,
+    engine: EngineDep,
     settings: SettingsDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
@@ -59,19 +61,14 @@ async def segment(
     mask_format: Annotated[MaskFormat, Form(description="png (base64 1-bit PNG) or rle (COCO uncompressed RLE)")] = "png",
     overlay: Annotated[bool, Form(description="Also return the radiograph with coloured masks as base64 PNG")] = False,
 ) -> SegmentResponse:
-    upload = await _read(file)
-    job = partial(
-        segment_upload,
-        registry,
-        upload,
-        view,
-        parse_structures(structures),
-        mask_format,
-        overlay,
-        settings.max_image_pixels,
-        settings.overlay_max_side,
-        settings.policy(),
+    request = StudyRequest(
+        films=(await _read(file, view),),
+        policy=engine.policy,
+        structures=parse_structures(structures),
+        classify=False,
+        max_pixels=engine.max_pixels,
     )
+    job = partial(answers.segment, engine, request, mask_format, overlay, settings.overlay_max_side)
     result = await anyio.to_thread.run_sync(job, limiter=limiter)
     metrics.images.labels("segment", result.view).inc()
     return result
@@ -91,8 +88,7 @@ async def segment(
     responses=ERRORS,
 )
 async def classify(
-    registry: RegistryDep,
-    settings: SettingsDep,
+    engine: EngineDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
     ap: Annotated[UploadFile | None, File(description=f"AP radiograph: {SUPPORTED}")] = None,
@@ -105,21 +101,18 @@ async def classify(
         Form(description=STRUCTURES_HELP + " (of any view sent)", examples=["Ap_Vertebra"], max_length=STRUCTURES_MAX),
     ] = None,
 ) -> ClassifyResponse:
-    uploads = {view: await _read(f) for view, f in (("AP", ap), ("LAT", lat)) if f is not None}
-    if not uploads:
+    films = tuple([await _read(f, view) for view, f in (("AP", ap), ("LAT", lat)) if f is not None])
+    if not films:
         raise ApiError(422, "validation_error", "send at least one of the files `ap` and `lat`")
-    job = partial(
-        classify_uploads,
-        registry,
-        uploads,
-        include_masks,
-        mask_format,
-        aggregation,
-        settings.max_image_pixels,
-        settings.policy(),
-        parse_structures(structures),
+    request = StudyRequest(
+        films=films,
+        policy=replace(engine.policy, aggregation=aggregation) if aggregation else engine.policy,
+        structures=parse_structures(structures),
+        source_masks=include_masks,
+        max_pixels=engine.max_pixels,
     )
+    job = partial(answers.classify, engine, request, include_masks, mask_format)
     result = await anyio.to_thread.run_sync(job, limiter=limiter)
-    for view in uploads:
-        metrics.images.labels("classify", view).inc()
+    for film in films:
+        metrics.images.labels("classify", film.view).inc()
     return result

@@ -20,8 +20,8 @@ from PIL import Image
 from starlette.staticfiles import StaticFiles
 
 from service.api.deps import LimiterDep, SettingsDep
-from service.decoding import decode_image
-from service.overlay import display_gray
+from spine_engine.decoding import decode_image
+from spine_engine.overlay import display_gray
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_PREFIX = "/static"

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import LimiterDep, ModelStateDep, RegistryDep, SettingsDep
 from service.core.errors import ApiError
-from service.inference import LoadedModel, ModelRegistry, UnknownModelError
 from service.kserve import (
     EXTENSIONS,
     HEADER_LENGTH,
@@ -27,6 +26,7 @@ from service.kserve import (
     triton_config,
     v2_errors,
 )
+from spine_engine import LoadedModel, ModelRegistry, UnknownModelError
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 

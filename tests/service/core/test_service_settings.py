@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 import service.main
-from service.analysis import AnalysisPolicy
 from service.core.config import DEFAULT_MODELS_DIR, Settings
+from spine_engine.analysis import AnalysisPolicy
 
 
 def test_defaults() -> None:

@@ -19,8 +19,9 @@ from spine_service_testlib import decode_rle, make_dicom, png_bytes, post_segmen
 from service.dicom.analysis import analyze_radiograph
 from service.dicom.seg import STRUCTURE_CODES, build_segmentation
 from service.dicom.source import read_dataset
-from service.inference import ModelRegistry
 from spine_core.manifest import Manifest, load_manifest, save_manifest
+from spine_engine import ModelRegistry
+from spine_engine.engine import Engine
 
 VARIANTS = [(8, "MONOCHROME2"), (16, "MONOCHROME2"), (8, "MONOCHROME1"), (16, "MONOCHROME1")]
 DICOM = "application/dicom"
@@ -155,11 +156,11 @@ def test_demonstration_models_are_flagged_in_the_segment_description(models_dir:
         e.model_copy(update={"validated": e.name != "Ap_Pedicle", "notes": "trained on one study"}) for e in manifest.models
     ]
     save_manifest(Manifest(created=manifest.created, models=entries), tmp_path / "models")
-    demo = ModelRegistry.load(tmp_path / "models", providers=["CPUExecutionProvider"], intra_op_threads=1)
+    demo = Engine(ModelRegistry.load(tmp_path / "models", providers=["CPUExecutionProvider"], intra_op_threads=1))
     data = dx_bytes()
     by_default = build_segmentation(analyze_radiograph(demo, read_dataset(data), data, classify=False))
     assert "Ap_Pedicle" not in {str(s.SegmentLabel) for s in by_default.SegmentSequence}  # demonstrations run when named
-    named = ["Ap_Vertebra", "Ap_Pedicle"]
+    named = ("Ap_Vertebra", "Ap_Pedicle")
     seg = build_segmentation(analyze_radiograph(demo, read_dataset(data), data, structures=named, classify=False))
     text = {str(s.SegmentLabel): str(s.SegmentDescription) for s in seg.SegmentSequence}
     assert "DEMONSTRATION MODEL, NOT VALIDATED" in text["Ap_Pedicle"] and "trained on one study" in text["Ap_Pedicle"]

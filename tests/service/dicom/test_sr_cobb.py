@@ -15,7 +15,8 @@ from service.dicom.analysis import analyze_radiograph, study_label
 from service.dicom.seg import build_segmentation
 from service.dicom.source import read_dataset
 from service.dicom.sr import build_measurement_report, vertebra_code
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
+from spine_engine.engine import Engine
 
 COBB = {
     "angles_deg": [12.5, 42.1, 20.0],
@@ -31,7 +32,7 @@ COBB = {
 
 def report_bytes(registry: ModelRegistry, cobb: dict | None) -> tuple[bytes, str]:
     data = dx_bytes()
-    analysis = analyze_radiograph(registry, read_dataset(data), data)
+    analysis = analyze_radiograph(Engine(registry), read_dataset(data), data)
     sr = build_measurement_report([analysis], [build_segmentation(analysis)], study_label([analysis]), cobb=cobb)
     buf = io.BytesIO()
     sr.save_as(buf)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.inference import AGGREGATIONS, aggregate, aggregate_max_score, aggregate_mean
+from spine_engine import AGGREGATIONS, aggregate, aggregate_max_score, aggregate_mean
 
 
 def test_max_score_takes_the_class_of_the_single_highest_score() -> None:

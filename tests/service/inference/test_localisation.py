@@ -1,4 +1,4 @@
-"""service.inference.localisation: the two-pass flow on a fake registry, and the metric on the 5 large films."""
+"""spine_engine.localisation: the two-pass flow on a fake registry, and the metric on the 5 large films."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from service.inference.localisation import LocalisationSettings, localise_and_segment
+from spine_engine.localisation import LocalisationSettings, localise
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO.parent / "shared" / "data"
@@ -35,7 +35,7 @@ class FakeRegistry:
     """The registry's public surface that localisation uses. Its 'model' marks what is bright in its input.
 
     `first` is what the plain segmentation returns (a full-body film's first pass: the lower bodies and the
-    skull); the windowed passes go through `run`, like the real flow.
+    skull); the windowed passes go through `infer` (the scheduler), like the real flow.
     """
 
     def __init__(self, first: np.ndarray, sees_anything: bool = True) -> None:
@@ -48,18 +48,14 @@ class FakeRegistry:
             threshold=0.5,
         )
 
-    def segment(self, pixels: np.ndarray, view: str, structures: list[str]) -> SimpleNamespace:
-        assert view == "AP" and structures == ["Ap_Vertebra"]
-        return SimpleNamespace(masks={"Ap_Vertebra": self.first.copy()})
-
     def segmentation_model(self, structure: str) -> SimpleNamespace:
         return self.model
 
-    def run(self, name: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    def infer(self, work: list[tuple[SimpleNamespace, np.ndarray]]) -> list[np.ndarray]:
         self.runs += 1
-        x = inputs["image"]
-        assert x.shape == (1, 512, 256, 1) and x.dtype == np.float32
-        return {"mask": (x > 0.5).astype(np.float32) * self.sees_anything}
+        ((model, x),) = work
+        assert model is self.model and x.shape == (1, 512, 256, 1) and x.dtype == np.float32
+        return [(x > 0.5).astype(np.float32) * self.sees_anything]
 
 
 def full_body_film() -> np.ndarray:
@@ -69,7 +65,7 @@ def full_body_film() -> np.ndarray:
 def test_full_body_film_gets_the_missed_bodies_and_loses_the_skull() -> None:
     first = paint([*SPINE[-6:], SKULL]) > 0  # the first pass: six lumbar bodies and a blob in the skull
     registry = FakeRegistry(first)
-    result = localise_and_segment(registry, full_body_film())  # type: ignore[arg-type]
+    result = localise(registry, full_body_film(), registry.first.copy())  # type: ignore[arg-type]
     near_spine = ndimage.binary_dilation(paint(SPINE) > 0, iterations=3)  # resampling blurs edges by a pixel or two
     assert result.passes == 3 and registry.runs == 2
     assert result.window is not None
@@ -83,7 +79,7 @@ def test_a_film_cropped_to_the_spine_runs_once_and_keeps_the_plain_mask() -> Non
     tall = [(40 + i * 110, 40 + i * 110 + 90, 350, 460) for i in range(17)]  # spans 94 % of the height
     first = paint([*tall, RIB]) > 0
     registry = FakeRegistry(first)
-    result = localise_and_segment(registry, paint(tall))  # type: ignore[arg-type]
+    result = localise(registry, paint(tall), registry.first.copy())  # type: ignore[arg-type]
     assert result.passes == 1 and registry.runs == 0 and result.window is None
     assert result.chain_share > LocalisationSettings().max_chain_share
     assert np.array_equal(result.mask, first)  # unchanged: the AASCE films' Dice stays as it was
@@ -92,10 +88,11 @@ def test_a_film_cropped_to_the_spine_runs_once_and_keeps_the_plain_mask() -> Non
 def test_windows_that_find_nothing_more_leave_the_plain_mask() -> None:
     first = paint([*SPINE[-6:], SKULL]) > 0
     registry = FakeRegistry(first, sees_anything=False)
-    result = localise_and_segment(registry, full_body_film())  # type: ignore[arg-type]
+    result = localise(registry, full_body_film(), registry.first.copy())  # type: ignore[arg-type]
     assert registry.runs >= 1 and result.window is None
     assert np.array_equal(result.mask, first)
-    chained = localise_and_segment(FakeRegistry(first, False), full_body_film(), LocalisationSettings(chain_first_pass=True))  # type: ignore[arg-type]
+    fake = FakeRegistry(first, False)
+    chained = localise(fake, full_body_film(), first.copy(), LocalisationSettings(chain_first_pass=True))  # type: ignore[arg-type]
     assert np.array_equal(chained.mask, paint(SPINE[-6:]) > 0)  # or its chain, when asked
 
 

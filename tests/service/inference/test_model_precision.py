@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from spine_service_testlib import CPU, SEG_HW, copy_models_dir, make_settings, png_bytes, spine_image, start_client
 
-from service.inference import ModelRegistry
 from spine_core.manifest import load_manifest, sha256_file
 from spine_core.preprocessing import preprocess_image, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME
+from spine_engine import ModelRegistry, Segmenter
 from training.quantize import add_int8_variant
 
 QUANTIZED = ("Ap_Vertebra", "Lat_Vertebra")
@@ -59,8 +59,8 @@ def test_int8_serves_the_variants_and_fp32_for_the_rest(int8_models_dir: Path) -
     assert reg.models[CLASSIFIER_MODEL_NAME].path.name == "model.onnx"
     fp32 = ModelRegistry.load(int8_models_dir, providers=CPU, intra_op_threads=1)
     image = spine_image(300, 120, seed=7)
-    a = fp32.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
-    b = reg.segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
+    a = Segmenter(fp32).segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
+    b = Segmenter(reg).segment(image, "AP", ["Ap_Vertebra"]).masks["Ap_Vertebra"]
     assert a.shape == b.shape and a.any()
     assert np.mean(a == b) > 0.95  # the same model, other arithmetic
 

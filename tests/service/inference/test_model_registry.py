@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 from spine_service_testlib import CLF_HW, CPU, SEG_HW, copy_models_dir, spine_image, write_models_dir
 
-import service.inference.models as models_module
-import service.inference.segmentation as segmentation_module
-from service.inference import ModelRegistry, ModelUnavailableError, RuntimeTuning, UnknownStructureError, UnknownViewError
+import spine_engine.models as models_module
+import spine_engine.segmentation as segmentation_module
 from spine_core.preprocessing import mask_to_classifier_input, preprocess_image, probabilities_to_source_mask, to_unet_batch
 from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
+from spine_engine import ModelRegistry, ModelUnavailableError, RuntimeTuning, Segmenter, UnknownStructureError, UnknownViewError
 
 
 def test_loads_every_model_ready(registry: ModelRegistry) -> None:
@@ -51,7 +51,7 @@ def test_thread_counts_are_set_explicitly(models_dir: Path, monkeypatch: pytest.
 @pytest.mark.parametrize("shape", [(300, 120), (90, 400), (64, 32), (7, 5)])
 def test_masks_at_original_size_and_model_frame(registry: ModelRegistry, shape: tuple[int, int]) -> None:
     image = spine_image(*shape) if min(shape) > 20 else np.arange(shape[0] * shape[1], dtype=np.uint8).reshape(shape)
-    result = registry.segment(image, "AP")
+    result = Segmenter(registry).segment(image, "AP")
     assert list(result.masks) == structures_for_view("AP")
     for structure in result.masks:
         assert result.masks[structure].shape == shape and result.masks[structure].dtype == bool
@@ -63,7 +63,7 @@ def test_masks_at_original_size_and_model_frame(registry: ModelRegistry, shape: 
 
 def test_segment_equals_the_shared_preprocessing_and_onnxruntime(registry: ModelRegistry, models_dir: Path) -> None:
     image = spine_image(250, 90, seed=3)
-    result = registry.segment(image, "LAT", ["Lat_Vertebra"])
+    result = Segmenter(registry).segment(image, "LAT", ["Lat_Vertebra"])
     x, box = preprocess_image(image, SEG_HW)
     session = ort.InferenceSession(str(models_dir / "Lat_Vertebra/1/model.onnx"), providers=CPU)
     prob = session.run(None, {"input_image": to_unet_batch([x])})[0][0, :, :, 0]
@@ -76,30 +76,30 @@ def test_preprocesses_once_per_image(registry: ModelRegistry, monkeypatch: pytes
     calls = []
     real = segmentation_module.preprocess_image
     monkeypatch.setattr(segmentation_module, "preprocess_image", lambda img, hw: calls.append(hw) or real(img, hw))
-    registry.segment(spine_image(), "LAT")
+    Segmenter(registry).segment(spine_image(), "LAT")
     assert calls == [SEG_HW]
 
 
 def test_colour_and_16bit_arrays(registry: ModelRegistry) -> None:
     gray = spine_image()
-    rgb = registry.segment(np.repeat(gray[..., None], 3, axis=2), "AP").masks
-    wide = registry.segment(gray.astype(np.uint16) * 257, "AP").masks
-    base = registry.segment(gray, "AP").masks
+    rgb = Segmenter(registry).segment(np.repeat(gray[..., None], 3, axis=2), "AP").masks
+    wide = Segmenter(registry).segment(gray.astype(np.uint16) * 257, "AP").masks
+    base = Segmenter(registry).segment(gray, "AP").masks
     for s in base:
         np.testing.assert_array_equal(rgb[s], base[s])
         np.testing.assert_array_equal(wide[s], base[s])
 
 
 def test_structure_subset_and_errors(registry: ModelRegistry) -> None:
-    assert list(registry.segment(spine_image(), "AP", ["Ap_Vertebra"]).masks) == ["Ap_Vertebra"]
+    assert list(Segmenter(registry).segment(spine_image(), "AP", ["Ap_Vertebra"]).masks) == ["Ap_Vertebra"]
     with pytest.raises(UnknownViewError, match="unknown view"):
-        registry.segment(spine_image(), "PA")
+        Segmenter(registry).segment(spine_image(), "PA")
     with pytest.raises(UnknownStructureError, match="unknown structure 'Ap_Rib'"):
-        registry.segment(spine_image(), "AP", ["Ap_Rib"])
+        Segmenter(registry).segment(spine_image(), "AP", ["Ap_Rib"])
     with pytest.raises(UnknownStructureError, match="belongs to view LAT"):
-        registry.segment(spine_image(), "AP", ["Lat_Vertebra"])
+        Segmenter(registry).segment(spine_image(), "AP", ["Lat_Vertebra"])
     with pytest.raises(UnknownStructureError):
-        registry.segment(spine_image(), "AP", [])
+        Segmenter(registry).segment(spine_image(), "AP", [])
 
 
 @pytest.mark.parametrize(("slots", "batches"), [(0, [3]), (1, [3]), (2, [1, 2]), (4, [1, 1, 1])])
@@ -107,9 +107,9 @@ def test_classify_masks_one_batch_per_cpu_slot(models_dir: Path, slots: int, bat
     # Sessions have one thread per slot on the CPU: a study's masks are split so the slots share them.
     registry = ModelRegistry.load(models_dir, providers=CPU, tuning=RuntimeTuning(inference_slots=slots))
     calls: list[tuple[str, int]] = []
-    frames = registry.segment(spine_image(), "AP").model_frame_masks
+    frames = Segmenter(registry).segment(spine_image(), "AP").model_frame_masks
     registry.on_inference = lambda name, seconds, batch: calls.append((name, batch))
-    scores = registry.classify_masks(frames)
+    scores = Segmenter(registry).classify_masks(frames)
     assert sorted(calls) == [(CLASSIFIER_MODEL_NAME, b) for b in batches]
     assert list(scores) == list(frames)
     for structure, (p_normal, p_damaged) in scores.items():
@@ -117,7 +117,7 @@ def test_classify_masks_one_batch_per_cpu_slot(models_dir: Path, slots: int, bat
         # The tiny classifier: p_damaged = softmax over 8*coverage - 2 of the box-downsampled mask.
         coverage = mask_to_classifier_input(frames[structure], CLF_HW).mean()
         assert p_damaged == pytest.approx(1 / (1 + np.exp(-(16 * coverage - 4))), abs=1e-5)
-    assert registry.classify_masks({}) == {}
+    assert Segmenter(registry).classify_masks({}) == {}
 
 
 # --------------------------------------------------------------------------- not servable
@@ -167,18 +167,18 @@ def test_a_bad_model_is_reported_by_name_and_never_served(tmp_path: Path, models
     assert not reg.ready
     assert list(reg.problems) == ["Ap_Vertebra"] and reason in reg.problems["Ap_Vertebra"]
     with pytest.raises(ModelUnavailableError) as err:
-        reg.segment(spine_image(), "AP")
+        Segmenter(reg).segment(spine_image(), "AP")
     assert "Ap_Vertebra" in err.value.problems
     # Models that are fine keep working: the other structures of AP, and LAT.
-    assert list(reg.segment(spine_image(), "AP", ["Ap_Pedicle"]).masks) == ["Ap_Pedicle"]
-    assert len(reg.segment(spine_image(), "LAT").masks) == 5
+    assert list(Segmenter(reg).segment(spine_image(), "AP", ["Ap_Pedicle"]).masks) == ["Ap_Pedicle"]
+    assert len(Segmenter(reg).segment(spine_image(), "LAT").masks) == 5
 
 
 def test_missing_and_invalid_manifest(tmp_path: Path) -> None:
     reg = ModelRegistry.load(tmp_path, providers=CPU)
     assert not reg.ready and "not found" in reg.problems["manifest"] and reg.execution_provider == "none"
     with pytest.raises(ModelUnavailableError):
-        reg.segment(spine_image(), "AP")
+        Segmenter(reg).segment(spine_image(), "AP")
     (tmp_path / "manifest.json").write_text("{not json")
     reg = ModelRegistry.load(tmp_path, providers=CPU)
     assert not reg.ready and "invalid" in reg.problems["manifest"]
@@ -190,20 +190,20 @@ def test_require_gpu_without_cuda_is_not_ready(models_dir: Path) -> None:
     assert len(reg.problems) == 9
     assert all("require_gpu" in why and "CPUExecutionProvider" in why for why in reg.problems.values())
     with pytest.raises(ModelUnavailableError):
-        reg.segment(spine_image(), "AP")
+        Segmenter(reg).segment(spine_image(), "AP")
 
 
 def test_manifest_input_shape_drives_the_sizes(tmp_path: Path) -> None:
     d = write_models_dir(tmp_path / "m", seg_hw=(48, 40), clf_hw=(8, 8))
     reg = ModelRegistry.load(d, providers=CPU, intra_op_threads=1, warmup=False)
     assert reg.ready
-    result = reg.segment(spine_image(120, 60), "AP")
+    result = Segmenter(reg).segment(spine_image(120, 60), "AP")
     assert next(iter(result.model_frame_masks.values())).shape == (48, 40)
-    assert len(reg.classify_masks(result.model_frame_masks)) == 3
+    assert len(Segmenter(reg).classify_masks(result.model_frame_masks)) == 3
 
 
 def test_run_checks_inputs(registry: ModelRegistry) -> None:
-    from service.inference import InvalidInputError, UnknownModelError
+    from spine_engine import InvalidInputError, UnknownModelError
 
     x = np.zeros((2, *SEG_HW, 1), np.float32)
     out = registry.run("Ap_Vertebra", {"input_image": x})
@@ -229,8 +229,8 @@ def test_a_graph_with_a_fixed_batch_is_fed_in_slices(tmp_path: Path) -> None:
     onnx.save(graph, str(path))
     reg = ModelRegistry.load(d, providers=CPU, intra_op_threads=1, verify_sha256=False)
     assert reg.ready
-    frames = reg.segment(spine_image(), "AP").model_frame_masks
-    scores = reg.classify_masks(frames)
+    frames = Segmenter(reg).segment(spine_image(), "AP").model_frame_masks
+    scores = Segmenter(reg).classify_masks(frames)
     assert len(scores) == 3 and all(abs(sum(p) - 1) < 1e-5 for p in scores.values())
 
 
@@ -266,7 +266,7 @@ def test_without_cuda_one_clear_line_and_no_onnxruntime_error(
         return real(path, sess_options=sess_options, providers=providers)
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
-    with caplog.at_level("INFO", logger="service.inference"):
+    with caplog.at_level("INFO", logger="spine_engine"):
         reg = ModelRegistry.load(models_dir, intra_op_threads=1)
     assert reg.ready and reg.execution_provider == "CPUExecutionProvider"
     assert all(providers == ["CPUExecutionProvider"] for providers in seen)  # CUDA never asked for
@@ -297,8 +297,8 @@ def test_warm_up_runs_every_batch_size_the_scheduler_can_form(models_dir: Path) 
 
 def test_segment_many_without_source_masks(registry: ModelRegistry) -> None:
     images = [(spine_image(300, 120, seed=5), "AP", None), (spine_image(280, 140, seed=6), "LAT", None)]
-    full = registry.segment_many(images)
-    frames_only = registry.segment_many(images, source_masks=False)
+    full = Segmenter(registry).segment_many(images)
+    frames_only = Segmenter(registry).segment_many(images, source_masks=False)
     for a, b in zip(full, frames_only, strict=True):
         assert b.masks == {} and a.masks
         assert list(b.model_frame_masks) == list(a.model_frame_masks)
@@ -308,8 +308,8 @@ def test_segment_many_without_source_masks(registry: ModelRegistry) -> None:
 
 def test_segment_many_with_the_source_masks_of_named_structures(registry: ModelRegistry) -> None:
     images = [(spine_image(300, 120, seed=5), "AP", None), (spine_image(280, 140, seed=6), "LAT", None)]
-    full = registry.segment_many(images)
-    some = registry.segment_many(images, source_masks={"Ap_Vertebra"})
+    full = Segmenter(registry).segment_many(images)
+    some = Segmenter(registry).segment_many(images, source_masks={"Ap_Vertebra"})
     assert list(some[0].masks) == ["Ap_Vertebra"] and some[1].masks == {}
     assert np.array_equal(some[0].masks["Ap_Vertebra"], full[0].masks["Ap_Vertebra"])
     for a, b in zip(full, some, strict=True):

@@ -18,7 +18,6 @@ from spine_service_testlib import (
     start_client,
 )
 
-from service.inference import ModelRegistry
 from spine_core.preprocessing import (
     CropBox,
     crop_probabilities_to_letterbox,
@@ -28,6 +27,7 @@ from spine_core.preprocessing import (
     preprocess_image,
     to_unet_batch,
 )
+from spine_engine import ModelRegistry, Segmenter
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def refined(refined_dir: Path) -> ModelRegistry:
 def test_refinement_is_opt_in(refined_dir: Path) -> None:
     default = ModelRegistry.load(refined_dir, providers=CPU, intra_op_threads=1)
     assert default.ready and default.refinement_model("Ap_Vertebra") is None
-    assert default.segment(spine_image(), "AP", ["Ap_Vertebra"]).refined == []
+    assert Segmenter(default).segment(spine_image(), "AP", ["Ap_Vertebra"]).refined == []
 
 
 def test_refinement_model_loads_but_is_not_a_structure(refined: ModelRegistry) -> None:
@@ -59,8 +59,8 @@ def test_refinement_model_loads_but_is_not_a_structure(refined: ModelRegistry) -
 def test_mask_comes_from_the_window_the_first_stage_places(refined: ModelRegistry, refined_dir: Path) -> None:
     image = spine_image(300, 120, seed=3)
     first = ModelRegistry.load(refined_dir, providers=CPU, intra_op_threads=1, use_refinement=False)
-    coarse = first.segment(image, "AP", ["Ap_Vertebra"])
-    result = refined.segment(image, "AP", ["Ap_Vertebra"])
+    coarse = Segmenter(first).segment(image, "AP", ["Ap_Vertebra"])
+    result = Segmenter(refined).segment(image, "AP", ["Ap_Vertebra"])
     assert result.refined == ["Ap_Vertebra"] and coarse.refined == []
     assert result.models_used == ["Ap_Vertebra", "Ap_Vertebra_refine"]
     assert "refinement" in result.timings_ms and "refinement" not in coarse.timings_ms
@@ -89,12 +89,12 @@ def test_combine_mean_averages_the_two_stages_in_the_window(refined_dir: Path, t
     save_manifest(manifest, out)
     image = spine_image(300, 120, seed=3)
     first = ModelRegistry.load(out, providers=CPU, intra_op_threads=1, use_refinement=False)
-    coarse = first.segment(image, "AP", ["Ap_Vertebra"])
+    coarse = Segmenter(first).segment(image, "AP", ["Ap_Vertebra"])
     frame_probs = first.models["Ap_Vertebra"].session.run(
         None, {"input_image": to_unet_batch([preprocess_image(image, first.models["Ap_Vertebra"].input_hw)[0]])}
     )[0][0, :, :, 0]
     two_stage = ModelRegistry.load(out, providers=CPU, intra_op_threads=1, use_refinement=True)
-    result = two_stage.segment(image, "AP", ["Ap_Vertebra"])
+    result = Segmenter(two_stage).segment(image, "AP", ["Ap_Vertebra"])
     box = CropBox.around_mask(coarse.masks["Ap_Vertebra"], REFINE_HW)
     session = ort.InferenceSession(str(out / "Ap_Vertebra_refine/1/model.onnx"), providers=CPU)
     second = session.run(None, {"input_image": to_unet_batch([preprocess_crop(image, box)])})[0][0, :, :, 0]
@@ -108,7 +108,7 @@ def test_combine_mean_averages_the_two_stages_in_the_window(refined_dir: Path, t
 def test_other_structures_and_views_are_untouched(refined: ModelRegistry, refined_dir: Path) -> None:
     first = ModelRegistry.load(refined_dir, providers=CPU, intra_op_threads=1, use_refinement=False)
     work = [(spine_image(300, 120, seed=4), "AP", None), (spine_image(280, 140, seed=5), "LAT", None)]
-    two_stage, one_stage = refined.segment_many(work), first.segment_many(work)
+    two_stage, one_stage = Segmenter(refined).segment_many(work), Segmenter(first).segment_many(work)
     assert two_stage[0].refined == ["Ap_Vertebra"] and two_stage[1].refined == []
     for a, b in zip(two_stage, one_stage, strict=True):
         for structure in a.masks:
@@ -118,14 +118,14 @@ def test_other_structures_and_views_are_untouched(refined: ModelRegistry, refine
 
 def test_label_only_path_refines_the_frame_masks_too(refined: ModelRegistry) -> None:
     work = [(spine_image(300, 120, seed=6), "AP", ["Ap_Vertebra"])]
-    full, frames_only = refined.segment_many(work)[0], refined.segment_many(work, source_masks=False)[0]
+    full, frames_only = Segmenter(refined).segment_many(work)[0], Segmenter(refined).segment_many(work, source_masks=False)[0]
     assert frames_only.masks == {} and frames_only.refined == ["Ap_Vertebra"]
     assert np.array_equal(full.model_frame_masks["Ap_Vertebra"], frames_only.model_frame_masks["Ap_Vertebra"])
 
 
 def test_an_empty_first_stage_mask_is_not_refined(refined: ModelRegistry) -> None:
     dark = np.zeros((200, 100), np.uint8)  # nothing above any threshold: no window to place
-    result = refined.segment(dark, "AP", ["Ap_Vertebra"])
+    result = Segmenter(refined).segment(dark, "AP", ["Ap_Vertebra"])
     assert result.refined == [] and result.models_used == ["Ap_Vertebra"]
     assert not result.masks["Ap_Vertebra"].any()
 
@@ -137,7 +137,7 @@ def test_a_refinement_of_an_unknown_model_is_reported(models_dir: Path, tmp_path
     assert not reg.ready
     assert "No_Such_Model" in reg.problems[name]
     assert reg.refinement_model("Ap_Vertebra") is None  # never served
-    assert reg.segment(spine_image(), "AP", ["Ap_Vertebra"]).refined == []
+    assert Segmenter(reg).segment(spine_image(), "AP", ["Ap_Vertebra"]).refined == []
 
 
 def test_http_reports_the_refinement_model(refined_dir: Path) -> None:

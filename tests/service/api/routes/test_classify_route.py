@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from spine_service_testlib import decode_png_mask, encode, spine_image
 
-from service.inference import ModelRegistry, aggregate_max_score, aggregate_mean
 from spine_core.structures import CLASSIFIER_MODEL_NAME, structures_for_view
+from spine_engine import ModelRegistry, Segmenter, aggregate_max_score, aggregate_mean
 
 
 def _files(**views: bytes) -> dict:
@@ -25,8 +25,11 @@ def test_ap_and_lat(client: TestClient, registry: ModelRegistry) -> None:
     assert {p["view"] for p in body["per_mask"]} == {"AP", "LAT"}
     per_mask = {p["structure"]: (p["p_normal"], p["p_damaged"]) for p in body["per_mask"]}
     # The same numbers as the inference layer: segment each view, score every model-frame mask at once.
-    frames = {**registry.segment(ap, "AP").model_frame_masks, **registry.segment(lat, "LAT").model_frame_masks}
-    expected = registry.classify_masks(frames)
+    frames = {
+        **Segmenter(registry).segment(ap, "AP").model_frame_masks,
+        **Segmenter(registry).segment(lat, "LAT").model_frame_masks,
+    }
+    expected = Segmenter(registry).classify_masks(frames)
     for s in structures:
         assert per_mask[s] == pytest.approx(expected[s], abs=1e-5)
     label, score = aggregate_mean(per_mask)  # the default rule; these test models are all validated, uncalibrated

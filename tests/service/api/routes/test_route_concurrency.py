@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 from spine_service_testlib import CPU, decode_png_mask, encode, make_settings, serve_live, spine_image
 
-from service.inference import LoadedModel, ModelRegistry, SegmentationResult
+from spine_engine import LoadedModel, ModelRegistry, Segmenter
 
 
 def test_concurrent_requests_share_sessions_and_get_their_own_answers(live_server: str, registry: ModelRegistry) -> None:
@@ -27,7 +27,7 @@ def test_concurrent_requests_share_sessions_and_get_their_own_answers(live_serve
     with ThreadPoolExecutor(8) as pool:
         bodies = list(pool.map(call, images))
     for img, body in zip(images, bodies, strict=True):
-        expected = registry.segment(img, "LAT").masks
+        expected = Segmenter(registry).segment(img, "LAT").masks
         for m in body["masks"]:
             np.testing.assert_array_equal(decode_png_mask(m["data"]), expected[m["structure"]])
 
@@ -35,12 +35,10 @@ def test_concurrent_requests_share_sessions_and_get_their_own_answers(live_serve
 class SlowRegistry(ModelRegistry):
     started = threading.Event()
 
-    def segment_selected(
-        self, work: list[tuple[np.ndarray, str, list[LoadedModel]]], source_masks: bool = True
-    ) -> list[SegmentationResult]:
+    def infer(self, work: list[tuple[LoadedModel, np.ndarray]]) -> list[np.ndarray]:
         self.started.set()
         time.sleep(1.5)
-        return super().segment_selected(work, source_masks)
+        return super().infer(work)
 
 
 def test_the_event_loop_stays_free_during_inference(models_dir: Path) -> None:

@@ -19,8 +19,8 @@ from spine_service_testlib import (
     tall_film,
 )
 
-from service.inference import ModelRegistry
 from spine_core.structures import structures_for_view
+from spine_engine import ModelRegistry, Segmenter
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 
@@ -32,7 +32,7 @@ def test_png_masks_at_original_size(client: TestClient, registry: ModelRegistry)
     body = r.json()
     assert (body["view"], body["width"], body["height"], body["format"]) == ("AP", 120, 300, "PNG")
     assert [m["structure"] for m in body["masks"]] == structures_for_view("AP")
-    expected = registry.segment(img, "AP").masks
+    expected = Segmenter(registry).segment(img, "AP").masks
     for m in body["masks"]:
         assert m["encoding"] == "png"
         mask = decode_png_mask(m["data"])
@@ -98,7 +98,7 @@ def test_full_spine_film_with_default_limits(client: TestClient) -> None:
 
 @pytest.mark.parametrize(("word", "view"), [("ap", "AP"), ("Lateral", "LAT"), ("pa", "AP"), ("LL", "LAT")])
 def test_view_words_are_the_dicom_table(client: TestClient, word: str, view: str) -> None:
-    # One table of view names (service.decoding.VIEW_NAMES) for the form field and DICOM's ViewPosition.
+    # One table of view names (spine_engine.decoding.VIEW_NAMES) for the form field and DICOM's ViewPosition.
     r = post_segment(client, encode(spine_image(120, 60)), view=word, structures=structures_for_view(view)[0])
     assert r.status_code == 200, r.text
     assert r.json()["view"] == view

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from service.inference.models import LoadedModel
+from spine_engine.models import LoadedModel
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -142,6 +142,15 @@ class Scheduler:
             if job.error is not None:
                 raise job.error
         return [job.result for job in jobs]  # type: ignore[misc]
+
+    def call(self, fn: Callable[[], R]) -> R:
+        """`fn()` on a slot's thread (a session run with inputs of its own, e.g. a raw KServe v2 request).
+
+        It waits for a free slot like the queued jobs, so no session runs outside the slots.
+        """
+        if self._pool is None:
+            return fn()
+        return self._pool.submit(fn).result()
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         """`[fn(x) for x in items]` on the slots' threads (in order; sequential without slots).

@@ -1,6 +1,6 @@
 """Uploaded bytes -> pixel array: PNG (8/16-bit), JPEG, TIFF and DICOM, with size limits checked first.
 
-Every failure is an `ImageDecodeError` carrying the HTTP status and a message meant for the caller;
+Every failure is an `ImageDecodeError` (a `SpineError`) carrying the HTTP status and a message meant for the caller;
 nothing here imports the web framework.
 """
 
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from spine_engine.errors import SpineError
 
 DICOM_MAGIC_OFFSET = 128
 SUPPORTED = "PNG (8/16-bit), JPEG, TIFF or DICOM"
@@ -30,17 +32,16 @@ _MAGIC = {
     b"BM": "BMP",
 }
 
+# Projection radiography: computed radiography, digital X-ray, radiographic imaging (DICOM Modality defined terms).
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "RG"})
+
 # Words for a view -> AP / LAT: the DICOM ViewPosition (0018,5101) defined terms; a request's `view` accepts them too.
 VIEW_NAMES = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT", "LLD": "LAT", "RLD": "LAT"}
 
 
-class ImageDecodeError(Exception):
+class ImageDecodeError(SpineError):
     status_code = 422
     code = "invalid_image"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class EmptyFileError(ImageDecodeError):
@@ -56,6 +57,10 @@ class CorruptImageError(ImageDecodeError):
     code = "corrupt_image"
 
 
+class NoPixelDataError(CorruptImageError):
+    code = "no_pixel_data"
+
+
 class ImageTooLargeError(ImageDecodeError):
     status_code = 413
     code = "image_too_large"
@@ -68,6 +73,7 @@ class DecodedImage:
     mode: str  # source mode, e.g. "L", "I;16", "RGB", "MONOCHROME1"
     view: str | None = None  # AP/LAT from DICOM ViewPosition when present
     modality: str | None = None  # DICOM Modality (0008,0060) when present: CT, MR... are not radiographs
+    sop_class_uid: str | None = None  # DICOM SOP Class UID when present (names the object in a refusal)
 
     @property
     def height(self) -> int:
@@ -195,7 +201,7 @@ def _decode_dicom(data: bytes, max_pixels: int, force: bool = False) -> DecodedI
     except Exception as exc:
         raise CorruptImageError(f"the DICOM file cannot be parsed: {exc}") from exc
     if "PixelData" not in ds:
-        raise CorruptImageError("the DICOM file has no pixel data")
+        raise NoPixelDataError("the DICOM file has no pixel data")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -238,4 +244,31 @@ def _decode_dicom(data: bytes, max_pixels: int, force: bool = False) -> DecodedI
 
     view = VIEW_NAMES.get(str(ds.get("ViewPosition", "")).strip().upper())
     modality = str(ds.get("Modality", "")).strip().upper() or None
-    return DecodedImage(pixels=np.ascontiguousarray(out), format="DICOM", mode=photometric, view=view, modality=modality)
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip() or None
+    return DecodedImage(
+        pixels=np.ascontiguousarray(out), format="DICOM", mode=photometric, view=view, modality=modality, sop_class_uid=sop_class
+    )
+
+
+def sop_class_name(sop_class_uid: str | None) -> str:
+    """'1.2.840.10008.5.1.4.1.1.88.33' -> 'Comprehensive SR Storage' (the UID itself when pydicom does not know it)."""
+    if not sop_class_uid:
+        return "an object without SOP Class UID"
+    from pydicom.uid import UID
+
+    uid = UID(str(sop_class_uid))
+    return uid.name if uid.name != str(uid) else str(uid)
+
+
+def radiograph_problem(modality: str | None, sop_class_uid: str | None, has_pixels: bool = True) -> str | None:
+    """Why an object is not a radiograph this service analyses (None when it is one)."""
+    modality = (modality or "").strip().upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        what = sop_class_name(sop_class_uid)
+        return (
+            f"{what} (modality {modality or 'absent'}) is not a projection radiograph; "
+            f"only {', '.join(sorted(RADIOGRAPH_MODALITIES))} images are analysed"
+        )
+    if not has_pixels:
+        return f"{sop_class_name(sop_class_uid)} has no pixel data"
+    return None

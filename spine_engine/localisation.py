@@ -11,9 +11,9 @@
 4. the windowed chain with the most vertebral bodies is the answer if it holds at least `min_gain` more
    bodies than the first pass's chain; if not, step 1's mask is.
 
-Only the registry's public methods are used; the caller decides where to wire it (for the HTTP layer,
-inside the AP segmentation of `Ap_Vertebra`; `spine_core.preprocessing.letterbox_mask` puts the answer
-into the classifier's frame).
+Only the registry's public methods are used (every run through its scheduler); the caller decides where to
+wire it (the analysis: inside the AP reading of `Ap_Vertebra`; `spine_core.preprocessing.letterbox_mask`
+puts the answer into the classifier's frame).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.inference import ModelRegistry
 from spine_core.preprocessing import CropBox, crop_probabilities_to_source, preprocess_crop, to_unet_batch
 from spine_core.spine_chain import MAX_GAP, keep_chain, spine_window
+from spine_engine.registry import ModelRegistry
+from spine_engine.segmentation import Segmenter
 
 STRUCTURE = "Ap_Vertebra"
 
@@ -64,14 +65,15 @@ def segment_window(registry: ModelRegistry, pixels: np.ndarray, box: CropBox, st
         raise ValueError(f"no segmentation model for {structure!r}")
     batch = to_unet_batch([preprocess_crop(pixels, box)])
     spec = next(s for s in model.inputs if s.name == model.entry.input_name)
-    out = registry.run(model.name, {model.entry.input_name: batch.astype(spec.dtype)}, [model.entry.output_name])
-    probabilities = np.asarray(out[model.entry.output_name][0, :, :, 0], dtype=np.float32)
+    # Through the scheduler like every session run: on a slot, batched with other requests' inputs of this model.
+    (out,) = registry.infer([(model, batch.astype(spec.dtype))])
+    probabilities = np.asarray(out[0, :, :, 0], dtype=np.float32)
     return crop_probabilities_to_source(probabilities, box) >= model.threshold
 
 
 def localise_and_segment(registry: ModelRegistry, pixels: np.ndarray, settings: LocalisationSettings | None = None) -> Localised:
     """The Ap_Vertebra mask of one decoded AP film (any size), with off-spine blobs removed (module doc)."""
-    return localise(registry, pixels, registry.segment(pixels, "AP", [STRUCTURE]).masks[STRUCTURE], settings)
+    return localise(registry, pixels, Segmenter(registry).segment(pixels, "AP", [STRUCTURE]).masks[STRUCTURE], settings)
 
 
 def localise(

@@ -1,22 +1,24 @@
-"""Every model of the manifest in one onnxruntime session each: loading, lookups, readiness, raw runs.
+"""Every model of the manifest in one onnxruntime session each: loading, lookups, readiness.
 
-No web framework here: the HTTP layer and the evaluation CLI both call this module. Segmentation and mask
-scoring live in `segmentation.py`; `ModelRegistry.segment`, `segment_many` and `classify_masks` call them.
+The registry only loads and looks up; every session run goes through its scheduler (`infer` for the
+manifest's input, `run` for a raw KServe v2 request). Segmentation and mask scoring are the `Segmenter`'s
+(`segmentation.py`), which takes a registry: nothing here imports it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from service.inference import segmentation
-from service.inference.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
-from service.inference.models import (
+from spine_core.manifest import MANIFEST_FILE, PRECISIONS, Manifest, load_manifest
+from spine_core.structures import STRUCTURES
+from spine_engine.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
+from spine_engine.models import (
     DEFAULT_PROVIDERS,
     GPU_PROVIDERS,
     LoadedModel,
@@ -25,10 +27,7 @@ from service.inference.models import (
     session_options,
     usable_providers,
 )
-from service.inference.scheduler import RuntimeTuning, Scheduler
-from service.inference.segmentation import SegmentationJob, SegmentationResult
-from spine_core.manifest import MANIFEST_FILE, PRECISIONS, Manifest, load_manifest
-from spine_core.structures import STRUCTURES
+from spine_engine.scheduler import RuntimeTuning, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -261,43 +260,17 @@ class ModelRegistry:
         wanted = outputs or output_names
         if unknown_out := set(wanted) - set(output_names):
             raise InvalidInputError(f"model {name} has no output(s) {sorted(unknown_out)}; it has {output_names}")
-        started = time.perf_counter()
-        try:
-            results = model.session.run(wanted, feed)  # type: ignore[union-attr]
-        except Exception as exc:  # e.g. a spatial size the graph cannot take
-            raise InvalidInputError(f"onnxruntime rejected the input: {str(exc).strip()[:300]}") from exc
-        if self.on_inference is not None:
-            batch = next(iter(feed.values())).shape[0] if feed else 1
-            self.on_inference(name, time.perf_counter() - started, int(batch))
-        return dict(zip(wanted, results, strict=True))
 
-    # ------------------------------------------------------------------ segmentation (segmentation.py)
+        def run() -> list[np.ndarray]:
+            started = time.perf_counter()
+            try:
+                results = model.session.run(wanted, feed)  # type: ignore[union-attr]
+            except Exception as exc:  # e.g. a spatial size the graph cannot take
+                raise InvalidInputError(f"onnxruntime rejected the input: {str(exc).strip()[:300]}") from exc
+            if self.on_inference is not None:
+                batch = next(iter(feed.values())).shape[0] if feed else 1
+                self.on_inference(name, time.perf_counter() - started, int(batch))
+            return results
 
-    def select_models(self, view: str, structures: list[str] | None = None) -> list[LoadedModel]:
-        """Check a request once: the servable U-Nets it names, or the error it deserves."""
-        return segmentation.select_models(self, view, structures)
-
-    def resolve_structures(self, view: str, structures: list[str] | None = None) -> list[str]:
-        """The structures `segment` would run, or the error it would raise (before the expensive work)."""
-        return [m.entry.structure for m in self.select_models(view, structures)]  # type: ignore[misc]
-
-    def segment(self, image: np.ndarray, view: str, structures: list[str] | None = None) -> SegmentationResult:
-        """Segment one decoded radiograph (any dtype, gray or colour) with the U-Nets of its view."""
-        return self.segment_many([(image, view, structures)])[0]
-
-    def segment_many(
-        self, work: list[tuple[np.ndarray, str, list[str] | None]], source_masks: bool | Collection[str] = True
-    ) -> list[SegmentationResult]:
-        """Segment several radiographs (e.g. a study's AP and LAT) with all their U-Nets queued at once."""
-        jobs = [(image, view, self.select_models(view, structures)) for image, view, structures in work]
-        return segmentation.segment(self, jobs, source_masks)
-
-    def segment_selected(
-        self, work: list[SegmentationJob], source_masks: bool | Collection[str] = True
-    ) -> list[SegmentationResult]:
-        """`segment_many` for requests already checked by `select_models` (pixels, view, models)."""
-        return segmentation.segment(self, work, source_masks)
-
-    def classify_masks(self, model_frame_masks: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-        """Score masks (in the U-Net's letterboxed frame) Normal/Damaged: one batch per inference slot."""
-        return segmentation.classify_masks(self, model_frame_masks)
+        # On an inference slot like every other session run (its own inputs and outputs: never micro-batched).
+        return dict(zip(wanted, self.scheduler.call(run), strict=True))

@@ -231,5 +231,6 @@ def usable_providers(requested: list[str]) -> list[str]:
     if not gpu or (why := _cuda_unusable_reason()) is None:
         return list(requested)
     rest = [p for p in requested if p not in GPU_PROVIDERS] or ["CPUExecutionProvider"]
-    log.warning("CUDA is not usable here (%s): inference runs on %s", why, ", ".join(rest))
+    # Expected on a machine without a GPU: said once, at start-up (answers carry `execution_provider`, no warning).
+    log.info("CUDA is not usable here (%s): inference runs on %s", why, ", ".join(rest))
     return rest

@@ -1,6 +1,7 @@
-"""The inference layer: ONNX Runtime sessions, segmentation, mask scoring and aggregation.
+"""The analysis core: ONNX Runtime sessions, segmentation, mask scoring, measurement and the decision.
 
-Public API (the evaluation CLI imports it too, so nothing here may import the web framework):
+Below every adapter (the HTTP service, spine-batch, spine-evaluate): no web framework, no Ray, no TensorFlow.
+Public API:
 
     registry = ModelRegistry.load(models_dir, providers=None, intra_op_threads=None, warmup=True, tuning=RuntimeTuning())
     registry.ready, registry.problems, registry.execution_provider, registry.manifest, registry.models
@@ -13,8 +14,8 @@ Modules: `errors` (what a caller can act on), `models` (one session: load, check
 `segmentation` (choose the U-Nets once, segment, refine, classify masks), `aggregation` (masks -> label).
 """
 
-from service.inference.aggregation import AGGREGATIONS, aggregate, aggregate_max_score, aggregate_mean
-from service.inference.errors import (
+from spine_engine.aggregation import AGGREGATIONS, aggregate, aggregate_max_score, aggregate_mean
+from spine_engine.errors import (
     InferenceError,
     InvalidInputError,
     ModelUnavailableError,
@@ -25,10 +26,10 @@ from service.inference.errors import (
     UnknownStructureError,
     UnknownViewError,
 )
-from service.inference.models import DEFAULT_PROVIDERS, GPU_PROVIDERS, ORT_DTYPES, LoadedModel, TensorSpec
-from service.inference.registry import MANIFEST_KEY, ModelRegistry
-from service.inference.scheduler import RuntimeTuning, default_threads
-from service.inference.segmentation import SegmentationResult
+from spine_engine.models import DEFAULT_PROVIDERS, GPU_PROVIDERS, ORT_DTYPES, LoadedModel, TensorSpec
+from spine_engine.registry import MANIFEST_KEY, ModelRegistry
+from spine_engine.scheduler import RuntimeTuning, default_threads
+from spine_engine.segmentation import SegmentationResult, Segmenter
 
 __all__ = [
     "AGGREGATIONS",
@@ -46,6 +47,7 @@ __all__ = [
     "NoValidatedModelError",
     "RuntimeTuning",
     "SegmentationResult",
+    "Segmenter",
     "TensorSpec",
     "UnknownModelError",
     "UnknownStructureError",

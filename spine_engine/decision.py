@@ -1,0 +1,138 @@
+"""The decision, resolved once when the models load: calibration, cut-off, classes and rules in one object.
+
+Every writer reads `DecisionRules`: the /classify body, the DICOM SR (each mask's finding and the study's
+label), DICOMweb `analyze`, `spine-batch` rows and `spine-evaluate`. Nothing else reads the classifier's
+manifest entry for a cut-off or writes a class name, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spine_core.calibration import calibrate_p_damaged
+from spine_core.cobb import CobbResult
+from spine_core.structures import CLASSES, DAMAGED_COBB_DEG
+from spine_engine.aggregation import CLASSIFIER_RULES, DAMAGED_CUTOFF, aggregate, label_from_cobb
+from spine_engine.errors import NoMeasurementError, NoValidatedModelError
+from spine_engine.registry import ModelRegistry
+
+VERTEBRA = "Ap_Vertebra"  # the validated structure the spine check and the measurement read
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    label: str
+    p_damaged: float | None = None  # the classifier rules' probability of Damaged
+    max_deg: float | None = None  # the cobb rule's measured angle
+    cutoff: float | None = None  # p_damaged, or degrees for the cobb rule
+
+
+@dataclass
+class Decision:
+    label: str
+    score: float  # calibrated probability of `label`
+    p_damaged: float  # calibrated mean p_damaged over the deciding masks
+    threshold: float
+    rule: str
+    decided_by: list[str]
+    rules: dict[str, RuleOutcome]
+
+
+@dataclass(frozen=True)
+class StudyLabel:
+    """The label of a study of several images (DICOMweb `analyze`, the SR of several images)."""
+
+    label: str  # Normal | Damaged
+    score: float  # calibrated probability of `label`
+    aggregation: str
+    masks: int  # how many per-mask scores entered it
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    """What turns the classifier's raw scores (or the Cobb angle) into a label; built once per registry."""
+
+    classifier: str | None  # the classification model's name
+    calibration: Mapping[str, Any] | None  # the manifest's map applied to p_damaged (None: raw scores)
+    threshold: float  # calibrated p_damaged at or above which a mask, or the mean rule, says Damaged
+    demonstration: frozenset[str]  # structures whose model is a demonstration (never decides by default)
+    normal: str = CLASSES[0]
+    damaged: str = CLASSES[1]
+    cobb_cutoff_deg: float = DAMAGED_COBB_DEG
+
+    @classmethod
+    def of(cls, registry: ModelRegistry) -> DecisionRules:
+        classifier = registry.classifier()
+        entry = classifier.entry if classifier is not None else None
+        calibration = entry.calibration.model_dump() if entry is not None and entry.calibration is not None else None
+        threshold = entry.decision_threshold if entry is not None and entry.decision_threshold is not None else DAMAGED_CUTOFF
+        demonstration = frozenset(
+            m.entry.structure
+            for m in registry.models.values()
+            if m.entry.kind == "segmentation" and m.entry.structure is not None and not m.entry.validated
+        )
+        return cls(classifier.name if classifier else None, calibration, float(threshold), demonstration)
+
+    def calibrate(self, p_damaged_raw: float) -> float:
+        return float(calibrate_p_damaged(p_damaged_raw, dict(self.calibration) if self.calibration else None))
+
+    def finding(self, p_damaged: float) -> str:
+        """The label one calibrated p_damaged gets at the cut-off: each mask's SR finding, the mean rule's label."""
+        return self.damaged if p_damaged >= self.threshold else self.normal
+
+    def score_of(self, label: str, p_damaged: float) -> float:
+        """The probability of `label` given the probability of Damaged."""
+        return p_damaged if label == self.damaged else 1.0 - p_damaged
+
+    def decide(
+        self,
+        per_mask_raw: Mapping[str, tuple[float, float]],
+        cobb: CobbResult | None,
+        aggregation: str,
+        demonstrations_decide: bool,
+    ) -> tuple[dict[str, float], Decision]:
+        """Calibrated per-mask scores, and the label of the `aggregation` rule with every rule's outcome beside it."""
+        per_mask = {s: self.calibrate(p[1]) for s, p in per_mask_raw.items()}
+        deciding = [s for s in per_mask if s not in self.demonstration or demonstrations_decide]
+        if not deciding:
+            raise NoValidatedModelError(
+                "only demonstration models ran, and their scores do not decide the label: send an AP film (its "
+                "Ap_Vertebra model is validated), or use /segment to see the demonstration masks"
+            )
+        pairs = {s: (1.0 - per_mask[s], per_mask[s]) for s in deciding}
+        p_damaged = float(np.mean([per_mask[s] for s in deciding]))
+        rules: dict[str, RuleOutcome] = {}
+        for name in CLASSIFIER_RULES:
+            label, score = aggregate(pairs, name, self.threshold)
+            cutoff = self.threshold if name == "mean" else None  # max_score has no cut-off of its own
+            rules[name] = RuleOutcome(label, p_damaged=self.score_of(label, score), cutoff=cutoff)
+        if cobb is not None and cobb.reliable is not False:  # a curve whose end vertebrae are uncertain decides nothing
+            rules["cobb"] = RuleOutcome(
+                label_from_cobb(cobb.max_deg, self.cobb_cutoff_deg), max_deg=cobb.max_deg, cutoff=self.cobb_cutoff_deg
+            )
+        if aggregation not in rules:
+            raise NoMeasurementError(
+                "the cobb rule needs a reliable Cobb angle, and none could be measured on this study (see `warnings`)"
+            )
+        label = rules[aggregation].label
+        decided_by = [VERTEBRA] if aggregation == "cobb" else deciding
+        return per_mask, Decision(
+            label, self.score_of(label, p_damaged), p_damaged, self.threshold, aggregation, decided_by, rules
+        )
+
+    def study_label(self, decisions: Iterable[Decision]) -> StudyLabel:
+        """One image: its decision as /classify makes it. Several: the mean of their calibrated p_damaged against
+        the same cut-off (each image decided by its validated masks)."""
+        decisions = list(decisions)
+        if not decisions:
+            raise ValueError("no analysed image has a label")
+        if len(decisions) == 1:
+            d = decisions[0]
+            return StudyLabel(label=d.label, score=float(d.score), aggregation=d.rule, masks=len(d.decided_by))
+        p_damaged = float(np.mean([d.p_damaged for d in decisions]))
+        label = self.finding(p_damaged)
+        return StudyLabel(label, self.score_of(label, p_damaged), "mean", sum(len(d.decided_by) for d in decisions))

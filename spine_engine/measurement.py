@@ -1,0 +1,106 @@
+"""The measurement of an AP film: the vertebrae T1-L5 and the Cobb angles.
+
+`measure_spine` is the one place a reading is made. Two ways to find the vertebrae sit behind it:
+
+- `landmarks` (the default when the manifest has a servable landmark model): the landmark model's heatmap
+  peaks and corner offsets (`spine_core.landmark_reader`, two passes on a full-body film), run through the
+  registry's scheduler; always 17 vertebrae with a confidence each;
+- `mask`: the geometry of the `Ap_Vertebra` mask (`spine_core.vertebrae`).
+
+`landmark_reading` runs the model before the spine check, because what it sees can stand in for a patchy
+mask (`spine_core.spine_gate.check_spine(landmark_features=...)`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from spine_core.cobb import CobbResult, cobb_angles
+from spine_core.landmark_metrics import fill_vertebrae
+from spine_core.landmark_reader import read_vertebrae
+from spine_core.vertebrae import VertebraeResult, find_vertebrae
+from spine_engine.models import LoadedModel
+from spine_engine.policy import AnalysisPolicy
+from spine_engine.registry import ModelRegistry
+
+
+@dataclass(frozen=True)
+class Measurement:
+    vertebrae: VertebraeResult
+    cobb: CobbResult | None  # None when the 17 vertebrae were not all found, or their corners give no angle
+    source: str = "mask"  # the landmark model's name, or "mask"
+
+
+@dataclass
+class LandmarkReading:
+    model: LoadedModel
+    vertebrae: VertebraeResult
+    inference_ms: float = 0.0  # the model's own runs, apart from the geometry
+    notes: list[str] = field(default_factory=list)
+
+    def features(self, height: int) -> dict[str, float]:
+        """What the spine check reads of it: vertebrae seen (not interpolated), their span, their confidence."""
+        seen = [v for v in self.vertebrae.vertebrae if v.detected]
+        if not seen:
+            return {"landmark_vertebrae": 0.0, "landmark_extent": 0.0, "landmark_score": 0.0}
+        top, bottom = seen[0].corners[:2, 1].mean(), seen[-1].corners[2:, 1].mean()
+        return {
+            "landmark_vertebrae": float(len(seen)),
+            "landmark_extent": float((bottom - top) / max(height, 1)),
+            "landmark_score": float(np.mean([v.confidence for v in seen])),
+        }
+
+
+def landmark_model(registry: ModelRegistry, policy: AnalysisPolicy) -> LoadedModel | None:
+    return registry.landmark_model() if policy.measurement == "landmarks" else None
+
+
+def serves_corner_mask(registry: ModelRegistry, policy: AnalysisPolicy) -> bool:
+    """Whether the answer's Ap_Vertebra mask is filled from the landmark model's corners (setting, else manifest)."""
+    model = landmark_model(registry, policy)
+    if model is None:
+        return False
+    return policy.vertebra_mask == "corners" or (policy.vertebra_mask == "auto" and model.entry.serves_mask)
+
+
+def landmark_reading(registry: ModelRegistry, pixels: np.ndarray, policy: AnalysisPolicy) -> LandmarkReading | None:
+    """The landmark model's 17 vertebrae (None when the policy or the manifest has no landmark model)."""
+    model = landmark_model(registry, policy)
+    if model is None:
+        return None
+    spent = [0.0]
+
+    def run(batch: np.ndarray) -> np.ndarray:  # through the scheduler, like every session run
+        started = time.perf_counter()
+        out = registry.infer([(model, batch)])[0]
+        spent[0] += (time.perf_counter() - started) * 1000
+        return out
+
+    reading = read_vertebrae(run, pixels, typical_peak=float(model.entry.metrics.get("val_median_peak", 1.0)))
+    vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
+    return LandmarkReading(model, vertebrae, spent[0])
+
+
+def corner_mask(vertebrae: VertebraeResult, height: int, width: int) -> np.ndarray:
+    """The 17 quadrilaterals the angles are read from, as a mask of the film's size."""
+    return fill_vertebrae(np.stack([v.corners for v in vertebrae.vertebrae]), height, width)
+
+
+def measure_spine(pixels: np.ndarray, vertebra_mask: np.ndarray, landmarks: LandmarkReading | None = None) -> Measurement:
+    """The vertebrae (corners at the film's pixels) and Cobb angles of one AP film: from the landmark reading when
+    there is one, else from its vertebra mask (bool, the film's size); `pixels` is the decoded film."""
+    if landmarks is not None:
+        vertebrae, source = landmarks.vertebrae, landmarks.model.name
+    else:
+        vertebrae, source = find_vertebrae(vertebra_mask), "mask"
+    corners = vertebrae.corners()
+    cobb = None
+    if corners is not None:
+        try:
+            cobb = cobb_angles(corners, int(pixels.shape[0]), vertebrae.confidences())
+        except ValueError as exc:  # degenerate corners: no angle rather than a wrong one
+            vertebrae = replace(vertebrae, reason=f"the vertebrae's corners give no angle ({exc})")
+    return Measurement(vertebrae, cobb, source)
