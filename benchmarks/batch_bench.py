@@ -35,12 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm")
 
 
-def generated_films(folder: Path, count: int, seed: int = 0) -> Path:
-    """`count` radiograph-sized JPEGs (2000 x 800, gray): noise, a gradient and a column of bright blocks."""
+def generated_films(folder: Path, count: int, seed: int = 0, height: int = 2000, width: int = 800) -> Path:
+    """`count` radiograph-sized JPEGs (2000 x 800 by default, gray): noise, a gradient and a column of bright blocks."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(count):
-        height, width = 2000, 800
         img = rng.normal(60, 12, size=(height, width)) + np.linspace(0, 50, height)[:, None]
         cx = width // 2 + int(rng.integers(-80, 80))
         for level in range(17):
