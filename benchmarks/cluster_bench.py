@@ -1,7 +1,7 @@
 """spine-batch on a multi-host Ray cluster made of network namespaces (issue 24): images/s with 1 and 2 worker
 hosts, what losing a worker host mid-run costs, and the driver's memory and the object store against archive size.
 
-    python -m benchmarks.cluster_bench --data-dir ../shared/data/aasce-train/images --limit 96 --hosts 1,2 --loss
+    python -m benchmarks.cluster_bench --data-dir ../shared/data/aasce-train/images --limit 96 --hosts 1,2 --loss 2
     python -m benchmarks.cluster_bench --films 100,1000 --models-dir /tmp/tiny-models --hosts 2   # memory vs size
 
 Each configuration is one `spine-batch --engine ray` driver on the head host (benchmarks/netns_cluster.py: a head
@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,9 +44,15 @@ import sys, time, ray
 from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
 while True:
-    print(get_memory_info_reply(get_state_from_address(sys.argv[1])).store_stats.object_store_bytes_used, flush=True)
+    try:
+        print(get_memory_info_reply(get_state_from_address(sys.argv[1])).store_stats.object_store_bytes_used, flush=True)
+    except Exception:  # the raylet it asked has just been killed (--loss): ask again
+        pass
     time.sleep(1)
 """
+
+
+RUN_TIMEOUT_S = 1200  # a run that stalls (a lost node and no room for its actors) fails instead of waiting forever
 
 
 class ClusterSampler(threading.Thread):
@@ -91,13 +98,14 @@ def _rows_by_host(out: Path) -> Counter[str]:
 
 
 def cluster_run(
-    cluster: NetnsCluster, films: Path, work: Path, models_dir: Path | None, kill: int | None = None
+    cluster: NetnsCluster, films: Path, work: Path, models_dir: Path | None, actors: int | None = None, kill: int | None = None
 ) -> dict[str, Any]:
     """One spine-batch driver on the head; its stats, the samples, and the loss's timeline when `kill` is a host."""
     out, stats = work / "results.parquet", work / "stats.json"
     cmd = [sys.executable, "-m", "spine_batch.cli", str(films), "--out", str(out), "--view", "AP", "--no-progress"]
     cmd += ["--engine", "ray", "--ray-address", cluster.address, "--stats-json", str(stats), "--chunk-rows", "8"]
     cmd += ["--models-dir", str(models_dir)] if models_dir else []
+    cmd += ["--actors", str(actors)] if actors else []
     probe = cluster.run(0, [sys.executable, "-c", STORE_PROBE, cluster.address], stdout=subprocess.PIPE, text=True)
     store_peak = [0]
 
@@ -120,7 +128,7 @@ def cluster_run(
                 time.sleep(0.2)
             timeline = {"killed_at_s": round(time.monotonic() - started, 1), "rows_before_kill": sum(_rows_by_host(out).values())}
             timeline["processes_killed"] = cluster.kill_host(kill)
-        rc = driver.wait(timeout=1800)
+        rc = driver.wait(timeout=RUN_TIMEOUT_S)
     finally:
         sampler.stop.set()
         sampler.join()
@@ -160,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, help="default: SPINE_MODELS_DIR or exported_models/")
     p.add_argument("--hosts", type=_ints, default=[1, 2], help="worker host counts, one cluster each (default 1,2)")
     p.add_argument("--worker-cpus", type=int, default=2)
-    p.add_argument("--loss", action="store_true", help="with 2+ hosts: run again and kill host 2 mid-run")
+    p.add_argument("--actors", type=_ints, default=[0], help="actor counts, one run each (0: spine-batch's default)")
+    p.add_argument("--loss", type=int, help="with 2+ hosts: ACTORS actors, once whole and once with host 2 killed mid-run")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     reason = unavailable_reason()
     if reason:
         print(f"cluster_bench: {reason}", file=sys.stderr)
         return 2
+    # A SIGTERM unwinds like ^C, so the cluster's namespaces and processes are removed on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
@@ -183,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         for hosts in args.hosts:
             with NetnsCluster(workers=hosts, worker_cpus=args.worker_cpus, env=env) as cluster:
                 for label, films in sources:
-                    plans = [None, 2] if args.loss and hosts >= 2 else [None]
-                    for kill in plans:
+                    plans = [(actors, None) for actors in args.actors]
+                    if args.loss and hosts >= 2:
+                        plans += [(args.loss, None), (args.loss, 2)]
+                    for actors, kill in plans:
                         work = root / f"run-{len(runs)}"
                         work.mkdir()
-                        run = cluster_run(cluster, films, work, args.models_dir, kill=kill)
-                        run |= {"films": label, "worker_hosts": hosts, "worker_cpus": args.worker_cpus, "host_killed": kill}
+                        run = cluster_run(cluster, films, work, args.models_dir, actors=actors, kill=kill)
+                        run |= {"films": label, "worker_hosts": hosts, "worker_cpus": args.worker_cpus}
+                        run |= {"actors": actors or "default", "host_killed": kill}
                         runs.append(run)
                         print(json.dumps(run), file=sys.stderr, flush=True)
     report = {"cpus": len(os.sched_getaffinity(0)), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs}

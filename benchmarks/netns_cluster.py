@@ -18,6 +18,7 @@ with `ray stop`, which ends every Ray process of the machine, namespaced or not.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -106,9 +107,14 @@ class NetnsCluster:
         """`cmd` on a host (its network namespace), with the cluster's environment."""
         return subprocess.Popen(["ip", "netns", "exec", self.namespaces[host], *cmd], env=self.env, **popen)  # type: ignore[call-overload]
 
-    def check(self, host: int, cmd: list[str], timeout: float = 180) -> str:
+    def check(self, host: int, cmd: list[str], timeout: float = 300) -> str:
         done = self.run(host, cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out, _ = done.communicate(timeout=timeout)
+        try:
+            out, _ = done.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            done.kill()
+            done.wait()
+            raise
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} on host {host} exited {done.returncode}:\n{out[-3000:]}")
         return out
@@ -126,11 +132,9 @@ class NetnsCluster:
         """Node address -> alive, as the head's GCS says (a short-lived driver on the head)."""
         code = f"import json, ray; ray.init(address='{self.address}', log_to_driver=False, logging_level='ERROR'); "
         code += "print(json.dumps({n['NodeManagerAddress']: n['Alive'] for n in ray.nodes()}))"
-        import json
-
         return json.loads(self.check(0, [sys.executable, "-c", code]).strip().splitlines()[-1])
 
-    def start(self, timeout: float = 180) -> NetnsCluster:
+    def start(self, timeout: float = 300) -> NetnsCluster:
         self._network()
         self._ray_start(0)
         for host in range(1, len(self.namespaces)):

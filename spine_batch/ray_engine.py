@@ -35,6 +35,9 @@ LIST_BLOCK_ROWS = 16
 # which Ray 2.60 no longer lets map_batches set (ray_remote_args is deprecated): the pool's actors are placed
 # SPREAD over the nodes, an actor whose node dies is restarted where there is room (max_restarts=-1) and the
 # batches it held run again on it (max_task_retries=-1); a lost output block is rebuilt from its lineage.
+# "Where there is room": with every CPU of the cluster in the pool (the default --actors) and no node to replace
+# the lost one, Ray Data 2.60 stops dispatching ("Cluster resources are not enough to run any task") and the run
+# hangs; --actors one node's worth below the CPUs leaves the room, or ^C and the same command resumes.
 # The driver writes a row only when it receives it, so every item is written exactly once.
 
 
