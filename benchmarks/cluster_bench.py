@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             with NetnsCluster(workers=hosts, worker_cpus=args.worker_cpus, env=env) as cluster:
                 for label, films in sources:
                     plans = [(actors, None) for actors in args.actors]
-                    if args.loss and hosts >= 2:
-                        plans += [(args.loss, None), (args.loss, 2)]
+                    if args.loss and hosts >= 2 and films == sources[-1][1]:  # the largest archive only
+                        plans += [] if args.loss in args.actors else [(args.loss, None)]
+                        plans += [(args.loss, 2)]
                     for actors, kill in plans:
                         work = root / f"run-{len(runs)}"
                         work.mkdir()
