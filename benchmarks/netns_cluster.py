@@ -126,7 +126,16 @@ class NetnsCluster:
             cmd = [RAY, "start", "--head", f"--port={GCS_PORT}", "--num-cpus=0", "--include-dashboard=false", *common]
         else:
             cmd = [RAY, "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}", *common]
-        self.check(host, cmd)
+        for attempt in range(3):
+            try:
+                self.check(host, cmd)
+                return
+            except RuntimeError:
+                # `ray start` gives the raylet a fixed 30 s to register; a starved machine can miss it: again, clean.
+                if attempt == 2:
+                    raise
+                self.kill_host(host)
+                time.sleep(1)
 
     def alive_nodes(self) -> dict[str, bool]:
         """Node address -> alive, as the head's GCS says (a short-lived driver on the head)."""
