@@ -3,9 +3,9 @@
 Host 0 runs `ray start --head` (no CPUs: it only drives and writes, as on a real cluster's head), hosts 1..N
 `ray start --address` with `worker_cpus` each. Every host has its own address on a private /24, its own
 loopback and its own Ray temp folder; they share the filesystem (the archive, the models, the results are
-paths every host sees, as on an NFS mount) and this checkout's virtual environment. Ray 2.60 refuses a
-multi-host cluster without authentication, so every process gets RAY_AUTH_MODE=token and one generated token
-(in the environment, never written to ~/.ray where it would change other Ray users of the machine).
+paths every host sees, as on an NFS mount) and this checkout's virtual environment. Across hosts Ray 2.60
+wants token authentication, so every process gets RAY_AUTH_MODE=token and one generated token (in the
+environment, never written to ~/.ray where it would change other Ray users of the machine).
 
 Root and iproute2 (`ip netns`) are needed. Processes are found and ended by namespace (`ip netns pids`), never
 with `ray stop`, which ends every Ray process of the machine, namespaced or not.
