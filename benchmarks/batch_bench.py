@@ -35,17 +35,17 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm")
 
 
-def generated_films(folder: Path, count: int, seed: int = 0) -> Path:
-    """`count` radiograph-sized JPEGs (2000 x 800, gray): noise, a gradient and a column of bright blocks."""
+def generated_films(folder: Path, count: int, seed: int = 0, height: int = 2000, width: int = 800) -> Path:
+    """`count` radiograph-sized JPEGs (2000 x 800 by default, gray): noise, a gradient and a column of bright blocks."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(count):
-        height, width = 2000, 800
         img = rng.normal(60, 12, size=(height, width)) + np.linspace(0, 50, height)[:, None]
-        cx = width // 2 + int(rng.integers(-80, 80))
+        span, half = min(80, width // 10), min(70, width // 4)  # 80 and 70 at the default size
+        cx = width // 2 + int(rng.integers(-span, span))
         for level in range(17):
             top = int(height * (0.08 + level * 0.05))
-            img[top : top + int(height * 0.035), cx - 70 : cx + 70] += 110
+            img[top : top + int(height * 0.035), cx - half : cx + half] += 110
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"film-{i:04d}.jpg", quality=90)
     return folder
 

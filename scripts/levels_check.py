@@ -3,7 +3,7 @@
     python scripts/levels_check.py ../shared/data/aasce-unlabelled --marks docs/fov/large_film_marks.json \
         --json out.json [--models exported_models] [--measurement landmarks|mask] [--overlays DIR]
 
-Every hand-marked film goes through what `POST /classify` runs (`service.pipeline.analyze_uploads`, the
+Every hand-marked film goes through what `POST /classify` runs (`spine_engine.study.analyze_study`, the
 default policy, the spine check off so that a refused film is still scored). Per film:
 
 - t1_error / l5_error: where the served T1's upper endplate (L5's lower endplate) lies against the marked
@@ -31,9 +31,11 @@ for path in (REPO, REPO / "scripts"):
 
 from fov_check import corridor_scores, save_overlay  # noqa: E402
 
-from service.analysis import AnalysisPolicy  # noqa: E402
-from service.inference import ModelRegistry  # noqa: E402
-from service.pipeline import Upload, analyze_uploads  # noqa: E402
+from spine_engine.engine import Engine  # noqa: E402
+from spine_engine.policy import AnalysisPolicy  # noqa: E402
+from spine_engine.registry import ModelRegistry  # noqa: E402
+from spine_engine.settings import EngineSettings  # noqa: E402
+from spine_engine.study import Film, StudyRequest, analyze_study  # noqa: E402
 
 
 def level_error(corners: np.ndarray, marked_y: float, end: str) -> float:
@@ -47,9 +49,10 @@ def level_error(corners: np.ndarray, marked_y: float, end: str) -> float:
     return float((served_y - marked_y) / max(pitch, 1.0))
 
 
-def check_film(registry: ModelRegistry, path: Path, film: dict, policy: AnalysisPolicy) -> tuple[dict, np.ndarray, np.ndarray]:
+def check_film(engine: Engine, path: Path, film: dict, policy: AnalysisPolicy) -> tuple[dict, np.ndarray, np.ndarray]:
     started = time.perf_counter()
-    study, decoded = analyze_uploads(registry, {"AP": Upload(path.read_bytes(), path.name)}, policy, include_masks=False)
+    request = StudyRequest(films=(Film(path.read_bytes(), path.name, "AP"),), policy=policy, max_pixels=10**9)
+    study = analyze_study(engine, request)
     seconds = time.perf_counter() - started
     ap = study.views["AP"]
     mask = ap.result.masks["Ap_Vertebra"]
@@ -69,7 +72,7 @@ def check_film(registry: ModelRegistry, path: Path, film: dict, policy: Analysis
     else:
         row["t1_error"] = row["l5_error"] = None
         row["reason"] = vertebrae.reason if vertebrae is not None else "not measured"
-    return row, decoded["AP"].pixels, mask
+    return row, ap.image.pixels, mask
 
 
 def summarise(rows: dict[str, dict]) -> dict:
@@ -103,10 +106,11 @@ def main() -> None:
     marks = json.loads(Path(args.marks).read_text())["films"]
     names = [n for n in marks if (args.only is None or n in args.only) and marks[n].get("kind") != "not_ap_spine"]
     registry = ModelRegistry.load(Path(args.models), providers=["CPUExecutionProvider"], warmup=False)
-    policy = replace(AnalysisPolicy(), spine_check=False, measurement=args.measurement)
+    policy = replace(EngineSettings().policy(), spine_check=False, measurement=args.measurement)
+    engine = Engine(registry, policy)
     rows = {}
     for name in names:
-        rows[name], pixels, mask = check_film(registry, Path(args.films_dir) / name, marks[name], policy)
+        rows[name], pixels, mask = check_film(engine, Path(args.films_dir) / name, marks[name], policy)
         print(name, {k: rows[name].get(k) for k in ("t1_error", "l5_error", "corridor_share", "measurement_ms", "seconds")})
         if args.overlays:
             Path(args.overlays).mkdir(parents=True, exist_ok=True)

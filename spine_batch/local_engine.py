@@ -8,6 +8,7 @@ request threads keep every core busy with one copy of the models in memory. On t
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -22,6 +23,10 @@ def default_workers(cores: int) -> int:
     return cores + 1
 
 
+def _classify(engine: Engine, item: Item, options: RowOptions, host: str) -> dict[str, Any]:
+    return {**classify_item(engine, item, options), "host": host}
+
+
 def run_local(
     engine: Engine,
     items: Iterable[Item],
@@ -31,6 +36,7 @@ def run_local(
 ) -> None:
     """Classify every item; at most 2 x `workers` images are read or queued at once (bounded memory)."""
     max_in_flight = 2 * workers
+    host = socket.gethostname()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch") as pool:
         in_flight: set[Future[dict[str, Any]]] = set()
         try:
@@ -39,7 +45,7 @@ def run_local(
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in finished:
                         on_row(future.result())
-                in_flight.add(pool.submit(classify_item, engine, item, options))
+                in_flight.add(pool.submit(_classify, engine, item, options, host))
             for future in in_flight:
                 on_row(future.result())
         except BaseException:

@@ -31,6 +31,15 @@ from spine_engine.settings import EngineSettings
 # share the work (a 481-film list in one block would keep one actor busy and the others idle).
 LIST_BLOCK_ROWS = 16
 
+# A node lost mid-run (docs/batch.md, "A node lost") is survived with Ray Data's defaults for an actor pool,
+# which Ray 2.60 no longer lets map_batches set (ray_remote_args is deprecated): the pool's actors are placed
+# SPREAD over the nodes, an actor whose node dies is restarted where there is room (max_restarts=-1) and the
+# batches it held run again on it (max_task_retries=-1); a lost output block is rebuilt from its lineage.
+# "Where there is room": with every CPU of the cluster in the pool (the default --actors) and no node to replace
+# the lost one, Ray Data 2.60 stops dispatching ("Cluster resources are not enough to run any task") and the run
+# hangs; --actors one node's worth below the CPUs leaves the room, or ^C and the same command resumes.
+# The driver writes a row only when it receives it, so every item is written exactly once.
+
 
 class ModelHolder:
     """A Ray actor's state: one registry for the actor's life; called with a batch of items, returns rows.
@@ -44,9 +53,12 @@ class ModelHolder:
         self.engine = load_engine(settings.with_slots(cpus))
         self.options = options
         self.pool = ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="actor")
+        import ray.util
+
+        self.host = ray.util.get_node_ip_address()  # the `host` column: this node's address as Ray knows it
 
     def _row(self, item: Item) -> str:
-        return json.dumps(classify_item(self.engine, item, self.options))
+        return json.dumps({**classify_item(self.engine, item, self.options), "host": self.host})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [

@@ -27,7 +27,8 @@ from spine_engine.policy import MAX_IMAGE_PIXELS, AnalysisPolicy
 from spine_engine.study import Film, StudyRequest, canonical_view
 
 # Columns every row has, first in the table (the rest follow the response).
-ID_COLUMNS = ("path", "study", "view", "status", "error_code", "error_status", "error_message")
+# `host`: the machine (local engine: its hostname) or Ray node (its IP address) that made the row, set by the engine.
+ID_COLUMNS = ("path", "study", "view", "status", "error_code", "error_status", "error_message", "host")
 STATUS_OK, STATUS_ERROR = "ok", "error"
 # Not columns: the encoded masks are files (--masks-dir), timings are the benchmark's business.
 _SKIPPED_FIELDS = ("views", "timings_ms")

@@ -21,7 +21,7 @@ import pytest
 from spine_service_testlib import make_settings, serve_live
 
 from service.core.config import DEFAULT_MODELS_DIR
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

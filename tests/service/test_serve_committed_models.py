@@ -6,7 +6,7 @@ import pytest
 from spine_service_testlib import decode_png_mask, encode, make_settings, post_segment, spine_image, start_client
 
 from service.core.config import DEFAULT_MODELS_DIR
-from service.inference import ModelRegistry
+from spine_engine import ModelRegistry
 from spine_core.manifest import load_manifest
 
 pytestmark = pytest.mark.skipif(

@@ -4,6 +4,7 @@ error row, a re-run resumes. Ray runs on this machine (2 CPUs, no dashboard), st
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def _rows_by_path(out: Path) -> dict[str, dict]:
     return by_path
 
 
+def _this_host(engine: str) -> str:
+    """Who makes the rows: this machine's name (local), this node's address as Ray knows it (ray, one node)."""
+    if engine == "ray":
+        import ray.util
+
+        return ray.util.get_node_ip_address()
+    return socket.gethostname()
+
+
 def _set(row: dict) -> dict:
     """A row's non-null cells (columns a later film added are null in earlier rows)."""
     return {k: v for k, v in row.items() if v is not None}
@@ -69,6 +79,7 @@ def test_rows_equal_the_service_s_and_a_rerun_resumes(
         expected = classify_item(loaded_engine, item, options)
         assert {k: rows[item.key][k] for k in expected} == expected, item.key
     assert rows[CORRUPT_FILM]["error_code"] == "corrupt_image" and rows[CORRUPT_FILM]["label"] is None
+    assert {row["host"] for row in rows.values()} == {_this_host(engine)}
     assert rows["series/lat.dcm"]["view"] == "LAT" and rows["a.png"]["view"] == "AP"
     assert len((tmp_path / "results.csv").read_text().splitlines()) == 1 + len(rows)
 

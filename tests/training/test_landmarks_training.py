@@ -70,7 +70,7 @@ def test_training_resumes_where_it_stopped(pipeline):
 
 
 def test_export_is_in_the_manifest_with_its_figures_and_loads_in_the_registry(pipeline):
-    from service.inference import ModelRegistry
+    from spine_engine import ModelRegistry
 
     entry = load_manifest(pipeline["models"]).by_name()[LANDMARK_MODEL_NAME]
     assert entry.kind == "landmarks" and entry.output_shape == [None, 64, 32, N_CHANNELS]
