@@ -6,8 +6,8 @@ import pytest
 from spine_service_testlib import decode_png_mask, encode, make_settings, post_segment, spine_image, start_client
 
 from service.core.config import DEFAULT_MODELS_DIR
-from spine_engine import ModelRegistry
 from spine_core.manifest import load_manifest
+from spine_engine import ModelRegistry
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_MODELS_DIR / "manifest.json").is_file(),
