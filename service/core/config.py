@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Accepted API keys (comma-separated); empty = no authentication. Header X-API-Key or Authorization: Bearer",
     )
+    scoped_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "API keys with extra scopes, comma-separated `scope:key` (a key may appear once per scope): `annotate` may "
+            "POST /annotations, `admin` may POST /models/reload. Accepted everywhere a SPINE_API_KEYS key is"
+        ),
+    )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/health/live", "/v2/health/live"],
         description=(
@@ -136,6 +143,11 @@ class Settings(BaseSettings):
     dicomweb_username: str | None = Field(None, description="HTTP basic-auth user for SPINE_DICOMWEB_URL (optional)")
     dicomweb_password: SecretStr | None = Field(None, description="HTTP basic-auth password for SPINE_DICOMWEB_URL (optional)")
     dicomweb_timeout_s: float = Field(30.0, gt=0, description="Timeout of each request to the DICOMweb server (504 beyond)")
+
+    # Annotation (docs/annotation.md): POST /annotations writes studies in the course-dataset layout here.
+    annotations_dir: Path | None = Field(
+        None, description="Folder of annotated studies (<class>/<study id>/<AP|LAT>/...); unset: /annotations answers 404"
+    )
 
     aggregation: Literal["mean", "max_score", "cobb"] = Field(
         "mean",
@@ -167,7 +179,7 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text for a terminal)")
 
-    @field_validator("providers", "api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
+    @field_validator("providers", "api_keys", "scoped_api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         # Comma-separated in the environment (`CUDAExecutionProvider,CPUExecutionProvider`; a JSON list
