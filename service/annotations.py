@@ -18,6 +18,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,15 @@ def _check(upload: AnnotationUpload) -> None:
             raise AnnotationError(422, "validation_error", f"provenance names {structure!r}, which has no mask in this upload")
 
 
-def _write_view(folder: Path, upload: AnnotationUpload, max_pixels: int, saved_at: str) -> dict[str, Any]:
+# Called with the upload, the decoded film's format and the masks once the view is written to its temporary folder
+# and before it moves into place; what it returns is recorded in the sidecar (`dicom`). It may raise: then nothing is
+# kept. POST /annotations stores a DICOM SEG with it when SPINE_DICOMWEB_URL is set.
+Publish = Callable[[AnnotationUpload, str, dict[str, np.ndarray]], dict[str, Any]]
+
+
+def _write_view(
+    folder: Path, upload: AnnotationUpload, max_pixels: int, saved_at: str, publish: Publish | None = None
+) -> dict[str, Any]:
     film = decode_image(upload.film, max_pixels, upload.film_filename)
     bits = {s: _mask_bits(s, data, film) for s, data in upload.masks.items()}  # every mask checked before any write
     folder.mkdir(parents=True)
@@ -178,6 +187,8 @@ def _write_view(folder: Path, upload: AnnotationUpload, max_pixels: int, saved_a
         },
         "structures": structures,
     }
+    if publish is not None:
+        sidecar["dicom"] = publish(upload, film.format, bits)
     (folder / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
     return sidecar
 
@@ -190,14 +201,14 @@ def find_study(root: Path, study_id: str) -> Path | None:
     return None
 
 
-def save_annotation(root: Path, upload: AnnotationUpload, max_pixels: int) -> dict[str, Any]:
+def save_annotation(root: Path, upload: AnnotationUpload, max_pixels: int, publish: Publish | None = None) -> dict[str, Any]:
     """Validate, write to a temporary folder, then rename into `<root>/<class>/<study>/<view>`; -> the sidecar."""
     _check(upload)
     upload.study_id = check_study_id(upload.study_id) if upload.study_id else new_study_id()
     saved_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     tmp = root / TMP_DIR / uuid.uuid4().hex
     try:
-        sidecar = _write_view(tmp / upload.view, upload, max_pixels, saved_at)
+        sidecar = _write_view(tmp / upload.view, upload, max_pixels, saved_at, publish)
         with _COMMIT:
             existing = find_study(root, upload.study_id)
             if existing is not None and existing.parent.name != upload.study_class:

@@ -21,33 +21,51 @@ class ModelState:
         self.error: str | None = None
         self.loaded = threading.Event()
         self._thread: threading.Thread | None = None
+        self._on_loaded: Callable[[ModelRegistry], None] = lambda _: None
+        self._reload_lock = threading.Lock()
         if registry is not None:
             self.loaded.set()
 
     def start(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
+        self._on_loaded = on_loaded
         if self.registry is not None:
             on_loaded(self.registry)
             return
         self._thread = threading.Thread(target=self._load, args=(on_loaded,), name="model-loader", daemon=True)
         self._thread.start()
 
-    def _load(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
+    def _build(self) -> ModelRegistry:
         s = self.settings
+        return ModelRegistry.load(
+            s.models_dir,
+            providers=s.providers,
+            intra_op_threads=s.intra_op_threads,
+            warmup=s.warmup,
+            inter_op_threads=s.inter_op_threads,
+            require_gpu=s.require_gpu,
+            verify_sha256=s.verify_sha256,
+            precision=s.precision,
+            use_refinement=s.refinement,
+            tuning=s.tuning(),
+            provider_options={"CUDAExecutionProvider": {"cudnn_conv_algo_search": s.cudnn_conv_algo_search}},
+        )
+
+    def reload(self) -> ModelRegistry:
+        """Load the models folder again (a new manifest, retrained or promoted models) and swap it in when loaded.
+
+        Requests already running finish on the registry they started with; one reload at a time.
+        """
+        with self._reload_lock:
+            registry = self._build()
+            self._on_loaded(registry)
+            self.registry, self.error = registry, None
+            log.info("models reloaded", extra={"fields": {"ready": registry.ready, "problems": registry.problems}})
+            return registry
+
+    def _load(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
         started = time.perf_counter()
         try:
-            registry = ModelRegistry.load(
-                s.models_dir,
-                providers=s.providers,
-                intra_op_threads=s.intra_op_threads,
-                warmup=s.warmup,
-                inter_op_threads=s.inter_op_threads,
-                require_gpu=s.require_gpu,
-                verify_sha256=s.verify_sha256,
-                precision=s.precision,
-                use_refinement=s.refinement,
-                tuning=s.tuning(),
-                provider_options={"CUDAExecutionProvider": {"cudnn_conv_algo_search": s.cudnn_conv_algo_search}},
-            )
+            registry = self._build()
             on_loaded(registry)
             self.registry = registry
             log.info(

@@ -24,6 +24,7 @@ OPERATION_IDS = {
     "save_annotation",
     "list_annotations",
     "get_annotation",
+    "reload_models",
     "v2_server_metadata",
     "v2_server_live",
     "v2_server_ready",

@@ -12,6 +12,7 @@ from service.annotations import (
     STUDY_ID_PATTERN,
     AnnotationError,
     AnnotationUpload,
+    Publish,
     list_studies,
     parse_provenance,
     read_study,
@@ -20,6 +21,9 @@ from service.annotations import (
 from service.api.deps import LimiterDep, SettingsDep, require_scope
 from service.core.config import Settings
 from service.core.errors import ApiError
+from service.dicom.annotation_seg import store_annotation_seg
+from service.dicom.dicomweb import DicomwebServer
+from service.dicom.source import DicomInputError
 from service.schemas import ErrorBody
 from spine_core.structures import STRUCTURES
 
@@ -27,6 +31,8 @@ router = APIRouter(tags=["annotations"])
 
 _ERRORS = {
     400: "Malformed request (a broken multipart body, too many fields or files)",
+    502: "SPINE_DICOMWEB_URL is set and the DICOMweb server cannot be reached or refused the SEG (nothing was kept)",
+    504: "SPINE_DICOMWEB_URL is set and the DICOMweb server did not answer in time (nothing was kept)",
     403: "API keys are on and this key lacks the `annotate` scope (SPINE_SCOPED_API_KEYS)",
     404: "No such study, or no annotation folder configured (SPINE_ANNOTATIONS_DIR unset)",
     409: "The study id is already saved under the other class",
@@ -56,8 +62,19 @@ def _root(settings: Settings):
     return settings.annotations_dir
 
 
-def _api_error(exc: AnnotationError) -> ApiError:
+def _api_error(exc: AnnotationError | DicomInputError) -> ApiError:
     return ApiError(exc.status_code, exc.code, exc.message)
+
+
+def _publisher(settings: Settings) -> Publish | None:
+    """With SPINE_DICOMWEB_URL: the masks as a MANUAL DICOM SEG of a DICOM film, stored before the view is kept."""
+    if not settings.dicomweb_url:
+        return None
+    password = settings.dicomweb_password.get_secret_value() if settings.dicomweb_password else None
+    server = DicomwebServer(settings.dicomweb_url, settings.dicomweb_username, password, settings.dicomweb_timeout_s)
+    return lambda upload, film_format, masks: store_annotation_seg(
+        server, upload.film, film_format, masks, upload.view, upload.annotator, upload.provenance
+    )
 
 
 @router.post(
@@ -68,9 +85,11 @@ def _api_error(exc: AnnotationError) -> ApiError:
     description=(
         "Writes `<SPINE_ANNOTATIONS_DIR>/<study_class>/<study_id>/<view>/` with `<view>.jpg`, one 1-bit `<Structure>.png` "
         "per mask (each at the film's size; white, or gray >= 128, is the structure) and `annotation.json`, all at once "
-        "or nothing. Saving a view again replaces it. With API keys on, the key needs the `annotate` scope."
+        "or nothing. Saving a view again replaces it. With API keys on, the key needs the `annotate` scope. With "
+        "SPINE_DICOMWEB_URL set, a DICOM film's masks are also stored there as a DICOM SEG (segment algorithm MANUAL) "
+        "referencing the film, before the view is kept; the sidecar's `dicom` says where (or why not)."
     ),
-    responses=_errors(400, 403, 404, 409, 413, 415, 422),
+    responses=_errors(400, 403, 404, 409, 413, 415, 422, 502, 504),
     dependencies=[require_scope("annotate")],
     form_limits={"max_files": MAX_FILES},
 )
@@ -110,8 +129,9 @@ async def post_annotation(
             patient_id=patient_id or None,
             provenance=parse_provenance(provenance),
         )
-        return await anyio.to_thread.run_sync(partial(save_annotation, root, job, settings.max_image_pixels), limiter=limiter)
-    except AnnotationError as exc:
+        save = partial(save_annotation, root, job, settings.max_image_pixels, _publisher(settings))
+        return await anyio.to_thread.run_sync(save, limiter=limiter)
+    except (AnnotationError, DicomInputError) as exc:
         raise _api_error(exc) from exc
 
 
