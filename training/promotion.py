@@ -71,7 +71,9 @@ def decide(structure: str, dices: list[float], n_studies: int, min_studies: int 
     reasons = []
     if n_studies < min_studies:
         reasons.append(f"{n_studies} held-out studies, the rule needs at least {min_studies}")
-    if not lower >= threshold:  # NaN (fewer than two images) fails too
+    if n < 2:
+        reasons.append(f"{n} held-out image(s): no interval of the mean Dice (mean {mean:.3f})")
+    elif not lower >= threshold:
         reasons.append(f"lower end of the 95% interval of the mean Dice {lower:.3f} is under the threshold {threshold:.2f}")
     return Decision(structure, not reasons, n_studies, n, mean, sd, lower, threshold, min_studies, reasons=reasons)
 
