@@ -19,7 +19,7 @@ from service.core.config import Settings, get_settings
 from service.core.logging import configure_logging
 from service.core.metrics import Metrics
 from service.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.core.security import ApiKeyMiddleware, describe_in_openapi
+from service.core.security import ApiKeyMiddleware, describe_in_openapi, parse_scoped_keys
 from service.core.state import ModelState
 from service.kserve import SERVER_VERSION
 from spine_engine import ModelRegistry
@@ -109,8 +109,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     install_error_handlers(app)
     app.include_router(api_router)
     api_keys = [k.get_secret_value() for k in settings.api_keys]
+    scoped_keys = parse_scoped_keys(k.get_secret_value() for k in settings.scoped_api_keys)
     describe_in_openapi(
-        app, auth=bool(api_keys), exempt_paths=settings.auth_exempt_paths, is_inference=lambda p: bool(INFERENCE_PATH.match(p))
+        app,
+        auth=bool(api_keys or scoped_keys),
+        exempt_paths=settings.auth_exempt_paths,
+        is_inference=lambda p: bool(INFERENCE_PATH.match(p)),
     )
     # Added last = outermost. Request order: request id + log line -> CORS -> API key -> admission (503 when
     # full) -> body limit -> routes. So a 401, 413 or 503 is logged with its id, a CORS preflight needs no
@@ -124,8 +128,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         retry_after_s=settings.retry_after_s,
         metrics=metrics,
     )
-    if api_keys:
-        app.add_middleware(ApiKeyMiddleware, keys=api_keys, exempt_paths=settings.auth_exempt_paths, metrics=metrics)
+    if api_keys or scoped_keys:
+        app.add_middleware(
+            ApiKeyMiddleware, keys=api_keys, exempt_paths=settings.auth_exempt_paths, metrics=metrics, scoped=scoped_keys
+        )
     if settings.cors_allow_origins:  # closed by default: no CORS headers, browsers refuse cross-origin reads
         app.add_middleware(
             CORSMiddleware,

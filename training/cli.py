@@ -4,10 +4,12 @@ spine-train cache aasce DATA_DIR OUT.npz          preprocess a dataset once (CPU
 spine-train cache course DATA_DIR OUT.npz
 spine-train unet --cache aasce.npz --structure Ap_Vertebra --run-dir runs/Ap_Vertebra [...]
 spine-train unet --cache course.npz --structure Lat_Vertebra --holdout Damaged --run-dir runs/Lat_Vertebra-holdout
+spine-train unet --data $SPINE_ANNOTATIONS_DIR --structure Ap_Pedicle --run-dir runs/Ap_Pedicle   (course layout, patient split)
 spine-train classifier --cache aasce.npz --run-dir runs/classifier [...]
 spine-export unet|classifier --run-dir RUN --cache aasce.npz --models exported_models [...]
 spine-export annotate --models exported_models --model Ap_Vertebra --eval-json eval.json --prefix served_
 spine-export quantize --model Ap_Vertebra --layout aasce --data DATA_DIR
+spine-export promote --models exported_models --model Ap_Pedicle --eval-json heldout.json   (the promotion rule)
 """
 
 from __future__ import annotations
@@ -84,7 +86,16 @@ def cmd_unet(args: argparse.Namespace) -> None:
     from training.train import train_unet
 
     cfg = _fit_config(args)
-    if args.structure == "Ap_Vertebra" and args.source == "aasce":
+    heldout_studies, cache = None, args.cache
+    if args.data:  # a course-layout folder (annotations, the course data set): training/annotated.py
+        from training.annotated import structure_data
+
+        hw = tuple(args.input_hw) if args.input_hw else UNET_INPUT_HW
+        d = structure_data(Path(args.data), args.structure, Path(args.run_dir), args.repeat, hw)
+        x_tr, y_tr, x_va, y_va = d.x_train, d.y_train, d.x_val, d.y_val
+        training_data, split, heldout_studies, cache = d.description, d.split, d.heldout_studies, str(d.cache)
+        validated, refines = False, None  # only the promotion rule (spine-export promote) validates a model
+    elif args.structure == "Ap_Vertebra" and args.source == "aasce":
         data = load_aasce_cache(Path(args.cache))
         train_idx, val_idx = aasce_split(data)
         x_tr, y_tr = data["images"][train_idx], data["masks"][train_idx]
@@ -146,7 +157,16 @@ def cmd_unet(args: argparse.Namespace) -> None:
         "training_data": training_data,
         "split": split,
         "validated": validated,
-        "validation_set": "aasce-val" if validated else ("held-out study" if args.holdout else "training images"),
+        "validation_set": (
+            "held-out studies"
+            if heldout_studies
+            else "aasce-val"
+            if validated
+            else ("held-out study" if args.holdout else "training images")
+        ),
+        "heldout_studies": heldout_studies,
+        "data_dir": str(Path(args.data).resolve()) if args.data else None,
+        "cache": cache,
         "trained_on": _device_description(),
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -230,8 +250,8 @@ def cmd_classifier(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=1))
 
 
-def _add_fit_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
-    p.add_argument("--cache", required=True, help="npz written by `spine-train cache`")
+def _add_fit_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float, cache_required: bool = True) -> None:
+    p.add_argument("--cache", required=cache_required, help="npz written by `spine-train cache`")
     p.add_argument("--run-dir", required=True, help="checkpoints, state (resumable), curves, run_info.json")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
@@ -269,8 +289,16 @@ def train_main(argv: list[str] | None = None) -> None:
     )
     c.set_defaults(func=cmd_cache)
     u = sub.add_parser("unet", help="train one structure's U-Net")
-    _add_fit_args(u, epochs=150, batch_size=16, lr=1e-3)
+    _add_fit_args(u, epochs=150, batch_size=16, lr=1e-3, cache_required=False)
     u.add_argument("--structure", required=True, choices=sorted(STRUCTURES))
+    u.add_argument(
+        "--data",
+        default=None,
+        help="a course-layout folder (SPINE_ANNOTATIONS_DIR, the course data set) instead of --cache: patient-grouped split",
+    )
+    u.add_argument(
+        "--input-hw", type=int, nargs=2, metavar=("H", "W"), default=None, help="--data: model frame (default 512 256)"
+    )
     u.add_argument("--source", choices=["aasce", "course"], default="aasce", help="aasce only for Ap_Vertebra")
     u.add_argument("--holdout", choices=["Normal", "Damaged"], default=None, help="course: study label scored, not trained on")
     u.add_argument("--repeat", type=int, default=32, help="course: augmented copies of each study per epoch")
@@ -300,6 +328,8 @@ def train_main(argv: list[str] | None = None) -> None:
     k.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)
     k.set_defaults(func=cmd_classifier)
     args = parser.parse_args(argv)
+    if args.command == "unet" and not (args.cache or args.data):
+        parser.error("unet needs --cache or --data")
     if getattr(args, "source", None) == "aasce" and args.structure != "Ap_Vertebra":
         args.source = "course"
     args.func(args)
@@ -333,7 +363,7 @@ def export_main(argv: list[str] | None = None) -> None:
     k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
     k.add_argument("--run-dir", required=True)
     for p in (u, k, lm):
-        p.add_argument("--cache", required=True, help="npz the run was trained on (parity inputs come from it)")
+        p.add_argument("--cache", required=p is not u, help="npz the run was trained on (parity inputs; unet: default the run's)")
         p.add_argument("--models", default="exported_models")
         p.add_argument("--no-triton-config", action="store_true")
     a = sub.add_parser("annotate", help="merge figures from a JSON file into a model's manifest metrics")
@@ -351,8 +381,19 @@ def export_main(argv: list[str] | None = None) -> None:
     q.add_argument("--calibration-images", type=int, default=32, help="aasce: images drawn from the training split")
     q.add_argument("--check-images", type=int, default=None, help="aasce: first N validation images (default all)")
     q.add_argument("--holdout-study", default=None, help="course: study kept out of calibration, used for the check")
+    r = sub.add_parser("promote", help="apply the promotion rule (training/promotion.py) to held-out figures: validated or not")
+    r.add_argument("--models", default="exported_models")
+    r.add_argument("--model", required=True)
+    r.add_argument("--eval-json", required=True, help="written by spine-evaluate course ... --heldout-of RUN_DIR --json")
     args = parser.parse_args(argv)
     models_dir = Path(args.models)
+    if args.command == "promote":
+        from dataclasses import asdict
+
+        from training.promotion import promote
+
+        print(json.dumps(asdict(promote(models_dir, args.model, Path(args.eval_json))), indent=1))
+        return
     if args.command == "annotate":
         flat = flatten(json.loads(Path(args.eval_json).read_text()))
         pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
@@ -376,7 +417,10 @@ def export_main(argv: list[str] | None = None) -> None:
     models_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "unet":
         holdout = Path(args.holdout_run) if args.holdout_run else None
-        entry = export_unet(Path(args.run_dir), Path(args.cache), models_dir, holdout, args.recalibrate_bn, args.combine)
+        cache = args.cache or json.loads((Path(args.run_dir) / "run_info.json").read_text()).get("cache")
+        if not cache:
+            parser.error("unet: --cache (this run does not name the data it was trained on)")
+        entry = export_unet(Path(args.run_dir), Path(cache), models_dir, holdout, args.recalibrate_bn, args.combine)
     elif args.command == "landmarks":
         from training.landmarks_export import export_landmarks
 

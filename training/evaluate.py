@@ -2,6 +2,7 @@
 
 spine-evaluate aasce DATA_DIR --models exported_models --json OUT.json [--subset all|val|train]
 spine-evaluate course DATA_DIR --models exported_models --json OUT.json
+spine-evaluate course DATA_DIR --models M --structure S --heldout-of RUN_DIR --json OUT.json   (the run's held-out studies)
 
 AASCE films go through `spine_engine.study.analyze_study` and `spine_engine.answers.classify_response`, the
 front door and answer of `POST /classify`, so the figures describe what is served.
@@ -264,13 +265,34 @@ def evaluate_aasce(
 
 
 def evaluate_course(
-    data_dir: Path, models_dir: Path, threads: int | None = None, precision: str = "fp32", refinement: bool = False
+    data_dir: Path,
+    models_dir: Path,
+    threads: int | None = None,
+    precision: str = "fp32",
+    refinement: bool = False,
+    structure: str | None = None,
+    heldout_of: Path | None = None,
 ) -> dict:
+    """Dice at the original size of every mask present (or of `structure` only); `heldout_of`: a `spine-train unet
+    --data` run, whose held-out studies alone are scored (the figure the promotion rule reads)."""
     samples = read_course_dataset(data_dir)
+    heldout = None
+    if heldout_of is not None:
+        info = json.loads((heldout_of / "run_info.json").read_text())
+        heldout = {"run": str(heldout_of), "structure": info["structure"], "studies": info.get("heldout_studies") or []}
+        if structure not in (None, info["structure"]):
+            raise SystemExit(f"--structure {structure} but the run {heldout_of} trained {info['structure']}")
+        structure = info["structure"]
+        samples = [s for s in samples if s.study in set(heldout["studies"])]
+    if structure is not None:
+        samples = [s for s in samples if structure in s.mask_paths]
+        for s in samples:
+            s.mask_paths = {structure: s.mask_paths[structure]}
     registry = _registry(models_dir, threads, precision, refinement)
     has_classifier = registry.classifier() is not None
     dices: dict[str, list[float]] = {}
     studies: dict[str, dict] = {}
+    rows: list[dict] = []
     t0 = time.perf_counter()
     for sample in tqdm(samples, desc="course", mininterval=5.0):
         structures = [s for s in sample.mask_paths if registry.segmentation_model(s) is not None]
@@ -281,6 +303,7 @@ def evaluate_course(
         for s in structures:
             dices.setdefault(s, []).append(dice(result.masks[s], sample.mask(s)))
             study["frame_masks"][s] = result.model_frame_masks[s]
+            rows.append({"study": sample.study, "view": sample.view, "structure": s, "dice": dices[s][-1]})
     out: dict = {
         "dataset": "course",
         "data_dir": str(data_dir),
@@ -289,7 +312,14 @@ def evaluate_course(
         "execution_provider": registry.execution_provider,
         "precision": _precisions(registry),
         "segmentation": {s: _summary(v) for s, v in sorted(dices.items())},
+        "models": {
+            s: {"sha256": m.sha256, "validated": m.entry.validated} for s in dices if (m := registry.segmentation_model(s))
+        },
+        "per_image": rows,
     }
+    if heldout is not None:
+        scored = {r["study"] for r in rows}
+        out["heldout"] = {**heldout, "n_studies": len(scored), "dice": [r["dice"] for r in rows]}
     if has_classifier and studies:
         per_study = []
         hits = {rule: [] for rule in AGGREGATIONS}
@@ -342,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vertebra-mask", choices=["auto", "unet", "corners"], default=None, help="as SPINE_VERTEBRA_MASK (default: auto)"
     )
+    parser.add_argument("--structure", default=None, help="course: score this structure's masks only")
+    parser.add_argument(
+        "--heldout-of",
+        type=Path,
+        default=None,
+        help="course: score only the held-out studies of this `spine-train unet --data` run",
+    )
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("measurement", args.measurement), ("vertebra_mask", args.vertebra_mask)) if v}
     if args.layout == "aasce":
@@ -357,12 +394,16 @@ def main(argv: list[str] | None = None) -> int:
             replace(EngineSettings().policy(), **overrides),
         )
     else:
-        result = evaluate_course(args.data_dir, args.models, args.threads, args.precision, args.refinement)
+        result = evaluate_course(
+            args.data_dir, args.models, args.threads, args.precision, args.refinement, args.structure, args.heldout_of
+        )
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     summary = {k: v for k, v in result.items() if k not in ("per_image",)}
+    if "heldout" in summary:
+        summary["heldout"] = {k: v for k, v in summary["heldout"].items() if k != "dice"}
     if "classification" in summary and "per_study" in summary["classification"]:
         summary["classification"] = {k: v for k, v in summary["classification"].items() if k != "per_study"}
     print(json.dumps(summary, indent=1))

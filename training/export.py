@@ -130,9 +130,11 @@ def export_unet(
         model, models_dir, name, _parity_inputs_unet(cache_path, structure), UNET_INPUT_NAME, UNET_OUTPUT_NAME
     )
     # Figures measured during training, in the model's letterboxed frame; spine-evaluate adds original-size ones.
-    prefix = {"held-out study": "heldout_model_frame_", "training images": "training_images_model_frame_"}.get(
-        info.get("validation_set", ""), "window_frame_" if refines else "model_frame_"
-    )
+    prefix = {
+        "held-out study": "heldout_model_frame_",
+        "held-out studies": "heldout_model_frame_",
+        "training images": "training_images_model_frame_",
+    }.get(info.get("validation_set", ""), "window_frame_" if refines else "model_frame_")
     metrics = {f"{prefix}{k}": v for k, v in info["metrics"].items()}
     notes = (
         f"U-Net ({info['filters']} base filters, {info['num_layers']} levels, {info['loss']} loss), "

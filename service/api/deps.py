@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
@@ -49,6 +50,24 @@ async def get_limiter(request: Request) -> anyio.CapacityLimiter:
     if limiter is None:  # app used without its lifespan (e.g. TestClient outside `with`)
         limiter = request.app.state.limiter = anyio.CapacityLimiter(request.app.state.settings.inference_concurrency)
     return limiter
+
+
+def require_scope(scope: str) -> Any:
+    """A route dependency: with API keys on, the request's key must carry `scope` (SPINE_SCOPED_API_KEYS), else 403."""
+
+    async def check(request: Request) -> None:
+        settings: Settings = request.app.state.settings
+        if not (settings.api_keys or settings.scoped_api_keys):
+            return  # an open service (no keys at all) is open for every operation
+        if scope not in getattr(request.state, "api_scopes", frozenset()):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this API key does not carry the `{scope}` scope (give one listed as `{scope}:<key>` in SPINE_SCOPED_API_KEYS)",
+            )
+
+    checker: Callable[[Request], Awaitable[None]] = check
+    return Depends(checker)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -9,6 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.core.errors import STATUS_CODES, error_body
 from spine_engine.errors import SpineError
@@ -25,6 +26,16 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (the Allow header of a 405)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SpineError)
     async def _spine_error(request: Request, exc: SpineError) -> JSONResponse:
@@ -37,6 +48,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(request, exc.status_code, code, str(exc.detail))
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:  # Starlette lists the first matching route's methods only (GET and POST /annotations)
+            response.headers["Allow"] = _allowed_methods(request)
         return response
 
     @app.exception_handler(RequestValidationError)

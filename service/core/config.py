@@ -6,6 +6,7 @@ The only reader of the environment in `service/`: everything else receives its v
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
@@ -44,6 +45,17 @@ class Settings(EngineSettings):
         default_factory=list,
         description="Accepted API keys (comma-separated); empty = no authentication. Header X-API-Key or Authorization: Bearer",
     )
+    scoped_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "API keys with extra scopes, comma-separated `scope:key` (a key may appear once per scope): `annotate` may "
+            "POST /annotations, `admin` may POST /models/reload. Accepted everywhere a SPINE_API_KEYS key is"
+        ),
+    )
+    # Annotation (docs/annotation.md): POST /annotations writes studies in the course-dataset layout here.
+    annotations_dir: Path | None = Field(
+        None, description="Folder of annotated studies (<class>/<study id>/<AP|LAT>/...); unset: /annotations answers 404"
+    )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/health/live", "/v2/health/live"],
         description=(
@@ -58,7 +70,7 @@ class Settings(EngineSettings):
     max_form_files: int = Field(4, ge=1, description="Most files in one multipart form (400 beyond)")
     max_field_bytes: int = Field(64 * 1024, ge=1024, description="Largest non-file form field in bytes (400 beyond)")
 
-    @field_validator("api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
+    @field_validator("api_keys", "scoped_api_keys", "auth_exempt_paths", "cors_allow_origins", mode="before")
     @classmethod
     def _split_service_csv(cls, value: object) -> object:
         return split_csv(value)

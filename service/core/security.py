@@ -10,6 +10,11 @@ Keys are compared in constant time: the SHA-256 of what was sent against the SHA
 key with `hmac.compare_digest`, all of them, every time (fixed-length digests, so not even the key's
 length shows in the timing). Keys never appear in logs, metrics or the OpenAPI document.
 
+Scopes: a key listed in SPINE_SCOPED_API_KEYS as `scope:key` also carries that scope (`annotate`: write
+annotations; `admin`: reload the models). The middleware records the scopes of the key a request presented in
+`request.state.api_scopes`; `require_scope` (a route dependency) answers 403 `forbidden` without the scope. With
+no key configured at all the service is open, scoped operations included, as everything else.
+
 Page assets are public: GET/HEAD of the viewer's shell `/`, its `/static/...` files and the API documentation
 (`/docs`, its OAuth2 redirect, `/redoc`, `/openapi.json`). They carry no data (the viewer asks for the key when
 an API call answers 401 and sends it itself), and without them a browser could not even show the key prompt.
@@ -40,6 +45,7 @@ _AUTHORIZATION = b"authorization"
 PUBLIC_PAGE_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PUBLIC_PAGE_PREFIX = "/static/"
 _PUBLIC_METHODS = frozenset({"GET", "HEAD"})
+SCOPES = {"annotate": "POST /annotations (write annotated studies)", "admin": "POST /models/reload"}
 UNAUTHORIZED_DETAIL = f"missing or invalid API key: send it as `{API_KEY_HEADER}: <key>` or `Authorization: Bearer <key>`"
 
 
@@ -67,13 +73,37 @@ def presented_keys(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
     return found
 
 
+def parse_scoped_keys(entries: Iterable[str]) -> list[tuple[str, str]]:
+    """`scope:key` entries (SPINE_SCOPED_API_KEYS) -> (scope, key); an unknown scope or an empty key is a ValueError."""
+    pairs = []
+    for entry in entries:
+        scope, sep, key = entry.partition(":")
+        if not sep or not key or scope not in SCOPES:
+            known = ", ".join(sorted(SCOPES))
+            raise ValueError(f"SPINE_SCOPED_API_KEYS entries are `scope:key` with a scope among {known} (an entry is not)")
+        pairs.append((scope, key))
+    return pairs
+
+
 class ApiKeyChecker:
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._digests = [_digest(k.encode("utf-8")) for k in keys if k]
+    def __init__(self, keys: Iterable[str], scoped: Iterable[tuple[str, str]] = ()) -> None:
+        scoped = list(scoped)
+        self._digests = [_digest(k.encode("utf-8")) for k in [*keys, *(key for _, key in scoped)] if k]
+        self._scoped = [(scope, _digest(key.encode("utf-8"))) for scope, key in scoped]
 
     @property
     def enabled(self) -> bool:
         return bool(self._digests)
+
+    def scopes(self, presented: Iterable[bytes]) -> frozenset[str]:
+        """The scopes of the presented credentials; every pair is compared, in constant time, like `check`."""
+        found: set[str] = set()
+        for credential in presented:
+            digest = _digest(credential)
+            for scope, key in self._scoped:
+                if hmac.compare_digest(digest, key):
+                    found.add(scope)
+        return frozenset(found)
 
     def check(self, presented: Iterable[bytes]) -> bool:
         """True when any presented credential equals any key; every pair is compared, in constant time."""
@@ -88,9 +118,16 @@ class ApiKeyChecker:
 class ApiKeyMiddleware:
     """401 for a request without a valid key, unless its path is exempt (exact match) or a public page asset."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], exempt_paths: Iterable[str], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Iterable[str],
+        exempt_paths: Iterable[str],
+        metrics: Metrics,
+        scoped: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self.app = app
-        self.checker = ApiKeyChecker(keys)
+        self.checker = ApiKeyChecker(keys, scoped)
         self.exempt = frozenset(exempt_paths)
         self.metrics = metrics
 
@@ -99,7 +136,9 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or path in self.exempt or is_public_page_asset(scope.get("method", ""), path):
             await self.app(scope, receive, send)
             return
-        if self.checker.check(presented_keys(scope.get("headers", ()))):
+        presented = presented_keys(scope.get("headers", ()))
+        if self.checker.check(presented):
+            scope.setdefault("state", {})["api_scopes"] = self.checker.scopes(presented)
             await self.app(scope, receive, send)
             return
         self.metrics.errors.labels("unauthorized").inc()

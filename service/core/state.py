@@ -23,15 +23,31 @@ class ModelState:
         self.error: str | None = None
         self.loaded = threading.Event()
         self._thread: threading.Thread | None = None
+        self._on_loaded: Callable[[ModelRegistry], None] = lambda _: None
+        self._reload_lock = threading.Lock()
         if registry is not None:
             self.loaded.set()
 
     def start(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
+        self._on_loaded = on_loaded
         if self.registry is not None:
             on_loaded(self.registry)
             return
         self._thread = threading.Thread(target=self._load, args=(on_loaded,), name="model-loader", daemon=True)
         self._thread.start()
+
+    def reload(self) -> ModelRegistry:
+        """Load the models folder again (a new manifest, retrained or promoted models) and swap it in when loaded.
+
+        Requests already running finish on the engine they started with; one reload at a time.
+        """
+        with self._reload_lock:
+            registry = load_registry(self.settings)
+            self._on_loaded(registry)
+            self.engine = Engine.from_settings(registry, self.settings)
+            self.registry, self.error = registry, None
+            log.info("models reloaded", extra={"fields": {"ready": registry.ready, "problems": registry.problems}})
+            return registry
 
     def _load(self, on_loaded: Callable[[ModelRegistry], None]) -> None:
         s = self.settings

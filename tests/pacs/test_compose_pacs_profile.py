@@ -38,8 +38,19 @@ def resolved(profile: str | None, tmp_path: Path, env: dict[str, str] | None = N
 
 def test_orthanc_runs_only_with_the_pacs_profile(compose: dict, tmp_path: Path):
     assert compose["services"]["orthanc"]["profiles"] == ["pacs"]
-    assert set(resolved("pacs", tmp_path)) == {"spine", "orthanc"}
-    assert "orthanc" not in resolved(None, tmp_path)
+    assert set(resolved("pacs", tmp_path)) == {"spine", "orthanc", "ohif"}
+    assert not {"orthanc", "ohif"} & set(resolved(None, tmp_path))
+
+
+def test_ohif_serves_the_npm_build_in_front_of_that_orthanc(compose: dict):
+    ohif = compose["services"]["ohif"]
+    assert ohif["profiles"] == ["pacs"] and ohif["depends_on"] == ["orthanc"]
+    targets = {v["target"]: v["source"] for v in ohif["volumes"]}
+    assert targets["/usr/share/nginx/html"] == "./.ohif/dist"
+    template = (ROOT / targets["/etc/nginx/templates/default.conf.template"]).read_text()
+    assert "proxy_pass http://orthanc:8042/dicom-web/;" in template and "Basic ${PACS_AUTHORIZATION}" in template
+    config = (ROOT / targets["/etc/ohif/app-config.js"]).read_text()
+    assert 'qidoRoot: window.location.origin + "/dicom-web"' in config
 
 
 def test_orthanc_serves_dicomweb_with_authentication(compose: dict):

@@ -72,6 +72,7 @@
       this.mode = "fill";
       this.showCobb = true;
       this.scale = 1; this.tx = 0; this.ty = 0;
+      this.editor = null; // annotate.js in Edit-masks mode: takes drags (Space or the middle button still pans)
       this._bindInput();
       new ResizeObserver(() => this.draw()).observe(canvas);
     }
@@ -105,6 +106,12 @@
 
     pan(dx, dy) { this.tx += dx; this.ty += dy; this.draw(); }
 
+    // A pointer position (client pixels) -> film pixel coordinates (continuous: pixel i spans [i, i + 1)).
+    toImage(clientX, clientY) {
+      const rect = this.canvas.getBoundingClientRect();
+      return { x: (clientX - rect.left - this.tx) / this.scale, y: (clientY - rect.top - this.ty) / this.scale };
+    }
+
     _layer(mask) {
       mask.layers = mask.layers || {};
       if (!mask.layers[this.mode]) { // built on first use; the other mode's layer is dropped (memory)
@@ -127,8 +134,11 @@
       ctx.imageSmoothingEnabled = this.scale < 2; // individual pixels visible when zoomed in
       ctx.drawImage(this.film, 0, 0);
       ctx.globalAlpha = this.opacity;
-      for (const mask of this.masks) if (mask.visible) ctx.drawImage(this._layer(mask), 0, 0);
+      const edited = this.editor && this.editor.structure; // drawn by the editor instead, as it is being edited
+      for (const mask of this.masks) if (mask.visible && mask.structure !== edited) ctx.drawImage(this._layer(mask), 0, 0);
+      if (this.editor) ctx.drawImage(this.editor.layer, 0, 0);
       ctx.globalAlpha = 1;
+      if (this.editor) this.editor.drawOverlay(ctx, this.scale);
       if (this.showCobb) this._drawCobb();
     }
 
@@ -186,12 +196,20 @@
         const rect = c.getBoundingClientRect();
         return { x: (a.x + b.x) / 2 - rect.left, y: (a.y + b.y) / 2 - rect.top, d: Math.hypot(a.x - b.x, a.y - b.y) };
       };
+      const editing = new Set(); // pointers the editor owns (a brush stroke, a polygon click)
       c.addEventListener("pointerdown", (e) => {
+        if (this.editor && pointers.size === 0 && this.editor.takes(e)) {
+          editing.add(e.pointerId);
+          try { c.setPointerCapture(e.pointerId); } catch { /* a synthetic pointer */ }
+          c.focus();
+          return this.editor.down(this.toImage(e.clientX, e.clientY), e);
+        }
         pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
         try { c.setPointerCapture(e.pointerId); } catch { /* a synthetic pointer: nothing to capture */ }
         c.focus();
       });
       c.addEventListener("pointermove", (e) => {
+        if (this.editor && (editing.has(e.pointerId) || !pointers.size)) return this.editor.move(this.toImage(e.clientX, e.clientY), e);
         const last = pointers.get(e.pointerId);
         if (!last) return;
         if (pointers.size === 1) {
@@ -205,7 +223,11 @@
         this.ty += after.y - before.y;
         this.zoomAt(before.d > 0 ? after.d / before.d : 1, after.x, after.y);
       });
-      const end = (e) => pointers.delete(e.pointerId);
+      const end = (e) => {
+        if (editing.delete(e.pointerId) && this.editor) this.editor.up();
+        pointers.delete(e.pointerId);
+      };
+      c.addEventListener("dblclick", (e) => { if (this.editor) this.editor.dblclick(e); });
       c.addEventListener("pointerup", end);
       c.addEventListener("pointercancel", end);
       c.addEventListener("wheel", (e) => {

@@ -416,5 +416,6 @@
   $("mode").addEventListener("change", (e) => { film.mode = e.target.value; film.draw(); });
   $("show-cobb").addEventListener("change", (e) => { film.showCobb = e.target.checked; film.draw(); });
   wireDropZones();
-  window.spineViewer = { state, film, ready: loadOpenApi() };
+  // annotate.js (Edit masks) shows a film through the same path, and reports errors the same way.
+  window.spineViewer = { state, film, ready: loadOpenApi(), showView, decodeFilm, apiError, post, setStatus, showError, el, FILE_INPUTS };
 })();
