@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field, ValidationError
 
-from service.overlay import display_gray
 from spine_core.structures import CLASSES, STRUCTURES, View
 from spine_engine.decoding import DecodedImage, decode_image
 from spine_engine.errors import SpineError
+from spine_engine.overlay import display_gray
 
 SIDECAR = "annotation.json"
 TMP_DIR = ".tmp"  # not a class folder: dataset readers never look in it
