@@ -194,7 +194,7 @@ def hostile_corpus() -> dict[str, HostileFile]:
         ),
         "cmyk jpeg": HostileFile(_cmyk_jpeg(), "a.jpg", 200, None, "accepted: converted to RGB, then gray"),
         "animated gif": HostileFile(_animated_gif(), "a.gif", 415, "unsupported_media_type", "GIF is not an allowed format"),
-        "dicom without pixel data": HostileFile(_dicom_without_pixels(), "a.dcm", 422, "corrupt_image", "nothing to segment"),
+        "dicom without pixel data": HostileFile(_dicom_without_pixels(), "a.dcm", 422, "no_pixel_data", "nothing to segment"),
         # HTJ2K: no decoder without pylibjpeg-openjpeg (highdicom brings a JPEG-LS one, so that is no longer the case)
         "dicom htj2k (no decoder installed)": HostileFile(
             make_dicom(np.zeros((8, 8), np.uint16), transfer_syntax=HTJ2KLossless),
@@ -225,7 +225,8 @@ def hostile_corpus() -> dict[str, HostileFile]:
             "pixel data shorter than Rows x Columns",
         ),
         "dicom magic then garbage": HostileFile(
-            bytes(128) + b"DICM" + os.urandom(64), "a.dcm", 422, "corrupt_image", "preamble then nothing parseable"
+            # pydicom reads what follows as an (empty) data set: a DICOM object without pixel data, on every route
+            bytes(128) + b"DICM" + os.urandom(64), "a.dcm", 422, "no_pixel_data", "preamble then nothing parseable"
         ),
     }
     return corpus

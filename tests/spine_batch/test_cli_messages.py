@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from spine_batch_testlib import CORRUPT_FILM, GOOD_FILMS
 
-import spine_batch.registry
+import spine_engine.engine
 from spine_batch.cli import main
 from spine_batch.results import read_results
 from spine_batch.rows import VIEW_FROM_OPTION_FOR_DICOM
@@ -40,7 +40,7 @@ def test_rows_in_source_order_the_notice_for_a_dicom_without_view_and_nothing_lo
     def no_loading(settings: object) -> None:
         raise AssertionError("models loaded with nothing to do")
 
-    monkeypatch.setattr(spine_batch.registry, "load_registry", no_loading)
+    monkeypatch.setattr(spine_engine.engine, "load_engine", no_loading)
     assert _run(films, out, models_dir) == 0
     said = capsys.readouterr().err
     assert "nothing to do: all 7 images" in said and " images in " not in said and NOTICE not in said

@@ -108,9 +108,9 @@ def test_the_measurement_is_read_through_measure_spine(engine: Engine, monkeypat
     seen: list[tuple[int, int]] = []
     real = spine_engine.analysis.measure_spine
 
-    def spy(pixels: np.ndarray, vertebra_mask: np.ndarray) -> Measurement:
+    def spy(pixels: np.ndarray, vertebra_mask: np.ndarray, landmarks=None) -> Measurement:
         seen.append(vertebra_mask.shape)
-        return real(pixels, vertebra_mask)
+        return real(pixels, vertebra_mask, landmarks)
 
     monkeypatch.setattr(spine_engine.analysis, "measure_spine", spy)
     study = analyze_study(engine, request(Film(FILM, "a.png", "AP")))
