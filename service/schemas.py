@@ -43,8 +43,8 @@ class ReadyResponse(BaseModel):
                     "execution_provider": "CUDAExecutionProvider",
                     "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                     "require_gpu": False,
-                    "models_ready": 10,
-                    "models_total": 10,
+                    "models_ready": 11,
+                    "models_total": 11,
                     "reasons": {},
                 },
                 {
@@ -54,7 +54,7 @@ class ReadyResponse(BaseModel):
                     "requested_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                     "require_gpu": True,
                     "models_ready": 0,
-                    "models_total": 10,
+                    "models_total": 11,
                     "reasons": {"Ap_Vertebra": "require_gpu is set but the session runs on CPUExecutionProvider"},
                 },
             ]

@@ -357,6 +357,9 @@ def export_main(argv: list[str] | None = None) -> None:
     )
     lm = sub.add_parser("landmarks", help="export the landmark model (validated by its measured figures)")
     lm.add_argument("--run-dir", required=True)
+    lm.add_argument(
+        "--compare-eval", default=None, help="spine-evaluate JSON of the measurement it replaces (--measurement mask)"
+    )
     sm = sub.add_parser("serve-mask", help="serve the corner-filled Ap_Vertebra mask if its validation Dice beats the U-Net's")
     sm.add_argument("--models", default="exported_models")
     sm.add_argument("--eval-json", required=True, help="spine-evaluate aasce --subset val JSON (U-Net mask served)")
@@ -424,7 +427,8 @@ def export_main(argv: list[str] | None = None) -> None:
     elif args.command == "landmarks":
         from training.landmarks_export import export_landmarks
 
-        entry = export_landmarks(Path(args.run_dir), Path(args.cache), models_dir)
+        compare = json.loads(Path(args.compare_eval).read_text()) if args.compare_eval else None
+        entry = export_landmarks(Path(args.run_dir), Path(args.cache), models_dir, compare)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

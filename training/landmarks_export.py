@@ -1,8 +1,10 @@
 """Export the landmark model (ONNX, parity-checked) into the manifest; `validated` decided by its measured figures.
 
-The rule (`is_validated`): a landmark model is validated when, on the patient-grouped AASCE validation split,
-it answers every film and its SMAPE over all films is at most `MAX_VALIDATED_SMAPE` — the upper end of the
-published range on this dataset (8-10 %): a model worse than that is not a measurement to show a clinician.
+The rule (`is_validated`): on the patient-grouped AASCE validation split, the model answers every film, and its
+SMAPE over all films (a film without angles counting 100 %) is at most `MAX_VALIDATED_SMAPE` — the upper end of
+the published range on this dataset (8-10 %) — or, given the `spine-evaluate` figures of the measurement it
+replaces (`--compare-eval`, the mask geometry measured the same way), lower than that one's: a measured
+improvement on what is served today.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from training.splits import aasce_split
 MAX_VALIDATED_SMAPE = 10.0
 
 
-def is_validated(metrics: dict) -> bool:
+def is_validated(metrics: dict, replaced_smape: float | None = None) -> bool:
     smape = metrics.get("val_smape")
-    return smape is not None and metrics.get("val_answered") == 1.0 and smape <= MAX_VALIDATED_SMAPE
+    if smape is None or metrics.get("val_answered") != 1.0:
+        return False
+    return smape <= MAX_VALIDATED_SMAPE or (replaced_smape is not None and smape < replaced_smape)
 
 
 def median_peak(model, data: dict, val_idx: list[int]) -> float:
@@ -36,7 +40,7 @@ def median_peak(model, data: dict, val_idx: list[int]) -> float:
     return float(np.median(peaks)) if peaks else 1.0
 
 
-def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> ModelEntry:
+def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path, compare_eval: dict | None = None) -> ModelEntry:
     info = json.loads((run_dir / "run_info.json").read_text())
     input_hw = tuple(info["input_hw"])
     model = build_landmark_model(input_hw)
@@ -49,7 +53,10 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> Model
     )
     metrics = {f"model_frame_{k}": v for k, v in info["metrics"].items()}
     metrics["val_median_peak"] = median_peak(model, data, val_idx)
-    validated = is_validated(info["metrics"])
+    replaced = compare_eval["cobb"]["smape_all_films_pct"] if compare_eval else None
+    if replaced is not None:
+        metrics["val_smape_all_films_of_replaced_measurement"] = replaced
+    validated = is_validated(info["metrics"], replaced)
     entry = ModelEntry(
         name=LANDMARK_MODEL_NAME,
         kind="landmarks",
@@ -78,7 +85,8 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path) -> Model
             f"Vertebra-focused landmark model: T1..L5 centres as heatmap peaks, four corners each as offsets "
             f"(spine_core.landmarks). Initialised from {info.get('init_weights') or 'random weights'}; best epoch "
             f"{info['best_epoch']}. validated: {validated} by the rule in training/landmarks_export.py "
-            f"(every validation film answered, SMAPE <= {MAX_VALIDATED_SMAPE} %)."
+            f"(every validation film answered, SMAPE over all films <= {MAX_VALIDATED_SMAPE} % or below the mask "
+            f"geometry's, {replaced})."
         ),
     )
     upsert_model(models_dir, entry, _now())

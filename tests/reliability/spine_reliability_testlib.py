@@ -226,7 +226,11 @@ def hostile_corpus() -> dict[str, HostileFile]:
         ),
         "dicom magic then garbage": HostileFile(
             # pydicom reads what follows as an (empty) data set: a DICOM object without pixel data, on every route
-            bytes(128) + b"DICM" + os.urandom(64), "a.dcm", 422, "no_pixel_data", "preamble then nothing parseable"
+            bytes(128) + b"DICM" + os.urandom(64),
+            "a.dcm",
+            422,
+            "no_pixel_data",
+            "preamble then nothing parseable",
         ),
     }
     return corpus

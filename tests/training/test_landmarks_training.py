@@ -88,6 +88,9 @@ def test_the_validation_rule_both_ways():
     assert not is_validated({"val_smape": MAX_VALIDATED_SMAPE + 0.1, "val_answered": 1.0})
     assert not is_validated({"val_smape": 5.0, "val_answered": 0.99})  # a film without an answer
     assert not is_validated({})
+    better = {"val_smape": MAX_VALIDATED_SMAPE + 1, "val_answered": 1.0}
+    assert is_validated(better, replaced_smape=MAX_VALIDATED_SMAPE + 5)  # beats the measurement it replaces
+    assert not is_validated(better, replaced_smape=MAX_VALIDATED_SMAPE + 0.5)
 
 
 def test_spine_evaluate_reports_the_served_landmark_path(pipeline, tmp_path):
