@@ -79,7 +79,8 @@ def landmark_reading(registry: ModelRegistry, pixels: np.ndarray, policy: Analys
         spent[0] += (time.perf_counter() - started) * 1000
         return out
 
-    reading = read_vertebrae(run, pixels, typical_peak=float(model.entry.metrics.get("val_median_peak", 1.0)))
+    typical_peak = float(model.entry.metrics.get("val_median_peak", 1.0))
+    reading = read_vertebrae(run, pixels, out_hw=tuple(model.input_hw), typical_peak=typical_peak)  # the model's own frame
     vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
     return LandmarkReading(model, vertebrae, spent[0])
 
