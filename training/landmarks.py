@@ -24,6 +24,7 @@ from keras import layers, ops
 from PIL import Image
 
 from spine_core.cobb import N_VERTEBRAE, cobb_angles
+from spine_core.landmark_metrics import smape_pct
 from spine_core.landmarks import HEATMAP_CHANNEL, MASK_CHANNEL, OFFSET_CHANNELS, OFFSET_SCALE, decode
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 from training.augment import AugmentConfig, affine_params, augment_batch
@@ -178,11 +179,6 @@ def build_landmark_model(
 # ---- evaluation ----------------------------------------------------------------------------------------
 
 
-def smape(pred: np.ndarray, true: np.ndarray) -> float:
-    """AASCE's symmetric mean absolute percentage error over films' three angles, in percent."""
-    return float(100 * np.mean(np.abs(pred - true).sum(axis=1) / np.maximum((pred + true).sum(axis=1), 1e-6)))
-
-
 def evaluate_heads(heads: np.ndarray, corners_true: np.ndarray, cobb_true: np.ndarray) -> dict[str, float]:
     """Frame-level figures of a batch of model outputs: SMAPE (a film without an answer counts 100 %), corner error."""
     per_film, corner_err, answered = [], [], 0
@@ -193,7 +189,7 @@ def evaluate_heads(heads: np.ndarray, corners_true: np.ndarray, cobb_true: np.nd
             continue
         answered += 1
         pred = cobb_angles(found.corners, out.shape[0]).aasce_angles_deg
-        per_film.append(smape(np.array([pred]), np.array([angles])))
+        per_film.append(smape_pct(np.array([pred]), np.array([angles])))
         corner_err.append(float(np.linalg.norm(found.corners - truth, axis=-1).mean()))
     return {
         "val_smape": float(np.mean(per_film)),
