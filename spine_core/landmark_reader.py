@@ -87,13 +87,19 @@ def full_body_window(corners: np.ndarray, src_hw: tuple[int, int], out_hw: tuple
 
 
 def read_vertebrae(
-    run: RunHeads, pixels: np.ndarray, out_hw: tuple[int, int] = UNET_INPUT_HW, typical_peak: float = 1.0
+    run: RunHeads,
+    pixels: np.ndarray,
+    out_hw: tuple[int, int] = UNET_INPUT_HW,
+    typical_peak: float = 1.0,
+    frame: tuple[np.ndarray, Letterbox] | None = None,
 ) -> LandmarkReading:
     """The film's 17 vertebrae in original pixels (or a VertebraeResult with a reason when no spine is seen).
 
     `typical_peak`: the model's median heatmap peak on the validation films (its manifest's `val_median_peak`).
+    `frame`: the film already letterboxed into `out_hw` (`preprocess_image`'s answer, e.g. the U-Net's input),
+    so the film is not resized twice.
     """
-    frame_input, box = preprocess_image(pixels, out_hw)
+    frame_input, box = frame if frame is not None else preprocess_image(pixels, out_hw)
     found = decode(run(frame_input[None, ..., None])[0], typical_peak=typical_peak)
     if found is None:
         return LandmarkReading(VertebraeResult([], reason="the landmark model found fewer than 3 vertebrae"))
@@ -109,3 +115,29 @@ def read_vertebrae(
         return LandmarkReading(first, window=None, passes=2, notes=[note])
     note = f"T1-L5 spans {share:.0%} of the film: measured on a second pass in a window around the spine"
     return LandmarkReading(to_vertebrae(windowed, window), window=window, passes=2, notes=[note])
+
+
+CORRIDOR_SIDE = 0.2  # share of a vertebra's width the corridor adds on each side (a pedicle or an osteophyte stays in)
+CORRIDOR_REACH = 0.6  # up and down from each centre, in steps to its neighbour: the discs between bodies stay in
+
+
+def spine_corridor(corners: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool (height, width) mask of the band along the 17 vertebrae ((17, 4, 2) corners in those pixels).
+
+    The served vertebra mask is kept inside it: a blob on the skull, a rib or the pelvis is not a vertebra
+    of T1..L5, whatever the segmentation says."""
+    from PIL import Image, ImageDraw  # drawing polygons is what Pillow is for; kept local to this helper
+
+    quads = np.asarray(corners, dtype=np.float64)
+    centres = quads.mean(axis=1)
+    across = (quads[:, 1] + quads[:, 3]) / 2 - (quads[:, 0] + quads[:, 2]) / 2  # left -> right, one width long
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    reach = CORRIDOR_REACH * np.r_[steps[:1], np.maximum(steps[:-1], steps[1:]), steps[-1:]]
+    unit = across / np.maximum(np.linalg.norm(across, axis=1, keepdims=True), 1e-6)
+    down = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # across turned a quarter: down the spine
+    half_across = across * (0.5 + CORRIDOR_SIDE)
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for c, a, d in zip(centres, half_across, down * reach[:, None], strict=True):
+        draw.polygon([tuple(c - a - d), tuple(c + a - d), tuple(c + a + d), tuple(c - a + d)], fill=1)
+    return np.asarray(canvas, dtype=bool)

@@ -5,7 +5,10 @@ The model (`spine-train landmarks`) answers one map per frame pixel with `N_CHAN
 - channel 0, a vertebra-centre heatmap (sigmoid): a Gaussian peak at the centre of each of T1..L5;
 - channels 1..8, the four corners (TL, TR, BL, BR) as (dx, dy) offsets from the pixel's centre, divided
   by `OFFSET_SCALE`, learnt around each centre;
-- channel 9, the vertebral-body mask (sigmoid), an auxiliary head kept from the `Ap_Vertebra` weights.
+- channel 9, the vertebral-body mask (sigmoid), an auxiliary head kept from the `Ap_Vertebra` weights;
+- channel 10 (models trained since it was added), an "ends" heatmap: a peak at the centre of C7 and of S1,
+  the vertebrae just beyond T1..L5, which look much like them; it tells the level placement which of the
+  chain's end peaks lie outside T1..L5. A 10-channel model (before it) is decoded without it.
 
 Decoding is the "vertebra-focused" idea (Yi et al. 2020): peaks of the heatmap are the vertebrae, the
 offsets read at each peak are its corners. What is added here is the counting: the peaks are linked into
@@ -24,15 +27,18 @@ from scipy import ndimage
 
 from spine_core.cobb import LEVELS, N_VERTEBRAE
 
-N_CHANNELS = 10
+N_CHANNELS = 11
 HEATMAP_CHANNEL = 0
 OFFSET_CHANNELS = slice(1, 9)
 MASK_CHANNEL = 9
+ENDS_CHANNEL = 10
+ACCEPTED_CHANNELS = (10, N_CHANNELS)  # a model exported before the ends head still loads and decodes
 OFFSET_SCALE = 16.0  # frame pixels per unit of the offset channels (keeps the regression targets near 1)
 VOTE_RADIUS = 2  # frame pixels around a peak whose offsets vote for its corners (the offsets are learnt within 2.5)
 PEAK_WINDOW = 5  # frame pixels: a peak is the maximum of its 5x5 neighbourhood
 MIN_PEAK = 0.08  # heatmap value below which a local maximum is not a vertebra candidate
 SHAPE_WEIGHT = 0.5  # level placement: weight of the widths' misfit to WIDTH_PROFILE against the peaks' scores
+ENDS_WEIGHT = 1.0  # level placement: weight of the ends head (C7 / S1) against the centre heatmap's scores
 INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
 # Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean):
 # `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
@@ -58,13 +64,14 @@ class Landmarks:
 def find_peaks(heatmap: np.ndarray, min_peak: float = MIN_PEAK) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of the heatmap -> ((k, 2) integer (row, col), (k,) score), top to bottom."""
     maxed = ndimage.maximum_filter(heatmap, size=PEAK_WINDOW, mode="constant")
-    # Equal neighbours (a centre between two pixels) form one component: one peak each.
-    labels, n = ndimage.label((heatmap == maxed) & (heatmap >= min_peak))
-    if n == 0:
-        return np.zeros((0, 2), dtype=int), np.zeros(0, dtype=heatmap.dtype)
-    rows, cols = np.array(ndimage.maximum_position(heatmap, labels, np.arange(1, n + 1)), dtype=int).reshape(-1, 2).T
-    order = np.argsort(rows, kind="stable")
-    return np.stack([rows[order], cols[order]], axis=1), heatmap[rows[order], cols[order]]
+    rows, cols = np.nonzero((heatmap == maxed) & (heatmap >= min_peak))  # row-major: already top to bottom
+    values = heatmap[rows, cols]
+    # Equal neighbours (a centre between two pixels) are one peak: the first of them in row-major order.
+    reach = PEAK_WINDOW // 2
+    near = (np.abs(rows[:, None] - rows[None, :]) <= reach) & (np.abs(cols[:, None] - cols[None, :]) <= reach)
+    tie = near & (values[:, None] == values[None, :]) & np.tri(len(rows), k=-1, dtype=bool)
+    keep = ~tie.any(axis=1)
+    return np.stack([rows[keep], cols[keep]], axis=1).astype(int), values[keep]
 
 
 def corners_at(heads: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: int = VOTE_RADIUS) -> np.ndarray:
@@ -143,8 +150,11 @@ def _slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps / np.maximum(local, 1.0))).astype(int))])
 
 
-def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> int:
-    """The level (0 = T1) of the chain's first slot: best fit of scores and the width profile."""
+def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray, ends: np.ndarray | None = None) -> int:
+    """The level (0 = T1) of the chain's first slot: best fit of scores, the ends head and the width profile.
+
+    `ends` (per chain peak, the ends head there): a peak the model takes for C7 or S1 counts against a
+    placement that keeps it inside T1..L5 and for one that leaves it out."""
     span = int(slots[-1]) + 1
     best_start, best_fit = 0, -np.inf
     for start in range(min(0, N_VERTEBRAE - span), max(0, N_VERTEBRAE - span) + 1):
@@ -156,6 +166,8 @@ def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray) -> 
         shape_error = float(np.std(np.log(ratio))) if inside.sum() > 2 else 0.0
         # The model's own belief first (it is trained to stay low on C7 and S1), the sizes' shape second.
         fit = float(scores[inside].sum() / max(float(scores.max()), 1e-6)) - SHAPE_WEIGHT * shape_error * inside.sum()
+        if ends is not None:
+            fit += ENDS_WEIGHT * float(ends[~inside].sum() - ends[inside].sum()) / max(float(scores.max()), 1e-6)
         if fit > best_fit:
             best_start, best_fit = start, fit
     return best_start
@@ -167,7 +179,7 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 
     A seen vertebra's confidence is its peak over `typical_peak` (the model's median peak on the validation
     films, from the manifest), capped at 1: 1 is a vertebra seen as clearly as usual.
     """
-    heatmap = heads[..., HEATMAP_CHANNEL]
+    heatmap = np.ascontiguousarray(heads[..., HEATMAP_CHANNEL], dtype=np.float32)  # a strided view filters slowly
     points, scores = find_peaks(heatmap, min_peak)
     if len(points) < 3:
         return None
@@ -182,7 +194,8 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 
         notes.append(f"{len(points) - len(chain)} heatmap peak(s) off the spine's chain ignored")
     points, scores, corners, sizes, widths = points[chain], scores[chain], corners[chain], sizes[chain], widths[chain]
     slots = _slots(corners.mean(axis=1), sizes)
-    levels = slots + _place_levels(slots, scores, widths)
+    ends = heads[points[:, 0], points[:, 1], ENDS_CHANNEL] if heads.shape[-1] > ENDS_CHANNEL else None
+    levels = slots + _place_levels(slots, scores, widths, ends)
     inside = (levels >= 0) & (levels < N_VERTEBRAE)
     if (~inside).any():
         notes.append(f"{int((~inside).sum())} vertebra(e) beyond T1..L5 on the chain left out (cervical, sacral)")

@@ -19,8 +19,8 @@ from spine_engine.decision import VERTEBRA, Decision, RuleOutcome
 from spine_engine.decoding import DecodedImage
 from spine_engine.engine import Engine
 from spine_engine.errors import ModelUnavailableError, NoSpineFoundError, NoValidatedModelError
-from spine_engine.localisation import localise
-from spine_engine.measurement import corner_mask, landmark_reading, measure_spine, serves_corner_mask
+from spine_engine.localisation import localise, segment_window
+from spine_engine.measurement import corner_mask, corridors, landmark_reading, measure_spine, serves_corner_mask
 from spine_engine.models import LoadedModel
 from spine_engine.policy import AnalysisPolicy
 from spine_engine.registry import ModelRegistry
@@ -152,22 +152,32 @@ def choose_study(
 
 
 def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, policy: AnalysisPolicy) -> SpineReading:
-    """Localise, check and measure the AP spine on the vertebra mask; updates `result`'s vertebra masks in place."""
+    """Localise, check and measure the AP spine on the vertebra mask; updates `result`'s vertebra masks in place.
+
+    With a landmark model, its vertebrae place everything: on a full-body film the U-Net runs again on the
+    landmark window (not on the mask's own windows), and the served mask is kept inside the band along the
+    17 vertebrae once the spine check has passed. Without one, `localise` does the mask's own localisation.
+    """
     if result.view != "AP" or VERTEBRA not in result.masks:
         return SpineReading()
     windowed = False
     corners_served = serves_corner_mask(engine.registry, policy)
+    frame = (result.model_inputs[VERTEBRA][0, ..., 0], result.letterboxes[VERTEBRA]) if VERTEBRA in result.model_inputs else None
+    landmarks = landmark_reading(engine.registry, image.pixels, policy, frame)
+    if landmarks is not None:
+        result.timings_ms["landmark_inference"] = landmarks.inference_ms
+        result.models_used.append(landmarks.model.name)
+        if landmarks.window is not None and policy.localisation and not corners_served:
+            windowed = True
+            result.masks[VERTEBRA] = segment_window(engine.registry, image.pixels, landmarks.window)
+            result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
     # A mask filled from the landmark model's corners replaces the U-Net's: no windowed re-segmentation for it.
-    if policy.localisation and not corners_served:
+    elif policy.localisation and not corners_served:
         localised = localise(engine.registry, image.pixels, result.masks[VERTEBRA])
         if localised.window is not None:  # a full-body film: the windowed pass's chain replaces the plain mask
             windowed = True
             result.masks[VERTEBRA] = localised.mask
             result.model_frame_masks[VERTEBRA] = letterbox_mask(localised.mask, result.model_frame_masks[VERTEBRA].shape)
-    landmarks = landmark_reading(engine.registry, image.pixels, policy)
-    if landmarks is not None:
-        result.timings_ms["landmark_inference"] = landmarks.inference_ms
-        result.models_used.append(landmarks.model.name)
     gate = check_spine(
         result.model_frame_masks[VERTEBRA],
         image_statistics(image.pixels),
@@ -181,6 +191,11 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
     if landmarks is not None and corners_served:
         result.masks[VERTEBRA] = corner_mask(landmarks.vertebrae, image.height, image.width)
         result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
+    elif landmarks is not None and VERTEBRA in result.letterboxes:
+        bands = corridors(landmarks.vertebrae, (image.height, image.width), result.letterboxes[VERTEBRA])
+        if bands is not None:
+            result.masks[VERTEBRA] &= bands[0]
+            result.model_frame_masks[VERTEBRA] &= bands[1]
     return SpineReading(gate=gate, vertebrae=measured.vertebrae, cobb=measured.cobb, windowed=windowed, source=measured.source)
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
-from spine_core.landmark_reader import read_vertebrae
+from spine_core.landmark_reader import read_vertebrae, spine_corridor
+from spine_core.preprocessing import CropBox, Letterbox
 from spine_core.vertebrae import VertebraeResult, find_vertebrae
 from spine_engine.models import LoadedModel
 from spine_engine.policy import AnalysisPolicy
@@ -40,6 +41,7 @@ class LandmarkReading:
     vertebrae: VertebraeResult
     inference_ms: float = 0.0  # the model's own runs, apart from the geometry
     notes: list[str] = field(default_factory=list)
+    window: CropBox | None = None  # a full-body film's second-pass window (original pixels)
 
     def features(self, height: int) -> dict[str, float]:
         """What the spine check reads of it: vertebrae seen (not interpolated), their span, their confidence."""
@@ -66,8 +68,15 @@ def serves_corner_mask(registry: ModelRegistry, policy: AnalysisPolicy) -> bool:
     return policy.vertebra_mask == "corners" or (policy.vertebra_mask == "auto" and model.entry.serves_mask)
 
 
-def landmark_reading(registry: ModelRegistry, pixels: np.ndarray, policy: AnalysisPolicy) -> LandmarkReading | None:
-    """The landmark model's 17 vertebrae (None when the policy or the manifest has no landmark model)."""
+def landmark_reading(
+    registry: ModelRegistry,
+    pixels: np.ndarray,
+    policy: AnalysisPolicy,
+    frame: tuple[np.ndarray, Letterbox] | None = None,
+) -> LandmarkReading | None:
+    """The landmark model's 17 vertebrae (None when the policy or the manifest has no landmark model).
+
+    `frame`: the film letterboxed at some input size (the U-Net's input); used when it is the landmark model's."""
     model = landmark_model(registry, policy)
     if model is None:
         return None
@@ -80,9 +89,21 @@ def landmark_reading(registry: ModelRegistry, pixels: np.ndarray, policy: Analys
         return out
 
     typical_peak = float(model.entry.metrics.get("val_median_peak", 1.0))
-    reading = read_vertebrae(run, pixels, out_hw=tuple(model.input_hw), typical_peak=typical_peak)  # the model's own frame
+    out_hw = tuple(model.input_hw)
+    own_frame = frame if frame is not None and frame[0].shape == out_hw else None  # else the model's own frame
+    reading = read_vertebrae(run, pixels, out_hw=out_hw, typical_peak=typical_peak, frame=own_frame)
     vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
-    return LandmarkReading(model, vertebrae, spent[0])
+    return LandmarkReading(model, vertebrae, spent[0], window=reading.window)
+
+
+def corridors(vertebrae: VertebraeResult, source_hw: tuple[int, int], frame: Letterbox) -> tuple[np.ndarray, np.ndarray] | None:
+    """The band along the 17 vertebrae at the film's size and in the model frame (None without 17 vertebrae)."""
+    corners = vertebrae.corners()
+    if corners is None:
+        return None
+    scale = np.array([frame.content_w / frame.src_w, frame.content_h / frame.src_h])
+    in_frame = corners * scale + np.array([frame.left, frame.top])
+    return spine_corridor(corners, *source_hw), spine_corridor(in_frame, frame.out_h, frame.out_w)
 
 
 def corner_mask(vertebrae: VertebraeResult, height: int, width: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from spine_core.landmarks import N_CHANNELS as LANDMARK_CHANNELS
+from spine_core.landmarks import ACCEPTED_CHANNELS as LANDMARK_CHANNELS
 from spine_core.manifest import ModelEntry, sha256_file
 from spine_core.preprocessing import MASK_THRESHOLD
 from spine_core.structures import CLASSES
@@ -189,10 +189,11 @@ def load_model(
         try:
             h, w = model.input_hw
             out = session.run([entry.output_name], {entry.input_name: np.zeros((1, h, w, 1), np.float32)})[0]
-            channels = LANDMARK_CHANNELS if entry.kind == "landmarks" else 1
-            expected = (1, 2) if entry.kind == "classification" else (1, h, w, channels)
-            if tuple(out.shape) != expected:
-                model.problem = f"output shape {list(out.shape)} for one image, expected {list(expected)}"
+            channels = LANDMARK_CHANNELS if entry.kind == "landmarks" else (1,)
+            allowed = [(1, 2)] if entry.kind == "classification" else [(1, h, w, c) for c in channels]
+            if tuple(out.shape) not in allowed:
+                expected = " or ".join(str(list(shape)) for shape in allowed)
+                model.problem = f"output shape {list(out.shape)} for one image, expected {expected}"
                 return model
             model.warm = True
         except Exception as exc:

@@ -45,6 +45,8 @@ class SegmentationResult:
     timings_ms: dict[str, float]  # preprocess, inference, postprocess (+ refinement when a model refined a mask)
     models_used: list[str]  # model names: the U-Nets in the order of `masks`, then any refinement models that ran
     refined: list[str] = field(default_factory=list)  # structures whose mask came from a refinement model
+    # structure -> its U-Net's (1, H, W, 1) input: another model of the same input size reads it, not the film again
+    model_inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,6 +211,7 @@ def segment(
                 timings_ms=dict(timings),
                 models_used=[m.name for m in models] + [job.refiner.name for job in refined],  # type: ignore[union-attr]
                 refined=[job.structure for job in refined],
+                model_inputs={job.structure: job.batch for job in mine},
             )
         )
     return results

@@ -192,7 +192,14 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
     data = load_landmark_cache(Path(args.cache))
     train_idx, val_idx = aasce_split(data)
     _, result = train_landmarks(
-        data, train_idx, val_idx, Path(args.run_dir), _fit_config(args), args.init_weights, not args.no_resume
+        data,
+        train_idx,
+        val_idx,
+        Path(args.run_dir),
+        _fit_config(args),
+        args.init_weights,
+        not args.no_resume,
+        init_landmarks=args.init_landmarks,
     )
     best = result.history[result.best_epoch - 1]
     info = {
@@ -201,6 +208,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         "split": f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val images",
         "trained_on": _device_description(),
         "init_weights": args.init_weights,
+        "init_landmarks": args.init_landmarks,
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
         "training_time_s": round(result.seconds, 1),
@@ -321,6 +329,11 @@ def train_main(argv: list[str] | None = None) -> None:
     m = sub.add_parser("landmarks", help="train the landmark model (centre heatmap + corner offsets) on AASCE corners")
     _add_fit_args(m, epochs=200, batch_size=8, lr=3e-4)
     m.add_argument("--init-weights", default=None, help="Ap_Vertebra U-Net weights (scripts/onnx_to_keras_weights.py)")
+    m.add_argument(
+        "--init-landmarks",
+        default=None,
+        help="weights of a landmark model trained before the ends head (its best.weights.h5): the new head is added to it",
+    )
     m.add_argument("--resume", action="store_true", help="continue the run in --run-dir (the default; kept for scripts)")
     m.set_defaults(func=cmd_landmarks)
     k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")

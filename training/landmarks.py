@@ -1,7 +1,7 @@
 """The landmark model: vertebra-centre heatmap + corner offsets (+ the body mask) on the Ap_Vertebra U-Net.
 
 The U-Net's last decoder features (full 512x256 frame) feed three heads whose outputs are concatenated
-into one (N, H, W, 10) map, decoded by `spine_core.landmarks`. Initialised from the exported
+into one (N, H, W, 11) map, decoded by `spine_core.landmarks`. Initialised from the exported
 `Ap_Vertebra` weights (read back from ONNX, BatchNorm folded: the BatchNorm layers stay frozen), so the
 network starts out knowing where vertebral bodies are and learns which one is which and where its
 corners lie.
@@ -25,7 +25,7 @@ from PIL import Image
 
 from spine_core.cobb import N_VERTEBRAE, cobb_angles
 from spine_core.landmark_metrics import smape_pct
-from spine_core.landmarks import HEATMAP_CHANNEL, MASK_CHANNEL, OFFSET_CHANNELS, OFFSET_SCALE, decode
+from spine_core.landmarks import ENDS_CHANNEL, HEATMAP_CHANNEL, MASK_CHANNEL, OFFSET_CHANNELS, OFFSET_SCALE, decode
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 from training.augment import AugmentConfig, affine_params, augment_batch
 from training.cache import quantize
@@ -104,31 +104,54 @@ def warp_corners(corners: np.ndarray, params: np.ndarray) -> np.ndarray:
     return out
 
 
+def beyond_centres(corners: np.ndarray) -> np.ndarray:
+    """(17, 4, 2) corners of T1..L5 -> (2, 3): x, y and height of C7 and S1, one step beyond each end.
+
+    The labels stop at T1 and L5; the next vertebra lies about one step (centre to centre) beyond, with a
+    step and a height like its neighbour's: close enough for a heatmap peak of the same width."""
+    centres = corners.mean(axis=1)
+    heights = np.linalg.norm((corners[:, 2] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 1]) / 2, axis=1)
+    c7 = 2 * centres[0] - centres[1]
+    s1 = 2 * centres[-1] - centres[-2]
+    return np.array([[*c7, heights[0]], [*s1, heights[-1]]])
+
+
+def _draw_peak(channel: np.ndarray, rows: np.ndarray, cols: np.ndarray, cx: float, cy: float, height: float):
+    """A Gaussian peak (sigma an eighth of the vertebra's height) with its one positive pixel; -> (window, d2)."""
+    h, w = channel.shape
+    sigma = max(1.5, height / 8)
+    r = int(np.ceil(3 * sigma))
+    y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 1)
+    x0, x1 = max(0, int(cx) - r), min(w, int(cx) + r + 1)
+    d2 = (rows[y0:y1, x0:x1] - cy) ** 2 + (cols[y0:y1, x0:x1] - cx) ** 2
+    np.maximum(channel[y0:y1, x0:x1], np.exp(-d2 / (2 * sigma**2)), out=channel[y0:y1, x0:x1])
+    channel[int(cy), int(cx)] = 1.0  # the focal loss's one positive pixel per vertebra
+    return (slice(y0, y1), slice(x0, x1)), d2
+
+
 def make_targets(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(B, 17, 4, 2) frame corners -> (B, H, W, 10): heatmap, 8 offsets, offset weight.
+    """(B, 17, 4, 2) frame corners -> (B, H, W, 11): heatmap, 8 offsets, offset weight, ends heatmap.
 
     The heatmap is a Gaussian per vertebra (sigma an eighth of its height); vertebrae whose centre left
-    the frame are not drawn.
+    the frame are not drawn. The ends heatmap has the same peaks at C7 and S1 (`beyond_centres`).
     """
     h, w = hw
     b = len(corners)
-    target = np.zeros((b, h, w, 10), dtype=np.float32)
+    target = np.zeros((b, h, w, 11), dtype=np.float32)
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     for i in range(b):
+        for cx, cy, height in beyond_centres(corners[i]):
+            if 0 <= cx < w and 0 <= cy < h:
+                _draw_peak(target[i, ..., 10], rows, cols, cx, cy, height)
         for v in range(N_VERTEBRAE):
             quad = corners[i, v]
             cx, cy = quad.mean(axis=0)
             if not (0 <= cx < w and 0 <= cy < h):
                 continue
             height = np.linalg.norm((quad[2] + quad[3]) / 2 - (quad[0] + quad[1]) / 2)
-            sigma = max(1.5, height / 8)
-            r = int(np.ceil(3 * sigma))
-            y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 1)
-            x0, x1 = max(0, int(cx) - r), min(w, int(cx) + r + 1)
-            d2 = (rows[y0:y1, x0:x1] - cy) ** 2 + (cols[y0:y1, x0:x1] - cx) ** 2
+            (ys, xs), d2 = _draw_peak(target[i, ..., 0], rows, cols, cx, cy, height)
+            y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
             patch = target[i, y0:y1, x0:x1]
-            np.maximum(patch[..., 0], np.exp(-d2 / (2 * sigma**2)), out=patch[..., 0])
-            target[i, int(cy), int(cx), 0] = 1.0  # the focal loss's one positive pixel per vertebra
             near = d2 <= OFFSET_RADIUS**2
             offsets = (quad[None, None] - np.stack([cols[y0:y1, x0:x1], rows[y0:y1, x0:x1]], -1)[:, :, None, :]) / OFFSET_SCALE
             patch[..., 1:9][near] = offsets.reshape(y1 - y0, x1 - x0, 8)[near]
@@ -136,32 +159,47 @@ def make_targets(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return target
 
 
-def landmark_loss(y_true, y_pred):
-    """Penalty-reduced focal loss on the heatmap (CenterNet), masked L1 on the offsets, Dice+BCE on the mask.
-
-    y_true: heatmap, 8 offsets, offset weight, mask (11 channels); y_pred: the model's 10.
-    """
-    hm_t, hm_p = y_true[..., 0], ops.clip(y_pred[..., HEATMAP_CHANNEL], 1e-4, 1 - 1e-4)
+def _focal(hm_t, hm_p):
+    """Penalty-reduced focal loss (CenterNet) of one heatmap, per image, over its positive pixels."""
+    hm_p = ops.clip(hm_p, 1e-4, 1 - 1e-4)
     pos = ops.cast(hm_t >= 0.99, "float32")
     n_pos = ops.maximum(ops.sum(pos, axis=(1, 2)), 1.0)
     focal = -(
         pos * ops.square(1 - hm_p) * ops.log(hm_p) + (1 - pos) * ops.power(1 - hm_t, 4) * ops.square(hm_p) * ops.log(1 - hm_p)
     )
-    hm_loss = ops.sum(focal, axis=(1, 2)) / n_pos
+    return ops.sum(focal, axis=(1, 2)) / n_pos
+
+
+def landmark_loss(y_true, y_pred):
+    """Focal loss on the centre and ends heatmaps, masked L1 on the offsets, Dice+BCE on the mask.
+
+    y_true: heatmap, 8 offsets, offset weight, ends heatmap, mask (12 channels); y_pred: the model's 11.
+    """
+    hm_loss = _focal(y_true[..., 0], y_pred[..., HEATMAP_CHANNEL])
+    ends_loss = _focal(y_true[..., 10], y_pred[..., ENDS_CHANNEL])
     weight = y_true[..., 9:10]
     l1 = ops.sum(weight * ops.abs(y_true[..., 1:9] - y_pred[..., OFFSET_CHANNELS]), axis=(1, 2, 3))
     off_loss = l1 / ops.maximum(ops.sum(weight, axis=(1, 2, 3)) * 8, 1.0)
-    mask_loss = dice_bce_loss(y_true[..., 10:11], y_pred[..., MASK_CHANNEL : MASK_CHANNEL + 1])
-    return hm_loss + 4.0 * off_loss + 0.5 * mask_loss
+    mask_loss = dice_bce_loss(y_true[..., 11:12], y_pred[..., MASK_CHANNEL : MASK_CHANNEL + 1])
+    return hm_loss + 0.5 * ends_loss + 4.0 * off_loss + 0.5 * mask_loss
 
 
 # ---- model ---------------------------------------------------------------------------------------------
 
 
 def build_landmark_model(
-    input_hw=UNET_INPUT_HW, filters: int = 16, num_layers: int = 4, init_weights: str | None = None, freeze_encoder: bool = False
+    input_hw=UNET_INPUT_HW,
+    filters: int = 16,
+    num_layers: int = 4,
+    init_weights: str | None = None,
+    freeze_encoder: bool = False,
+    init_landmarks: str | None = None,
+    ends_head: bool = True,
 ):
-    """freeze_encoder keeps the Ap_Vertebra encoder as it is (a CPU run trains the decoder and heads only)."""
+    """freeze_encoder keeps the Ap_Vertebra encoder as it is (a CPU run trains the decoder and heads only).
+
+    init_landmarks: the weights of a landmark model trained before the ends head: every other layer starts
+    from them, so the new head is trained on top of what the model already knows."""
     base = build_unet(input_hw, filters=filters, num_layers=num_layers, name="unet")
     if init_weights:
         base.load_weights(init_weights)
@@ -172,8 +210,30 @@ def build_landmark_model(
     shared = layers.Conv2D(24, 3, padding="same", activation="relu", name="heads_conv")(features)
     hm = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(-2.2), name="heatmap")(shared)
     off = layers.Conv2D(8, 1, name="offsets")(shared)
-    out = layers.Concatenate(name=LANDMARK_OUTPUT_NAME)([hm, off, base.output])
-    return keras.Model(base.input, out, name="landmarks")  # input keeps the U-Net's name, UNET_INPUT_NAME
+    parts = [hm, off, base.output]
+    if ends_head:  # False only to read weights saved before the head existed
+        # Starts near 0 everywhere (zero kernel, sigmoid(-4.6) = 0.01): a new head must not disturb the shared
+        # features it is added to with a large first loss.
+        start = keras.initializers.Constant(-4.6)
+        ends = layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer="zeros", bias_initializer=start, name="ends")
+        parts.append(ends(shared))
+    out = layers.Concatenate(name=LANDMARK_OUTPUT_NAME)(parts)
+    model = keras.Model(base.input, out, name="landmarks")  # input keeps the U-Net's name, UNET_INPUT_NAME
+    if init_landmarks:
+        _load_matching(model, init_landmarks)
+    return model
+
+
+def _load_matching(model, weights_path: str) -> None:
+    """Copy a landmark model's weights from before the ends head (`weights_path`, its .weights.h5) into `model`,
+    layer by layer name: Keras' weight files name layers by build order, so the old graph is built to read it."""
+    old = build_landmark_model(model.input_shape[1:3], ends_head=False)
+    old.load_weights(weights_path)
+    by_name = {layer.name: layer for layer in old.layers}
+    for layer in model.layers:
+        if layer.weights and layer.name in by_name:
+            layer.set_weights(by_name[layer.name].get_weights())
+    log.info("init-landmarks: layers loaded from %s (the ends head starts afresh)", weights_path)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
@@ -212,12 +272,13 @@ def train_landmarks(
     init_weights: str | None,
     resume: bool = True,
     crop_height: int | None = 256,
+    init_landmarks: str | None = None,
 ):
     """crop_height trains on windows of the augmented frames (half the frame halves a CPU step); validation
     runs on whole frames: the model is fully convolutional and its receptive field is smaller than a window."""
     keras.utils.set_random_seed(cfg.seed)
     hw = data["images"].shape[1:3]
-    model = build_landmark_model((None, None), init_weights=init_weights)
+    model = build_landmark_model((None, None), init_weights=init_weights, init_landmarks=init_landmarks)
     x_tr, c_tr, m_tr = data["images"][train_idx], data["corners"][train_idx], data["masks"][train_idx]
     x_va, c_va, cobb_va = as_float(data["images"][val_idx]), data["corners"][val_idx], data["cobb"][val_idx]
     aug = LANDMARK_AUGMENT

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spine_core.landmark_reader import FULL_BODY_SHARE, frame_to_source, read_vertebrae
-from spine_core.landmarks import N_CHANNELS, OFFSET_SCALE, WIDTH_PROFILE, decode
+from spine_core.landmarks import ENDS_CHANNEL, N_CHANNELS, OFFSET_SCALE, WIDTH_PROFILE, decode
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox
 
 H, W = UNET_INPUT_HW
@@ -94,6 +94,26 @@ def test_levels_hold_with_cervical_and_sacral_peaks(extra_above, extra_below):
     found = decode(heads_for(chain, scores))
     assert found is not None
     np.testing.assert_allclose(found.corners, chain[extra_above : extra_above + 17], atol=1e-3)
+
+
+@pytest.mark.parametrize("below", [True, False])
+def test_the_ends_head_tells_c7_and_s1_from_t1_and_l5(below):
+    """The hard case of a full-body film: one vertebra beyond T1..L5 has as strong a centre peak as they do
+    (so the centre heatmap alone cannot say which 17 are T1..L5); the ends head marks the beyond one, and
+    the levels follow it. The same heads without the ends channel (a 10-channel model) still decode."""
+    chain = spine(18, top=20.0, step=24.0, scale=0.9)
+    for i in range(18):  # equal widths: the width profile cannot decide either
+        chain[i, [0, 2], 0], chain[i, [1, 3], 0] = 128.0 - 12.0, 128.0 + 12.0
+    heads = heads_for(chain, np.full(18, 0.8))
+    beyond = 17 if below else 0
+    cx, cy = chain[beyond].mean(axis=0)
+    rows, cols = np.mgrid[0:H, 0:W] + 0.5
+    heads[..., ENDS_CHANNEL] = 0.9 * np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / (2 * 2.5**2))
+    found = decode(heads)
+    assert found is not None
+    expected = chain[:17] if below else chain[1:]
+    np.testing.assert_allclose(found.corners, expected, atol=1e-3)
+    assert decode(heads[..., :ENDS_CHANNEL]) is not None
 
 
 def test_nothing_to_decode_is_none():
