@@ -119,6 +119,8 @@ def read_vertebrae(
 
 CORRIDOR_SIDE = 0.2  # share of a vertebra's width the corridor adds on each side (a pedicle or an osteophyte stays in)
 CORRIDOR_REACH = 0.6  # up and down from each centre, in steps to its neighbour: the discs between bodies stay in
+# Beyond T1 and L5 the band goes on this many steps: a chain one level off must not cut a true T1 or L5 out.
+CORRIDOR_BEYOND = 1.6
 
 
 def spine_corridor(corners: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -133,6 +135,7 @@ def spine_corridor(corners: np.ndarray, height: int, width: int) -> np.ndarray:
     across = (quads[:, 1] + quads[:, 3]) / 2 - (quads[:, 0] + quads[:, 2]) / 2  # left -> right, one width long
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
     reach = CORRIDOR_REACH * np.r_[steps[:1], np.maximum(steps[:-1], steps[1:]), steps[-1:]]
+    reach[[0, -1]] = CORRIDOR_BEYOND * steps[[0, -1]]
     unit = across / np.maximum(np.linalg.norm(across, axis=1, keepdims=True), 1e-6)
     down = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # across turned a quarter: down the spine
     half_across = across * (0.5 + CORRIDOR_SIDE)

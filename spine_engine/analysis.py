@@ -168,9 +168,10 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
         result.timings_ms["landmark_inference"] = landmarks.inference_ms
         result.models_used.append(landmarks.model.name)
         if landmarks.window is not None and policy.localisation and not corners_served:
-            windowed = True
+            windowed, started = True, time.perf_counter()
             result.masks[VERTEBRA] = segment_window(engine.registry, image.pixels, landmarks.window)
             result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
+            result.timings_ms["window_segmentation"] = (time.perf_counter() - started) * 1000
     # A mask filled from the landmark model's corners replaces the U-Net's: no windowed re-segmentation for it.
     elif policy.localisation and not corners_served:
         localised = localise(engine.registry, image.pixels, result.masks[VERTEBRA])
@@ -237,11 +238,15 @@ def analyze(
         view.reading = read_spine(engine, view.image, view.result, policy)
         if classify:  # a mask answer may be shown with a warning; a label never comes from an unreadable film
             refuse_unreadable(view.reading, policy)
-    landmark_ms = sum(v.result.timings_ms.get("landmark_inference", 0.0) for v in study.views.values())
-    if landmark_ms:
-        study.timings_ms["landmark_inference"] = landmark_ms
-    # localisation, spine check, vertebrae, Cobb: the geometry, without the landmark model's own runs
-    study.timings_ms["measurement"] = (time.perf_counter() - started) * 1000 - landmark_ms
+    # localisation, spine check, vertebrae, Cobb: the geometry, without the networks' runs it waits for (the
+    # landmark model's, and the U-Net's on a full-body film's landmark window), each reported on its own
+    networks_ms = 0.0
+    for stage in ("landmark_inference", "window_segmentation"):
+        spent = sum(v.result.timings_ms.get(stage, 0.0) for v in study.views.values())
+        if spent:
+            study.timings_ms[stage] = spent
+            networks_ms += spent
+    study.timings_ms["measurement"] = (time.perf_counter() - started) * 1000 - networks_ms
     if classify:
         started = time.perf_counter()
         frame_masks = {s: m for v in study.views.values() for s, m in v.result.model_frame_masks.items()}
