@@ -105,6 +105,23 @@ def connect(address: str | None, num_cpus: int | None) -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution plan, timings and advice: not for a terminal
 
 
+def default_actor_count(nodes: list[dict[str, float]], cpus_per_actor: int, gpus_per_actor: float) -> int:
+    """Actors for a run when `--actors` is not given: what the cluster's CPUs (and GPUs) hold, less the largest
+    node's share when there are several nodes with CPUs. Ray Data stalls when a lost node's actor cannot be
+    restarted for want of room (docs/batch.md), so a fixed cluster keeps one node's worth free; on one machine
+    every CPU is used."""
+
+    def fits(resources: dict[str, float]) -> int:
+        by_cpu = int(resources.get("CPU", 0) // cpus_per_actor)
+        by_gpu = int(resources.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else by_cpu
+        return min(by_cpu, by_gpu)
+
+    per_node = [fits(node) for node in nodes if node.get("CPU", 0) > 0]
+    if len(per_node) > 1:
+        return max(1, sum(per_node) - max(per_node))
+    return max(1, sum(per_node))
+
+
 def run_ray(
     settings: EngineSettings,
     items: Iterable[Item],
@@ -131,9 +148,8 @@ def run_ray(
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 and _cuda_usable(settings) else 0.0
     if actors is None:
-        by_cpu = int(resources.get("CPU", 1) // cpus_per_actor)
-        by_gpu = int(resources.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else by_cpu
-        actors = max(1, min(by_cpu, by_gpu))
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        actors = default_actor_count(nodes or [resources], cpus_per_actor, gpus_per_actor)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts rows written
     dataset = ray.data.from_arrow_refs(lists).map_batches(

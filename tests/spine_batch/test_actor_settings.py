@@ -28,3 +28,20 @@ def test_the_model_holder_runs_as_many_slots_as_its_cpus(models_dir: Path, monke
     assert settings.inference_slots == 7
     holder = ModelHolder(settings, RowOptions(default_view="AP"), cpus=2)
     assert holder.engine.registry.scheduler.slots == 2 and holder.engine.registry.tuning.inference_slots == 2
+
+
+@pytest.mark.parametrize(
+    "nodes, cpus, gpus, expected",
+    [
+        ([{"CPU": 2.0}], 1, 0.0, 2),  # one machine: every CPU
+        ([{"CPU": 0.0}, {"CPU": 2.0}, {"CPU": 2.0}], 1, 0.0, 2),  # a CPU-less head, two workers: one node kept free
+        ([{"CPU": 8.0}, {"CPU": 4.0}, {"CPU": 4.0}], 2, 0.0, 4),  # the largest node's share is kept free
+        ([{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}], 1, 1.0, 2),  # GPUs bound it: one node's GPUs free
+        ([{"CPU": 1.0}, {"CPU": 1.0}], 2, 0.0, 1),  # nothing fits: still one actor
+    ],
+)
+def test_default_actors_leave_room_for_a_lost_node(nodes: list[dict], cpus: int, gpus: float, expected: int) -> None:
+    pytest.importorskip("pyarrow")
+    from spine_batch.ray_engine import default_actor_count
+
+    assert default_actor_count(nodes, cpus, gpus) == expected

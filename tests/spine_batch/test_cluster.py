@@ -73,10 +73,10 @@ def test_a_worker_host_lost_mid_run_every_film_once_from_both_workers_equal_to_l
     cluster: NetnsCluster, archive: Path, models_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "cluster.parquet"
-    # Two actors on four CPUs, one on each worker host (Ray Data spreads them): the lost host's actor restarts on
-    # the survivor's spare CPU. (With an actor on every CPU there is no room and Ray Data 2.60 waits for a node
-    # that never comes: docs/batch.md, "A node lost".)
-    args = _args(archive, out, models_dir, "--engine", "ray", "--ray-address", cluster.address, "--actors", "2")
+    # The default actor count: two on four CPUs (one node's worth kept free), one on each worker host (Ray Data
+    # spreads them), so the lost host's actor restarts on the survivor's spare CPU. (With an actor on every CPU
+    # there is no room and Ray Data 2.60 waits for a node that never comes: docs/batch.md, "A node lost".)
+    args = _args(archive, out, models_dir, "--engine", "ray", "--ray-address", cluster.address)
     log = (tmp_path / "driver.log").open("w")
     started = time.monotonic()
     driver = cluster.run(0, [sys.executable, "-m", "spine_batch.cli", *args], stdout=log, stderr=subprocess.STDOUT)
