@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["local", "ray"], default="local")
     p.add_argument("--workers", type=int, help="local: images in flight (default: cores + 1)")
     p.add_argument("--ray-address", help="ray: auto (this node's cluster) or ray://head:10001; default: start Ray here")
-    p.add_argument("--actors", type=int, help="ray: model-holder actors (default: cluster CPUs / --cpus-per-actor, or GPUs)")
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="ray: model-holder actors (default: what the CPUs / --cpus-per-actor, or GPUs, hold; on several nodes, "
+        "less the largest node's share, so a lost node's actor can restart)",
+    )
     p.add_argument("--cpus-per-actor", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, help="ray: default 1 when the cluster has GPUs and CUDA is usable, else 0")
     p.add_argument("--retry-errors", action="store_true", help="drop the error rows of RESULTS first, so those images run again")
