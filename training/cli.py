@@ -191,7 +191,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
 
     data = load_landmark_cache(Path(args.cache))
     train_idx, val_idx = aasce_split(data)
-    _, result = train_landmarks(
+    model, result = train_landmarks(
         data,
         train_idx,
         val_idx,
@@ -209,6 +209,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         "trained_on": _device_description(),
         "init_weights": args.init_weights,
         "init_landmarks": args.init_landmarks,
+        "output_channels": int(model.output_shape[-1]),  # 11 with the ends head; runs from before it lack this key
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
         "training_time_s": round(result.seconds, 1),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_core.landmarks import N_CHANNELS, decode
+from spine_core.landmarks import ENDS_CHANNEL, decode
 from spine_core.manifest import ModelEntry, sha256_file, upsert_model
 from spine_core.preprocessing import preprocessing_spec
 from spine_core.structures import LANDMARK_MODEL_NAME
@@ -43,7 +43,9 @@ def median_peak(model, data: dict, val_idx: list[int]) -> float:
 def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path, compare_eval: dict | None = None) -> ModelEntry:
     info = json.loads((run_dir / "run_info.json").read_text())
     input_hw = tuple(info["input_hw"])
-    model = build_landmark_model(input_hw)
+    # A run from before the ends head says nothing of its channels: it has 10 (heatmap, offsets, mask).
+    ends_head = info.get("output_channels", ENDS_CHANNEL) > ENDS_CHANNEL
+    model = build_landmark_model(input_hw, ends_head=ends_head)
     model.load_weights(run_dir / "best.weights.h5")
     data = load_landmark_cache(cache_path)
     _, val_idx = aasce_split(data)
@@ -67,9 +69,10 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path, compare_
         input_name=UNET_INPUT_NAME,
         output_name=LANDMARK_OUTPUT_NAME,
         input_shape=[None, *input_hw, 1],
-        output_shape=[None, *input_hw, N_CHANNELS],
+        output_shape=[None, *input_hw, int(model.output_shape[-1])],
         preprocessing={**preprocessing_spec(), "unet_input_hw": list(input_hw)},
-        architecture="U-Net (the Ap_Vertebra design) + vertebra-centre heatmap, corner-offset and body-mask heads",
+        architecture="U-Net (the Ap_Vertebra design) + vertebra-centre heatmap, corner-offset and body-mask heads"
+        + (" + a C7/S1 ends heatmap head" if ends_head else ""),
         architecture_config={"builder": "training.landmarks.build_landmark_model", "input_hw": list(input_hw)},
         parameters=int(model.count_params()),
         opset=OPSET,
