@@ -48,6 +48,12 @@ def frame_to_source(points: np.ndarray, frame: Letterbox | CropBox) -> np.ndarra
     return pts * scale + np.array([frame.left, frame.top])
 
 
+def source_to_frame(points: np.ndarray, frame: Letterbox) -> np.ndarray:
+    """(..., 2) x, y in original pixels -> the letterboxed model frame: `frame_to_source` the other way."""
+    scale = np.array([frame.content_w / frame.src_w, frame.content_h / frame.src_h])
+    return np.asarray(points, dtype=np.float64) * scale + np.array([frame.left, frame.top])
+
+
 def _quad_area(corners: np.ndarray) -> float:
     """Shoelace area of TL -> TR -> BR -> BL."""
     x, y = corners[[0, 1, 3, 2], 0], corners[[0, 1, 3, 2], 1]

@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from spine_core.cobb import CobbResult
 from spine_core.preprocessing import letterbox_mask
 from spine_core.spine_gate import GateResult, check_spine, image_statistics
@@ -151,6 +153,12 @@ def choose_study(
     return selection
 
 
+def _serve_vertebra_mask(result: SegmentationResult, mask: np.ndarray) -> None:
+    """A new vertebra mask (bool, the film's size) replaces the U-Net's, in the classifier's frame too."""
+    result.masks[VERTEBRA] = mask
+    result.model_frame_masks[VERTEBRA] = letterbox_mask(mask, result.model_frame_masks[VERTEBRA].shape)
+
+
 def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, policy: AnalysisPolicy) -> SpineReading:
     """Localise, check and measure the AP spine on the vertebra mask; updates `result`'s vertebra masks in place.
 
@@ -169,16 +177,14 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
         result.models_used.append(landmarks.model.name)
         if landmarks.window is not None and policy.localisation and not corners_served:
             windowed, started = True, time.perf_counter()
-            result.masks[VERTEBRA] = segment_window(engine.registry, image.pixels, landmarks.window)
-            result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
+            _serve_vertebra_mask(result, segment_window(engine.registry, image.pixels, landmarks.window))
             result.timings_ms["window_segmentation"] = (time.perf_counter() - started) * 1000
     # A mask filled from the landmark model's corners replaces the U-Net's: no windowed re-segmentation for it.
     elif policy.localisation and not corners_served:
         localised = localise(engine.registry, image.pixels, result.masks[VERTEBRA])
         if localised.window is not None:  # a full-body film: the windowed pass's chain replaces the plain mask
             windowed = True
-            result.masks[VERTEBRA] = localised.mask
-            result.model_frame_masks[VERTEBRA] = letterbox_mask(localised.mask, result.model_frame_masks[VERTEBRA].shape)
+            _serve_vertebra_mask(result, localised.mask)
     gate = check_spine(
         result.model_frame_masks[VERTEBRA],
         image_statistics(image.pixels),
@@ -190,8 +196,7 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
         return SpineReading(gate=gate, windowed=windowed)
     measured = measure_spine(image.pixels, result.masks[VERTEBRA], landmarks)
     if landmarks is not None and corners_served:
-        result.masks[VERTEBRA] = corner_mask(landmarks.vertebrae, image.height, image.width)
-        result.model_frame_masks[VERTEBRA] = letterbox_mask(result.masks[VERTEBRA], result.model_frame_masks[VERTEBRA].shape)
+        _serve_vertebra_mask(result, corner_mask(landmarks.vertebrae, image.height, image.width))
     elif landmarks is not None and VERTEBRA in result.letterboxes:
         bands = corridors(landmarks.vertebrae, (image.height, image.width), result.letterboxes[VERTEBRA])
         if bands is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
-from spine_core.landmark_reader import read_vertebrae, spine_corridor
+from spine_core.landmark_reader import read_vertebrae, source_to_frame, spine_corridor
 from spine_core.preprocessing import CropBox, Letterbox
 from spine_core.vertebrae import VertebraeResult, find_vertebrae
 from spine_engine.models import LoadedModel
@@ -101,9 +101,7 @@ def corridors(vertebrae: VertebraeResult, source_hw: tuple[int, int], frame: Let
     corners = vertebrae.corners()
     if corners is None:
         return None
-    scale = np.array([frame.content_w / frame.src_w, frame.content_h / frame.src_h])
-    in_frame = corners * scale + np.array([frame.left, frame.top])
-    return spine_corridor(corners, *source_hw), spine_corridor(in_frame, frame.out_h, frame.out_w)
+    return spine_corridor(corners, *source_hw), spine_corridor(source_to_frame(corners, frame), frame.out_h, frame.out_w)
 
 
 def corner_mask(vertebrae: VertebraeResult, height: int, width: int) -> np.ndarray:

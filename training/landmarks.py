@@ -24,7 +24,7 @@ from keras import layers, ops
 from PIL import Image
 
 from spine_core.cobb import N_VERTEBRAE, cobb_angles
-from spine_core.landmark_metrics import smape_pct
+from spine_core.landmark_metrics import smape_pct, vertebra_heights
 from spine_core.landmarks import ENDS_CHANNEL, HEATMAP_CHANNEL, MASK_CHANNEL, OFFSET_CHANNELS, OFFSET_SCALE, decode
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 from training.augment import AugmentConfig, affine_params, augment_batch
@@ -110,7 +110,7 @@ def beyond_centres(corners: np.ndarray) -> np.ndarray:
     The labels stop at T1 and L5; the next vertebra lies about one step (centre to centre) beyond, with a
     step and a height like its neighbour's: close enough for a heatmap peak of the same width."""
     centres = corners.mean(axis=1)
-    heights = np.linalg.norm((corners[:, 2] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 1]) / 2, axis=1)
+    heights = vertebra_heights(corners)
     c7 = 2 * centres[0] - centres[1]
     s1 = 2 * centres[-1] - centres[-2]
     return np.array([[*c7, heights[0]], [*s1, heights[-1]]])
@@ -148,13 +148,11 @@ def make_targets(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
             cx, cy = quad.mean(axis=0)
             if not (0 <= cx < w and 0 <= cy < h):
                 continue
-            height = np.linalg.norm((quad[2] + quad[3]) / 2 - (quad[0] + quad[1]) / 2)
-            (ys, xs), d2 = _draw_peak(target[i, ..., 0], rows, cols, cx, cy, height)
-            y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
-            patch = target[i, y0:y1, x0:x1]
+            window, d2 = _draw_peak(target[i, ..., 0], rows, cols, cx, cy, float(vertebra_heights(quad)[0]))
+            patch = target[i][window]
             near = d2 <= OFFSET_RADIUS**2
-            offsets = (quad[None, None] - np.stack([cols[y0:y1, x0:x1], rows[y0:y1, x0:x1]], -1)[:, :, None, :]) / OFFSET_SCALE
-            patch[..., 1:9][near] = offsets.reshape(y1 - y0, x1 - x0, 8)[near]
+            offsets = (quad[None, None] - np.stack([cols[window], rows[window]], -1)[:, :, None, :]) / OFFSET_SCALE
+            patch[..., 1:9][near] = offsets.reshape(*d2.shape, 8)[near]
             patch[..., 9][near] = 1.0
     return target
 
