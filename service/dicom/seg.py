@@ -135,10 +135,49 @@ def build_segmentation(analysis: RadiographAnalysis) -> hd.seg.Segmentation:
         for keyword in ("FrameOfReferenceUID", "PositionReferenceIndicator"):
             if keyword in seg:
                 delattr(seg, keyword)
+        add_viewer_geometry(seg, source)
     if "PatientOrientation" not in seg:
         # General Image module, Type 2C for a SEG of a projection image; empty when the source does not say.
         seg.PatientOrientation = source.get("PatientOrientation", "")
     return seg
+
+
+# What cornerstone3D (and so OHIF) assumes for an image without Image Orientation (Patient): rows along +x, columns
+# along +y. Its SEG loader lays a frame over the source only if the SEG states this same orientation.
+VIEWER_DEFAULT_ORIENTATION = [1, 0, 0, 0, 1, 0]
+# A projection has no slice thickness; highdicom reads a Pixel Measures item only with one. 1 mm is what viewers
+# assume for a single image (cornerstone3D's default spacing), a nominal value, not a measured one.
+NOMINAL_SLICE_THICKNESS_MM = 1.0
+
+
+def add_viewer_geometry(seg: Dataset, source: Dataset) -> None:
+    """Pixel Measures and Plane Orientation (Patient) in the shared functional groups of a projection film's SEG.
+
+    highdicom writes neither for a source without a plane in patient space, and OHIF 3.13 cannot open such a SEG:
+    its SEG viewport reads Pixel Measures from the shared functional groups (an empty item does not survive
+    Orthanc's DICOMweb metadata), and @cornerstonejs/adapters needs the SEG's Image Orientation (Patient) to be the
+    film's (or, for a film without one, the orientation it assumes for it) before it lays the frames over the film.
+    Pixel Spacing is the film's own, else its Imager Pixel Spacing (at the detector); a film with neither gets
+    nothing, there being no true value to write. Frames still map to the film by the Derivation Image references;
+    no Frame of Reference is claimed. docs/annotation.md, "Reading the results in a PACS viewer", says why.
+    """
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
+    if not spacing or len(spacing) != 2:
+        return
+    if "SharedFunctionalGroupsSequence" not in seg or not seg.SharedFunctionalGroupsSequence:
+        seg.SharedFunctionalGroupsSequence = [Dataset()]
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    # highdicom copies a film's Pixel Spacing here when the film has a frame of reference; it is completed, not doubled.
+    measures = shared.PixelMeasuresSequence[0] if "PixelMeasuresSequence" in shared else Dataset()
+    if "PixelSpacing" not in measures:
+        measures.PixelSpacing = list(spacing)
+    if "SliceThickness" not in measures:
+        measures.SliceThickness = NOMINAL_SLICE_THICKNESS_MM
+    shared.PixelMeasuresSequence = [measures]
+    if "PlaneOrientationSequence" not in shared:
+        orientation = Dataset()
+        orientation.ImageOrientationPatient = list(source.get("ImageOrientationPatient") or VIEWER_DEFAULT_ORIENTATION)
+        shared.PlaneOrientationSequence = [orientation]
 
 
 def _segmentation(

@@ -165,3 +165,17 @@ def test_a_radiograph_without_a_view_is_skipped_and_the_rest_analysed(api: TestC
     (skipped,) = body["skipped"]
     assert skipped["sop_instance_uid"] == unknown.SOPInstanceUID and "ViewPosition" in skipped["reason"]
     assert len(body["stored"]) == 2  # one SEG, one SR
+
+
+def test_the_seg_metadata_over_dicomweb_keeps_the_geometry_ohif_reads(api: TestClient, orthanc: Orthanc):
+    """OHIF reads a SEG's shared functional groups from the DICOMweb metadata, where Orthanc drops a sequence whose
+    items are empty: the film's pixel spacing and the orientation OHIF assumes for the film must be there."""
+    film = dx_dataset(radiograph_pixels(8, "MONOCHROME2"), view="AP")
+    stow(orthanc, [film])
+    response = api.post(f"/dicomweb/studies/{film.StudyInstanceUID}/analyze")
+    assert response.status_code == 200, response.text
+    (seg,) = [s for s in response.json()["stored"] if s["sop_class_uid"] == SegmentationStorage]
+    (metadata,) = pacs_client(orthanc).retrieve_series_metadata(film.StudyInstanceUID, seg["series_instance_uid"])
+    shared = metadata["52009229"]["Value"][0]  # Shared Functional Groups Sequence
+    assert shared["00289110"]["Value"][0]["00280030"]["Value"] == [float(v) for v in film.ImagerPixelSpacing]
+    assert shared["00209116"]["Value"][0]["00200037"]["Value"] == [1, 0, 0, 0, 1, 0]

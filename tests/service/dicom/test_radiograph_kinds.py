@@ -1,5 +1,6 @@
 """SEG and SR pass dciodvfy with 0 errors for every kind of radiograph a PACS holds: CR and DX, MONOCHROME1 and 2,
-with and without PixelSpacing / ImagerPixelSpacing, with and without a frame of reference."""
+with and without PixelSpacing / ImagerPixelSpacing, with and without a frame of reference; the SEG carries the
+geometry OHIF needs to open it wherever the film states a pixel spacing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import itertools
 import shutil
 from pathlib import Path
 
+import highdicom as hd
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
@@ -59,6 +61,25 @@ def test_seg_and_sr_have_no_dciodvfy_error(
         assert errors == [], f"{path}: {errors}"
         out = pydicom.dcmread(io.BytesIO(response.content))
         assert out.StudyInstanceUID == source.StudyInstanceUID
+        if path == "/dicom/seg":
+            check_viewer_geometry(out, source)
+
+
+def check_viewer_geometry(seg: Dataset, source: Dataset) -> None:
+    """A projection film's SEG states the film's pixel spacing and the orientation OHIF assumes for the film in its
+    shared functional groups (OHIF 3.13 opens no SEG without them), still claims no frame of reference, and highdicom
+    reads it back (it takes a Pixel Measures item only with Slice Thickness)."""
+    assert "FrameOfReferenceUID" not in seg
+    hd.seg.Segmentation.from_dataset(seg)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
+    if spacing is None:  # nothing true to write
+        assert "PlaneOrientationSequence" not in shared
+        return
+    measures = shared.PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == [float(v) for v in spacing]
+    assert float(measures.SliceThickness) == 1.0  # nominal: a projection has none
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
 
 
 def test_the_source_files_are_the_kinds_named() -> None:
