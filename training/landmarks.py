@@ -157,11 +157,6 @@ def make_targets(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return target
 
 
-# The ends head learns a harder question (is this C7 / S1 rather than T1 / L5?) from two peaks a film, against
-# seventeen for the centre heatmap: at 0.5 it had not moved from its start after 9 epochs (runs/landmarks_ends).
-ENDS_LOSS_WEIGHT = 2.0
-
-
 def _focal(hm_t, hm_p):
     """Penalty-reduced focal loss (CenterNet) of one heatmap, per image, over its positive pixels."""
     hm_p = ops.clip(hm_p, 1e-4, 1 - 1e-4)
@@ -184,7 +179,7 @@ def landmark_loss(y_true, y_pred):
     l1 = ops.sum(weight * ops.abs(y_true[..., 1:9] - y_pred[..., OFFSET_CHANNELS]), axis=(1, 2, 3))
     off_loss = l1 / ops.maximum(ops.sum(weight, axis=(1, 2, 3)) * 8, 1.0)
     mask_loss = dice_bce_loss(y_true[..., 11:12], y_pred[..., MASK_CHANNEL : MASK_CHANNEL + 1])
-    return hm_loss + ENDS_LOSS_WEIGHT * ends_loss + 4.0 * off_loss + 0.5 * mask_loss
+    return hm_loss + 0.5 * ends_loss + 4.0 * off_loss + 0.5 * mask_loss
 
 
 # ---- model ---------------------------------------------------------------------------------------------
