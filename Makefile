@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,24 +21,30 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 run: $(VENV)/.serve
 	$(BIN)/spine-serve
 
-# The tests that are neither end to end (browser, PACS, Ray, the committed models served live: tests/conftest.py) nor slow.
-FAST := not e2e and not slow
+# The test sets (markers assigned in tests/conftest.py): the unit set is neither end to end (`e2e`: a browser, a PACS,
+# a live server on the committed models, Ray, fuzzing) nor `heavy` (TensorFlow, the multi-host Ray cluster, PyPI,
+# the longest end-to-end runs: too long or too large for a laptop's `make test`; CI runs them).
+UNIT := not e2e and not heavy
+PYTEST := $(BIN)/python -m pytest -q
+# The unit set on $(WORKERS) processes (pytest-xdist; a module stays on one process, so its fixtures are built once).
+# None of its tests uses schemathesis' pytest plugin, which costs ~2 s to load in every process.
+WORKERS ?= 2
+UNIT_RUN := $(PYTEST) -n $(WORKERS) --dist loadfile -p no:schemathesis -m "$(UNIT)"
 
-## Set up everything (serve, train, dev) and run lint, the import contracts (pyproject.toml) + the whole test suite:
-## the fast tests, the end-to-end ones, then the slow ones (TensorFlow), each set in its own process so the
-## memory of one is given back before the next starts
-test: $(VENV)/.all
-	$(BIN)/ruff check .
-	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "$(FAST)"
-	$(BIN)/python -m pytest -q -m "e2e and not slow"
-	$(BIN)/python -m pytest -q -m "slow"
-
-## The inner loop: lint, the import contracts and the fast tests only
+## The inner loop: lint, the import contracts (pyproject.toml) and the unit tests
 test-fast: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "$(FAST)"
+	$(UNIT_RUN)
+
+## What a laptop runs: test-fast, then the end-to-end tests that are not heavy, in one process of its own (the
+## committed models loaded once, the memory of the unit run given back before it starts)
+test: test-fast
+	$(PYTEST) -m "e2e and not heavy"
+
+## Everything (CI: .ci/run): test, then the heavy tests in a process of their own
+test-all: test
+	$(PYTEST) -m "heavy"
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # exports (tiny) Keras models with tf2onnx
+# `slow` (exports tiny Keras models with tf2onnx), by path: tests/conftest.py
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ["models", "efficiency", "tuning", "pipeline", "http", "gpu"]

@@ -14,10 +14,6 @@ from spine_core.manifest import Manifest, ModelEntry, save_manifest, sha256_file
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "network: needs PyPI (skipped with a reason when it cannot be reached)")
-
-
 def venv_tool(name: str) -> str | None:
     """A console script installed next to this interpreter (the venv's bin/), else on PATH."""
     beside = Path(sys.executable).parent / name

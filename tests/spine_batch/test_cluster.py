@@ -21,7 +21,7 @@ from benchmarks.netns_cluster import NetnsCluster, unavailable_reason
 from spine_batch.cli import main
 from spine_batch.results import PART_GLOB, read_results
 
-pytestmark = pytest.mark.cluster
+# `cluster` (and so `heavy`: `make test-all`, CI), by path: tests/conftest.py
 
 # Enough films that the run is still going when the kill lands (tiny models: ~60 films/s on two actors).
 FILMS = 600

@@ -26,7 +26,7 @@ from training.promotion import MIN_HELDOUT_STUDIES, THRESHOLDS, decide, promote
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 from spine_service_testlib import encode, make_settings, start_client
 
-pytestmark = pytest.mark.slow
+# `slow` (TensorFlow), by path: tests/conftest.py
 STRUCTURE = "Ap_Pedicle"
 
 

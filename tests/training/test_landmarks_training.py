@@ -24,7 +24,7 @@ from training.evaluate import main as evaluate_main
 from training.landmarks import load_landmark_cache, make_targets, warp_corners
 from training.landmarks_export import MAX_VALIDATED_SMAPE, is_validated
 
-pytestmark = pytest.mark.slow
+# `slow` (TensorFlow), by path: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from training.datasets import read_aasce_dataset, write_synthetic_aasce_dataset,
 from training.evaluate import main as evaluate_main
 from training.splits import aasce_sample_split, aasce_split
 
-pytestmark = pytest.mark.slow
+# `slow` (TensorFlow), by path: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import keras
 from training.datasets import synthetic_spine
 from training.train import FitConfig, train_unet
 
-pytestmark = pytest.mark.slow
+# `slow` (TensorFlow), by path: tests/conftest.py
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
