@@ -1,7 +1,8 @@
 """How the landmark decoder places the 17 levels, on the training and validation frames of the landmark cache.
 
     .venv/bin/python scripts/level_placement.py --cache .devdata/landmarks.npz \
-        --model exported_models/Ap_Vertebra_landmarks/1/model.onnx [--shape 0 0.5 1 2] [--ends 0 1 4] [--flip]
+        --model exported_models/Ap_Vertebra_landmarks/1/model.onnx [--shape 0 0.5 1 2] [--ends 0 1 4] [--level 0 1 2] \
+        [--flip] [--validation-only]
 
 Runs the model once on every frame (whole 512x256 frames, as validation does), then decodes with each setting:
 SMAPE (the served decoder's Cobb angles against angles.csv) and level accuracy (the median offset of the 17
@@ -12,6 +13,7 @@ vertebrae against the labels, in steps, under half a step), with the shares plac
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -69,25 +71,28 @@ def main() -> None:
     parser.add_argument("--typical-peak", type=float, default=0.59, help="the manifest's val_median_peak")
     parser.add_argument("--shape", type=float, nargs="*", default=[decoder.SHAPE_WEIGHT])
     parser.add_argument("--ends", type=float, nargs="*", default=[decoder.ENDS_WEIGHT])
+    parser.add_argument("--level", type=float, nargs="*", default=[decoder.LEVEL_WEIGHT], help="a model with the level head")
     parser.add_argument("--flip", action="store_true")
+    parser.add_argument("--validation-only", action="store_true")
     args = parser.parse_args()
     data = load_landmark_cache(Path(args.cache))
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-    print("| frames | heads | shape weight | ends weight | SMAPE | level accuracy | too high | too low |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| frames | heads | shape weight | ends weight | level weight | SMAPE | level accuracy | too high | too low |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for split, idx in zip(("training", "validation"), aasce_split(data), strict=True):
+        if args.validation_only and split == "training":
+            continue
         variants = {"plain": run_model(session, data["images"][idx])}
         if args.flip:
             variants["flip-averaged"] = (variants["plain"] + run_model(session, data["images"][idx], mirrored=True)) / 2
         for label, heads in variants.items():
-            for shape in args.shape:
-                for ends in args.ends:
-                    decoder.SHAPE_WEIGHT, decoder.ENDS_WEIGHT = shape, ends
-                    r = score(heads, data["corners"][idx], data["cobb"][idx], args.typical_peak)
-                    print(
-                        f"| {split} ({len(idx)}) | {label} | {shape} | {ends} | {r['smape']:.2f} % | "
-                        f"{r['level_accuracy']:.3f} | {r['too_high']:.2f} | {r['too_low']:.2f} |"
-                    )
+            for shape, ends, level in itertools.product(args.shape, args.ends, args.level):
+                decoder.SHAPE_WEIGHT, decoder.ENDS_WEIGHT, decoder.LEVEL_WEIGHT = shape, ends, level
+                r = score(heads, data["corners"][idx], data["cobb"][idx], args.typical_peak)
+                print(
+                    f"| {split} ({len(idx)}) | {label} | {shape} | {ends} | {level} | {r['smape']:.2f} % | "
+                    f"{r['level_accuracy']:.3f} | {r['too_high']:.2f} | {r['too_low']:.2f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 PYTHONPATH=. .venv/bin/python scripts/onnx_to_keras_weights.py exported_models/Ap_Vertebra/1/model.onnx \
     runs/ap_init.weights.h5 --filters 16 --num-layers 4 --check-cache .devdata/aasce.npz
+PYTHONPATH=. .venv/bin/python scripts/onnx_to_keras_weights.py exported_models/Ap_Vertebra_landmarks/1/model.onnx \
+    .devkit/lm/landmarks_served.weights.h5 --landmarks     (for `spine-train landmarks --init-landmarks`)
 
 The export folded BatchNormalization into the convolutions, so the Keras model gets identity BatchNorm
 layers and the folded kernels (benchmarks.keras_weights, the loader the benchmarks use); the weights are
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--num-layers", type=int, default=4)
     parser.add_argument("--check-cache", default=None, help="npz from `spine-train cache`: parity on its first images")
+    parser.add_argument("--landmarks", action="store_true", help="the landmark model (its heads read off the ONNX output)")
     args = parser.parse_args()
     config = {
         "builder": "training.models.build_unet",
@@ -36,6 +39,16 @@ def main() -> None:
         "filters": args.filters,
         "num_layers": args.num_layers,
     }
+    if args.landmarks:
+        from spine_core.landmarks import ENDS_CHANNEL, LEVEL_CHANNEL
+
+        channels = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"]).get_outputs()[0].shape[-1]
+        config = {
+            "builder": "training.landmarks.build_landmark_model",
+            "input_hw": list(UNET_INPUT_HW),
+            "ends_head": channels > ENDS_CHANNEL,
+            "level_head": channels > LEVEL_CHANNEL,
+        }
     model, info = keras_with_onnx_weights(config, args.onnx)
     if info["weights"] != "onnx":
         raise SystemExit(f"weights not transferred: {info}")

@@ -8,7 +8,9 @@ The model (`spine-train landmarks`) answers one map per frame pixel with `N_CHAN
 - channel 9, the vertebral-body mask (sigmoid), an auxiliary head kept from the `Ap_Vertebra` weights;
 - channel 10 (models trained since it was added), an "ends" heatmap: a peak at the centre of C7 and of S1,
   the vertebrae just beyond T1..L5, which look much like them; it tells the level placement which of the
-  chain's end peaks lie outside T1..L5. A 10-channel model (before it) is decoded without it.
+  chain's end peaks lie outside T1..L5. A 10-channel model (before it) is decoded without it;
+- channel 11 (models with the level head), which vertebra a centre is: 0 at C7, (k + 1) / 18 at the k-th of
+  T1..L5 (T1 = 0), 1 at S1; read at each chain peak, it votes for where the 17 levels lie on the chain.
 
 Decoding is the "vertebra-focused" idea (Yi et al. 2020): peaks of the heatmap are the vertebrae, the
 offsets read at each peak are its corners. What is added here is the counting: the peaks are linked into
@@ -27,18 +29,22 @@ from scipy import ndimage
 
 from spine_core.cobb import LEVELS, N_VERTEBRAE
 
-N_CHANNELS = 11
+N_CHANNELS = 12
 HEATMAP_CHANNEL = 0
 OFFSET_CHANNELS = slice(1, 9)
 MASK_CHANNEL = 9
 ENDS_CHANNEL = 10
-ACCEPTED_CHANNELS = (10, N_CHANNELS)  # a model exported before the ends head still loads and decodes
+LEVEL_CHANNEL = 11
+LEVEL_SCALE = 18.0  # the level channel's unit: C7 at 0, S1 at 1, one vertebra 1/18
+ACCEPTED_CHANNELS = (10, 11, N_CHANNELS)  # models exported before the ends or the level head still load and decode
 OFFSET_SCALE = 16.0  # frame pixels per unit of the offset channels (keeps the regression targets near 1)
 VOTE_RADIUS = 2  # frame pixels around a peak whose offsets vote for its corners (the offsets are learnt within 2.5)
 PEAK_WINDOW = 5  # frame pixels: a peak is the maximum of its 5x5 neighbourhood
 MIN_PEAK = 0.08  # heatmap value below which a local maximum is not a vertebra candidate
 SHAPE_WEIGHT = 0.5  # level placement: weight of the widths' misfit to WIDTH_PROFILE against the peaks' scores
 ENDS_WEIGHT = 1.0  # level placement: weight of the ends head (C7 / S1) against the centre heatmap's scores
+LEVEL_WEIGHT = 1.0  # level placement: cost per vertebra of disagreement with the level head, per chain peak
+LEVEL_CAP = 3.0  # vertebrae: one peak's disagreement counts at most this much (a wild reading cannot decide alone)
 INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
 # Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean):
 # `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
@@ -150,11 +156,19 @@ def _slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps / np.maximum(local, 1.0))).astype(int))])
 
 
-def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray, ends: np.ndarray | None = None) -> int:
-    """The level (0 = T1) of the chain's first slot: best fit of scores, the ends head and the width profile.
+def _place_levels(
+    slots: np.ndarray,
+    scores: np.ndarray,
+    widths: np.ndarray,
+    ends: np.ndarray | None = None,
+    read_levels: np.ndarray | None = None,
+) -> int:
+    """The level (0 = T1) of the chain's first slot: best fit of scores, the ends head, the level head and the
+    width profile.
 
     `ends` (per chain peak, the ends head there): a peak the model takes for C7 or S1 counts against a
-    placement that keeps it inside T1..L5 and for one that leaves it out."""
+    placement that keeps it inside T1..L5 and for one that leaves it out. `read_levels` (per chain peak, the
+    level head's reading in vertebrae, T1 = 0): a placement pays for each vertebra it disagrees by."""
     span = int(slots[-1]) + 1
     best_start, best_fit = 0, -np.inf
     for start in range(min(0, N_VERTEBRAE - span), max(0, N_VERTEBRAE - span) + 1):
@@ -168,6 +182,8 @@ def _place_levels(slots: np.ndarray, scores: np.ndarray, widths: np.ndarray, end
         fit = float(scores[inside].sum() / max(float(scores.max()), 1e-6)) - SHAPE_WEIGHT * shape_error * inside.sum()
         if ends is not None:
             fit += ENDS_WEIGHT * float(ends[~inside].sum() - ends[inside].sum()) / max(float(scores.max()), 1e-6)
+        if read_levels is not None:
+            fit -= LEVEL_WEIGHT * float(np.minimum(np.abs(read_levels - levels), LEVEL_CAP).sum())
         if fit > best_fit:
             best_start, best_fit = start, fit
     return best_start
@@ -195,7 +211,10 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 
     points, scores, corners, sizes, widths = points[chain], scores[chain], corners[chain], sizes[chain], widths[chain]
     slots = _slots(corners.mean(axis=1), sizes)
     ends = heads[points[:, 0], points[:, 1], ENDS_CHANNEL] if heads.shape[-1] > ENDS_CHANNEL else None
-    levels = slots + _place_levels(slots, scores, widths, ends)
+    read_levels = None
+    if heads.shape[-1] > LEVEL_CHANNEL:
+        read_levels = heads[points[:, 0], points[:, 1], LEVEL_CHANNEL].astype(np.float64) * LEVEL_SCALE - 1.0
+    levels = slots + _place_levels(slots, scores, widths, ends, read_levels)
     inside = (levels >= 0) & (levels < N_VERTEBRAE)
     if (~inside).any():
         notes.append(f"{int((~inside).sum())} vertebra(e) beyond T1..L5 on the chain left out (cervical, sacral)")

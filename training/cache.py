@@ -53,7 +53,7 @@ def _jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _image_arrays(images: list[np.ndarray], jpeg_quality: int | None) -> dict[str, np.ndarray]:
+def image_arrays(images: list[np.ndarray], jpeg_quality: int | None) -> dict[str, np.ndarray]:
     """uint8 frames as one stacked array, or JPEG-encoded into one byte array with offsets."""
     if jpeg_quality is None:
         return {"images": np.stack(images)}
@@ -74,7 +74,7 @@ def build_aasce_cache(
     masks = np.stack([i[1] for i in items])
     np.savez_compressed(
         out_path,
-        **_image_arrays([i[0] for i in items], jpeg_quality),
+        **image_arrays([i[0] for i in items], jpeg_quality),
         masks=np.packbits(masks, axis=-1),
         mask_width=np.array(out_hw[1]),
         names=np.array([s.name for s in samples]),
@@ -167,7 +167,7 @@ def build_refine_cache(
         log.warning("%d image(s) without a first-stage mask: whole-image windows", fallbacks)
     np.savez_compressed(
         out_path,
-        **_image_arrays(images, jpeg_quality),
+        **image_arrays(images, jpeg_quality),
         masks=np.packbits(np.stack(masks), axis=-1),
         mask_width=np.array(out_hw[1]),
         boxes=np.array(boxes),

@@ -70,7 +70,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
     if args.layout == "aasce-landmarks":
         from training.landmarks import build_landmark_cache
 
-        print(build_landmark_cache(Path(args.data_dir), Path(args.out), hw))
+        print(build_landmark_cache(Path(args.data_dir), Path(args.out), hw, jpeg_quality=args.jpeg_quality))
     elif args.layout == "aasce-refine":
         print(
             build_refine_cache(Path(args.data_dir), Path(args.out), Path(args.stage1_models), hw, jpeg_quality=args.jpeg_quality)
@@ -187,7 +187,11 @@ def cmd_unet(args: argparse.Namespace) -> None:
 
 
 def cmd_landmarks(args: argparse.Namespace) -> None:
+    import training.landmarks
     from training.landmarks import load_landmark_cache, train_landmarks
+
+    if args.ends_loss_weight is not None:
+        training.landmarks.ENDS_LOSS_WEIGHT = args.ends_loss_weight
 
     data = load_landmark_cache(Path(args.cache))
     train_idx, val_idx = aasce_split(data)
@@ -200,6 +204,8 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         args.init_weights,
         not args.no_resume,
         init_landmarks=args.init_landmarks,
+        level_head=args.level_head,
+        crop_height=args.crop_height or None,
     )
     best = result.history[result.best_epoch - 1]
     info = {
@@ -209,6 +215,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         "trained_on": _device_description(),
         "init_weights": args.init_weights,
         "init_landmarks": args.init_landmarks,
+        "ends_loss_weight": training.landmarks.ENDS_LOSS_WEIGHT,
         "output_channels": int(model.output_shape[-1]),  # 11 with the ends head; runs from before it lack this key
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -334,6 +341,14 @@ def train_main(argv: list[str] | None = None) -> None:
         "--init-landmarks",
         default=None,
         help="weights of a landmark model trained before the ends head (its best.weights.h5): the new head is added to it",
+    )
+    m.add_argument("--ends-loss-weight", type=float, default=None, help="the C7/S1 head's loss weight (default 0.5)")
+    m.add_argument("--level-head", action="store_true", help="add the level head (channel 12: which vertebra each centre is)")
+    m.add_argument(
+        "--crop-height",
+        type=int,
+        default=256,
+        help="train on windows this tall (half a frame halves a CPU step); 0: whole frames",
     )
     m.add_argument("--resume", action="store_true", help="continue the run in --run-dir (the default; kept for scripts)")
     m.set_defaults(func=cmd_landmarks)

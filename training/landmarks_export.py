@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_core.landmarks import ENDS_CHANNEL, decode
+from spine_core.landmarks import ENDS_CHANNEL, LEVEL_CHANNEL, decode
 from spine_core.manifest import ModelEntry, sha256_file, upsert_model
 from spine_core.preprocessing import preprocessing_spec
 from spine_core.structures import LANDMARK_MODEL_NAME
@@ -40,12 +40,24 @@ def median_peak(model, data: dict, val_idx: list[int]) -> float:
     return float(np.median(peaks)) if peaks else 1.0
 
 
+def _origin(info: dict) -> str:
+    """Where the weights came from: a run's start and best epoch, or the checkpoints a soup averaged."""
+    start = info.get("init_landmarks") or info.get("init_weights") or "random weights"
+    if info.get("soup_of"):
+        return (
+            f"The mean of {len(info['soup_of'])} checkpoints ({', '.join(info['soup_of'])}; scripts/landmark_soup.py) "
+            f"of fine-tuning runs from {start} on {info.get('trained_on')}"
+        )
+    return f"Initialised from {start}; best epoch {info['best_epoch']}"
+
+
 def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path, compare_eval: dict | None = None) -> ModelEntry:
     info = json.loads((run_dir / "run_info.json").read_text())
     input_hw = tuple(info["input_hw"])
     # A run from before the ends head says nothing of its channels: it has 10 (heatmap, offsets, mask).
-    ends_head = info.get("output_channels", ENDS_CHANNEL) > ENDS_CHANNEL
-    model = build_landmark_model(input_hw, ends_head=ends_head)
+    channels = info.get("output_channels", ENDS_CHANNEL)
+    heads = {"ends_head": channels > ENDS_CHANNEL, "level_head": channels > LEVEL_CHANNEL}
+    model = build_landmark_model(input_hw, **heads)
     model.load_weights(run_dir / "best.weights.h5")
     data = load_landmark_cache(cache_path)
     _, val_idx = aasce_split(data)
@@ -72,8 +84,9 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path, compare_
         output_shape=[None, *input_hw, int(model.output_shape[-1])],
         preprocessing={**preprocessing_spec(), "unet_input_hw": list(input_hw)},
         architecture="U-Net (the Ap_Vertebra design) + vertebra-centre heatmap, corner-offset and body-mask heads"
-        + (" + a C7/S1 ends heatmap head" if ends_head else ""),
-        architecture_config={"builder": "training.landmarks.build_landmark_model", "input_hw": list(input_hw)},
+        + (" + a C7/S1 ends heatmap head" if heads["ends_head"] else "")
+        + (" + a level head (which vertebra each centre is)" if heads["level_head"] else ""),
+        architecture_config={"builder": "training.landmarks.build_landmark_model", "input_hw": list(input_hw), **heads},
         parameters=int(model.count_params()),
         opset=OPSET,
         training_data=info["training_data"],
@@ -86,8 +99,7 @@ def export_landmarks(run_dir: Path, cache_path: Path, models_dir: Path, compare_
         validated=validated,
         notes=(
             f"Vertebra-focused landmark model: T1..L5 centres as heatmap peaks, four corners each as offsets "
-            f"(spine_core.landmarks). Initialised from {info.get('init_weights') or 'random weights'}; best epoch "
-            f"{info['best_epoch']}. validated: {validated} by the rule in training/landmarks_export.py "
+            f"(spine_core.landmarks). {_origin(info)}. validated: {validated} by the rule in training/landmarks_export.py "
             f"(every validation film answered, SMAPE over all films <= {MAX_VALIDATED_SMAPE} % or below the mask "
             f"geometry's, {replaced})."
         ),

@@ -82,6 +82,22 @@ def _save_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def save_without_optimizer(model: keras.Model, path: Path) -> None:
+    """The model's weights alone: Keras 3 writes a compiled model's Adam moments into .weights.h5 too (three times
+    the size); only `last.weights.h5`, which a resumed run continues from, needs them."""
+    import h5py
+
+    tmp = path.with_name(f"unstripped_{path.name}")  # Keras wants the .weights.h5 ending
+    model.save_weights(tmp)
+    with h5py.File(tmp, "r") as src, h5py.File(path, "w") as dst:
+        for key in src:
+            if key != "optimizer":
+                src.copy(src[key], dst, name=key)
+        for name, value in src.attrs.items():
+            dst.attrs[name] = value
+    tmp.unlink()
+
+
 def fit(
     model: keras.Model,
     n_train: int,
@@ -135,7 +151,7 @@ def fit(
         # NaN (e.g. AUC on a one-class validation set) never counts as better, but the first epoch is kept.
         if best_epoch < 0 or (not np.isnan(score) and (np.isnan(best) or score > best)):
             best, best_epoch, stale = score, epoch + 1, 0
-            model.save_weights(run_dir / "best.weights.h5")
+            save_without_optimizer(model, run_dir / "best.weights.h5")
         else:
             stale += 1
             if stale % cfg.lr_patience == 0 and lr > cfg.min_learning_rate:

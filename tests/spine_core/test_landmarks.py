@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spine_core.landmark_reader import FULL_BODY_SHARE, frame_to_source, read_vertebrae
-from spine_core.landmarks import ENDS_CHANNEL, N_CHANNELS, OFFSET_SCALE, WIDTH_PROFILE, decode
+from spine_core.landmarks import ENDS_CHANNEL, LEVEL_CHANNEL, LEVEL_SCALE, N_CHANNELS, OFFSET_SCALE, WIDTH_PROFILE, decode
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox
 
 H, W = UNET_INPUT_HW
@@ -31,18 +31,25 @@ def spine(n: int, top: float = 40.0, step: float = 26.0, x: float = 128.0, scale
     return np.array(out, dtype=np.float64)
 
 
-def heads_for(corners: np.ndarray, scores: np.ndarray | None = None, hw: tuple[int, int] = (H, W)) -> np.ndarray:
-    """What a perfect model would answer: a peak per vertebra (value = its score) and exact offsets around it."""
-    heads = np.zeros((*hw, N_CHANNELS), dtype=np.float32)
+def heads_for(
+    corners: np.ndarray, scores: np.ndarray | None = None, hw: tuple[int, int] = (H, W), levels: np.ndarray | None = None
+) -> np.ndarray:
+    """What a perfect model would answer: a peak per vertebra (value = its score) and exact offsets around it.
+
+    levels (per vertebra, in vertebrae, T1 = 0): the level head's reading around each peak; without them the
+    heads are those of a model without the level head (11 channels)."""
+    heads = np.zeros((*hw, N_CHANNELS if levels is not None else LEVEL_CHANNEL), dtype=np.float32)
     scores = np.ones(len(corners)) if scores is None else scores
     rows, cols = np.mgrid[0 : hw[0], 0 : hw[1]] + 0.5
-    for quad, score in zip(corners, scores, strict=True):
+    for i, (quad, score) in enumerate(zip(corners, scores, strict=True)):
         cx, cy = quad.mean(axis=0)
         d2 = (rows - cy) ** 2 + (cols - cx) ** 2
         heads[..., 0] = np.maximum(heads[..., 0], score * np.exp(-d2 / (2 * 2.5**2)))
         near = d2 <= 3.0**2
         offsets = (quad[None, None] - np.stack([cols, rows], -1)[:, :, None, :]) / OFFSET_SCALE
         heads[..., 1:9][near] = offsets.reshape(*hw, 8)[near]
+        if levels is not None:
+            heads[..., LEVEL_CHANNEL][near] = (levels[i] + 1) / LEVEL_SCALE
     return heads
 
 
@@ -114,6 +121,31 @@ def test_the_ends_head_tells_c7_and_s1_from_t1_and_l5(below):
     expected = chain[:17] if below else chain[1:]
     np.testing.assert_allclose(found.corners, expected, atol=1e-3)
     assert decode(heads[..., :ENDS_CHANNEL]) is not None
+
+
+def _equal_chain(n: int) -> np.ndarray:
+    chain = spine(n, top=12.0, step=23.0, scale=0.9)
+    for i in range(n):  # equal widths and (below) equal scores: only the level head can place the levels
+        chain[i, [0, 2], 0], chain[i, [1, 3], 0] = 128.0 - 12.0, 128.0 + 12.0
+    return chain
+
+
+@pytest.mark.parametrize("above", [0, 1, 2])
+def test_the_level_head_places_the_levels_on_a_chain_longer_than_seventeen(above):
+    """A full-body chain of 20 equally strong, equally wide peaks (cervical above, sacral below): the level head's
+    readings (off by up to 0.4 of a vertebra, one of them wildly wrong) decide which 17 are T1..L5."""
+    chain = _equal_chain(20)
+    truth = np.arange(20, dtype=float) - above  # T1 = 0
+    readings = truth + np.random.default_rng(above).uniform(-0.4, 0.4, 20)
+    readings[10] += 6.0  # one reading far off: it counts at most LEVEL_CAP and cannot move the placement alone
+    found = decode(heads_for(chain, np.full(20, 0.8), levels=readings))
+    assert found is not None and found.detected.all()
+    np.testing.assert_allclose(found.corners, chain[above : above + 17], atol=1e-3)
+
+
+def test_without_the_level_head_the_same_chain_is_placed_by_the_other_cues():
+    chain = _equal_chain(20)
+    assert decode(heads_for(chain, np.full(20, 0.8))) is not None  # 11 channels decode as before
 
 
 def test_nothing_to_decode_is_none():

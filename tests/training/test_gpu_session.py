@@ -39,3 +39,35 @@ def test_default_stages_train_the_first_stage_and_both_runs_of_each_demo(calls) 
     structures = [_option(argv, "--structure") for argv in calls]
     assert structures[0] == "Ap_Vertebra" and _option(calls[0], "--filters") == "16"
     assert len(calls) == 1 + 2 * 7 and "Ap_Vertebra" not in structures[1:]
+
+
+def test_the_landmark_gpu_script_starts_three_runs_that_spine_train_accepts(tmp_path, monkeypatch) -> None:
+    """training/gpu_landmarks.sh with stand-ins for python3 and nvidia-smi: each training process it starts is a
+    `spine-train landmarks` command line that the real parser accepts, on whole frames, from the carried kit."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import training.cli as cli
+
+    root = Path(__file__).resolve().parents[2]
+    shims, out, calls = tmp_path / "bin", tmp_path / "out", tmp_path / "calls"
+    shims.mkdir()
+    out.mkdir()
+    (shims / "python3").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$CALLS"; echo >> "$CALLS"\n')
+    (shims / "nvidia-smi").write_text("#!/bin/sh\necho stand-in\n")
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "OUT": str(out), "CALLS": str(calls), "BUDGET": "99"}
+    subprocess.run(["bash", str(root / "training" / "gpu_landmarks.sh")], cwd=tmp_path, env=env, timeout=60, check=False)
+    lines = [line.split("\x1f")[:-1] for line in calls.read_text().splitlines()]
+    runs = [args[2:] for args in lines if args[:1] == ["-c"] and "train_main" in args[1]]
+    assert len(runs) == 3
+    parsed = []
+    monkeypatch.setattr(cli, "cmd_landmarks", parsed.append)
+    for argv in runs:
+        cli.train_main(argv)
+    assert len({a.run_dir for a in parsed}) == 3 and all(a.run_dir.startswith("runs/gpu/") for a in parsed)
+    assert all(a.time_budget == 99 and a.cache == ".devkit/lm/landmarks_q95.npz" for a in parsed)
+    assert all(a.init_landmarks == ".devkit/lm/landmarks_served.weights.h5" for a in parsed)
+    assert sorted(a.crop_height for a in parsed) == [0, 0, 256]

@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) is not installed")
 
-from spine_core.landmarks import N_CHANNELS, decode
+from spine_core.landmarks import LEVEL_CHANNEL, LEVEL_SCALE, N_CHANNELS, decode
 from spine_core.manifest import load_manifest
 from spine_core.structures import LANDMARK_MODEL_NAME
 from training.augment import AugmentConfig, affine_params
 from training.cli import export_main, train_main
 from training.datasets import write_synthetic_aasce_dataset
 from training.evaluate import main as evaluate_main
-from training.landmarks import load_landmark_cache, make_targets, warp_corners
+from training.landmarks import LEVEL_LOSS_WEIGHT, landmark_loss, load_landmark_cache, make_targets, warp_corners
 from training.landmarks_export import MAX_VALIDATED_SMAPE, is_validated
 
 # `slow` (TensorFlow), by path: tests/conftest.py
@@ -34,11 +34,11 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
     models = root / "models"
     hw = ["--height", "64", "--width", "32"]
     train_main(["cache", "aasce", str(aasce), str(root / "aasce.npz"), *hw])
-    train_main(["cache", "aasce-landmarks", str(aasce), str(root / "landmarks.npz"), *hw])
+    train_main(["cache", "aasce-landmarks", str(aasce), str(root / "landmarks.npz"), *hw, "--jpeg-quality", "95"])
     small = ["--epochs", "1", "--batch-size", "4"]
     train_main(["unet", "--cache", str(root / "aasce.npz"), "--structure", "Ap_Vertebra", "--run-dir", str(root / "ap"), *small])
     train_main(["classifier", "--cache", str(root / "aasce.npz"), "--run-dir", str(root / "clf"), *small])
-    train_main(["landmarks", "--cache", str(root / "landmarks.npz"), "--run-dir", str(root / "lm"), *small])
+    train_main(["landmarks", "--cache", str(root / "landmarks.npz"), "--run-dir", str(root / "lm"), "--level-head", *small])
     export_main(["unet", "--run-dir", str(root / "ap"), "--cache", str(root / "aasce.npz"), "--models", str(models)])
     export_main(["classifier", "--run-dir", str(root / "clf"), "--cache", str(root / "aasce.npz"), "--models", str(models)])
     export_main(["landmarks", "--run-dir", str(root / "lm"), "--cache", str(root / "landmarks.npz"), "--models", str(models)])
@@ -62,7 +62,17 @@ def test_training_resumes_where_it_stopped(pipeline):
     run = pipeline["root"] / "lm"
     assert len(json.loads((run / "state.json").read_text())["history"]) == 1
     train_main(
-        ["landmarks", "--cache", str(pipeline["root"] / "landmarks.npz"), "--run-dir", str(run), "--epochs", "2", "--resume"]
+        [
+            "landmarks",
+            "--cache",
+            str(pipeline["root"] / "landmarks.npz"),
+            "--run-dir",
+            str(run),
+            "--epochs",
+            "2",
+            "--resume",
+            "--level-head",
+        ]
     )
     history = json.loads((run / "state.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
@@ -133,6 +143,37 @@ def test_targets_decode_back_to_the_corners(monkeypatch):
     target = make_targets(corners, (512, 256))
     heads = np.zeros((512, 256, N_CHANNELS), np.float32)
     heads[..., :9] = target[0, ..., :9]
+    heads[..., LEVEL_CHANNEL] = target[0, ..., 11]
     found = decode(heads)
     assert found is not None and found.detected.all()
     np.testing.assert_allclose(found.corners, corners[0], atol=0.05)
+
+
+def test_level_targets_name_each_vertebra_and_the_two_beyond():
+    corners = np.zeros((1, 17, 4, 2))
+    rows = 50 + np.arange(17) * 24.0
+    corners[0, :, :, 1] = rows[:, None] + np.array([-8, -8, 8, 8])
+    corners[0, :, :, 0] = np.array([110, 146, 110, 146])
+    target = make_targets(corners, (512, 256))[0]
+    level, weight = target[..., 11], target[..., 12]
+    for v, row in enumerate(rows):  # T1 = 1/18 .. L5 = 17/18 at each centre
+        assert level[int(row), 128] == pytest.approx((v + 1) / LEVEL_SCALE)
+    assert level[int(rows[0] - 24), 128] == 0.0 and weight[int(rows[0] - 24), 128] == 1.0  # C7
+    assert level[int(rows[-1] + 24), 128] == pytest.approx(1.0)  # S1
+    assert weight.sum() == pytest.approx(19 * weight[int(rows[5]) - 3 : int(rows[5]) + 4, 125:132].sum())
+    assert weight[int(rows[0] + 12), 128] == 0.0  # between centres nothing is learnt
+
+
+def test_the_loss_charges_a_wrong_level_only_to_a_model_with_the_level_head():
+    corners = np.zeros((2, 17, 4, 2))
+    corners[..., 1] = (50 + np.arange(17) * 24.0)[None, :, None] + np.array([-8, -8, 8, 8])
+    corners[..., 0] = np.array([110, 146, 110, 146])
+    y_true = np.concatenate([make_targets(corners, (512, 256)), np.zeros((2, 512, 256, 1), np.float32)], axis=-1)
+    pred = np.zeros((2, 512, 256, 12), np.float32) + 0.01
+    pred[..., LEVEL_CHANNEL] = y_true[..., 11]
+    right = float(np.mean(np.asarray(landmark_loss(y_true, pred))))
+    pred[..., LEVEL_CHANNEL] += 2 / LEVEL_SCALE  # two vertebrae off everywhere
+    wrong = float(np.mean(np.asarray(landmark_loss(y_true, pred))))
+    assert wrong - right == pytest.approx(2 * LEVEL_LOSS_WEIGHT, rel=1e-3)
+    no_head = float(np.mean(np.asarray(landmark_loss(y_true, pred[..., :LEVEL_CHANNEL]))))
+    assert no_head == pytest.approx(right, rel=1e-4)
