@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from spine_core.landmarks import decode
 from spine_core.manifest import ModelEntry, ModelVariant, load_manifest, save_manifest, sha256_file
 from spine_core.preprocessing import MASK_THRESHOLD, mask_to_classifier_input, preprocess_image
 from training.metrics import dice
@@ -80,7 +81,7 @@ def measure_agreement(
 ) -> dict[str, float | int]:
     """Outputs of the int8 file vs the fp32 file, one input batch at a time."""
     fp32, int8 = _session(fp32_path), _session(int8_path)
-    max_diff, dices, same_label = 0.0, [], []
+    max_diff, dices, same_label, corner_px = 0.0, [], [], []
     for batch in inputs:
         feed = {entry.input_name: np.asarray(batch, dtype=np.float32)}
         a = fp32.run([entry.output_name], feed)[0]
@@ -89,6 +90,8 @@ def measure_agreement(
         if entry.kind == "segmentation":
             threshold = MASK_THRESHOLD if entry.threshold is None else entry.threshold
             dices += [dice(x >= threshold, y >= threshold) for x, y in zip(a, b, strict=True)]
+        elif entry.kind == "landmarks":  # the decoded vertebrae of both, corner by corner (frame pixels)
+            corner_px += [_corner_distance(x, y) for x, y in zip(a, b, strict=True)]
         else:
             same_label += list(a.argmax(axis=1) == b.argmax(axis=1))
     out: dict[str, float | int] = {"n_images": int(sum(len(b) for b in inputs)), "max_abs_diff": max_diff}
@@ -96,7 +99,22 @@ def measure_agreement(
         out.update(mask_dice_vs_fp32_mean=float(np.mean(dices)), mask_dice_vs_fp32_min=float(np.min(dices)))
     if same_label:
         out["label_agreement"] = float(np.mean(same_label))
+    if corner_px:
+        found = [d for d in corner_px if np.isfinite(d)]
+        out.update(
+            decoded_both=len(found) / len(corner_px),
+            corner_px_vs_fp32_mean=float(np.mean(found)) if found else float("nan"),
+            corner_px_vs_fp32_max=float(np.max(found)) if found else float("nan"),
+        )
     return out
+
+
+def _corner_distance(fp32_heads: np.ndarray, int8_heads: np.ndarray) -> float:
+    """Mean distance between the two outputs' decoded corners (inf when either decodes to nothing)."""
+    a, b = decode(fp32_heads), decode(int8_heads)
+    if a is None or b is None:
+        return float("inf")
+    return float(np.linalg.norm(a.corners - b.corners, axis=-1).mean())
 
 
 def add_int8_variant(
@@ -145,7 +163,7 @@ def aasce_inputs(data_dir: Path, entry: ModelEntry, n_calibration: int, n_check:
     rng = np.random.default_rng(SPLIT_SEED)
     chosen = sorted(rng.choice(train_idx, size=min(n_calibration, len(train_idx)), replace=False))
     check_idx = val_idx[:n_check] if n_check else val_idx
-    if entry.kind == "segmentation":
+    if entry.kind in ("segmentation", "landmarks"):  # both read the letterboxed film
         calibration = [_unet_input(samples[i].image(), hw) for i in chosen]
         check = [_unet_input(samples[i].image(), hw) for i in check_idx]
     else:  # the classifier sees ground-truth vertebra masks in the U-Net frame

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,7 +191,9 @@ def fit(
     if history:
         _save_curves(history, run_dir / "curves.png")
     if (run_dir / "best.weights.h5").exists():
-        model.load_weights(run_dir / "best.weights.h5")
+        with warnings.catch_warnings():  # best.weights.h5 holds no Adam moments (save_without_optimizer), by design
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(run_dir / "best.weights.h5")
     result = FitResult(best_epoch, float(best), len(history), seconds, history, stopped)
     (run_dir / "result.json").write_text(json.dumps({**asdict(result), "config": _jsonable(asdict(cfg))}, indent=1))
     return result

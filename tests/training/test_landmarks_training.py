@@ -93,6 +93,20 @@ def test_export_is_in_the_manifest_with_its_figures_and_loads_in_the_registry(pi
     assert (pipeline["models"] / LANDMARK_MODEL_NAME / "config.pbtxt").exists()  # the Triton config beside it
 
 
+def test_an_int8_copy_is_calibrated_on_films_and_compared_by_its_decoded_corners(pipeline):
+    """`spine-export quantize` on the landmark model: calibrated on letterboxed films (the classifier's masks would
+    not even fit its input), checked against fp32 by the vertebrae both decode."""
+    export_main(
+        ["quantize", "--model", LANDMARK_MODEL_NAME, "--layout", "aasce", "--data", str(pipeline["aasce"]),
+         "--models", str(pipeline["models"]), "--calibration-images", "4"]
+    )  # fmt: skip
+    variant = load_manifest(pipeline["models"]).by_name()[LANDMARK_MODEL_NAME].variants["int8"]
+    assert (pipeline["models"] / variant.file).is_file() and variant.file.endswith("model.int8.onnx")
+    agreement = variant.agreement
+    assert agreement["n_images"] > 0 and np.isfinite(agreement["max_abs_diff"])
+    assert 0.0 <= agreement["decoded_both"] <= 1.0 and "mask_dice_vs_fp32_mean" not in agreement
+
+
 def test_the_validation_rule_both_ways():
     assert is_validated({"val_smape": MAX_VALIDATED_SMAPE - 0.1, "val_answered": 1.0})
     assert not is_validated({"val_smape": MAX_VALIDATED_SMAPE + 0.1, "val_answered": 1.0})
