@@ -21,7 +21,9 @@ from spine_core.landmarks import Landmarks, decode
 from spine_core.preprocessing import UNET_INPUT_HW, CropBox, Letterbox, preprocess_crop, preprocess_image
 from spine_core.vertebrae import Vertebra, VertebraeResult
 
-FULL_BODY_SHARE = 0.6  # T1-L5 spans 0.77-0.93 of an AASCE film's height (5th-95th percentile): below this, a window
+# T1-L5 spans 0.77-0.93 of an AASCE film's height (5th-95th percentile). Below 0.72 a second pass runs on a window:
+# a first pass that takes S1 or C7 into the chain spans about one vertebra (1/17 of T1-L5, ~0.05) more than T1-L5.
+FULL_BODY_SHARE = 0.72
 # Window around the first pass's T1..L5, as shares of its span: the training films show ~4 % of it above
 # T1 and ~8 % below L5; a little more leaves room for a first pass that is one level off.
 WINDOW_ABOVE, WINDOW_BELOW = 0.10, 0.12

@@ -172,6 +172,9 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
     corners_served = serves_corner_mask(engine.registry, policy)
     frame = (result.model_inputs[VERTEBRA][0, ..., 0], result.letterboxes[VERTEBRA]) if VERTEBRA in result.model_inputs else None
     landmarks = landmark_reading(engine.registry, image.pixels, policy, frame)
+    # The spine check judges the whole film: the U-Net's mask before a window's re-segmentation replaces it (a
+    # window framed on anything, a micrograph's cells say, shows a column the whole image does not).
+    whole_film_mask = result.model_frame_masks[VERTEBRA]
     if landmarks is not None:
         result.timings_ms["landmark_inference"] = landmarks.inference_ms
         result.models_used.append(landmarks.model.name)
@@ -186,7 +189,7 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
             windowed = True
             _serve_vertebra_mask(result, localised.mask)
     gate = check_spine(
-        result.model_frame_masks[VERTEBRA],
+        whole_film_mask if landmarks is not None else result.model_frame_masks[VERTEBRA],
         image_statistics(image.pixels),
         result.letterboxes.get(VERTEBRA),
         image.modality,
