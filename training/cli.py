@@ -1,4 +1,4 @@
-"""`spine-train` and `spine-export` command lines.
+"""`spine-train`: the training command line (`spine-export` is training/export_cli.py).
 
 spine-train cache aasce DATA_DIR OUT.npz          preprocess a dataset once (CPU, no Keras needed)
 spine-train cache course DATA_DIR OUT.npz
@@ -6,10 +6,7 @@ spine-train unet --cache aasce.npz --structure Ap_Vertebra --run-dir runs/Ap_Ver
 spine-train unet --cache course.npz --structure Lat_Vertebra --holdout Damaged --run-dir runs/Lat_Vertebra-holdout
 spine-train unet --data $SPINE_ANNOTATIONS_DIR --structure Ap_Pedicle --run-dir runs/Ap_Pedicle   (course layout, patient split)
 spine-train classifier --cache aasce.npz --run-dir runs/classifier [...]
-spine-export unet|classifier --run-dir RUN --cache aasce.npz --models exported_models [...]
-spine-export annotate --models exported_models --model Ap_Vertebra --eval-json eval.json --prefix served_
-spine-export quantize --model Ap_Vertebra --layout aasce --data DATA_DIR
-spine-export promote --models exported_models --model Ap_Pedicle --eval-json heldout.json   (the promotion rule)
+spine-train landmarks --cache landmarks.npz --run-dir runs/landmarks [--init-landmarks W] [--level-head] [...]
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 from pathlib import Path
 
@@ -28,13 +24,6 @@ from spine_core.structures import STRUCTURES
 from training.splits import COBB_THRESHOLD_DEG, aasce_split, split_description
 
 log = logging.getLogger("spine-train")
-
-EXPORT_HELP = """Export trained Keras weights to ONNX (tf2onnx), check parity on real inputs, record them in the manifest.
-
-An export whose probabilities differ from the Keras model's by more than 1e-4 is refused and nothing is
-written to the manifest. `annotate` merges figures into a model's manifest metrics; `quantize` adds an int8
-variant calibrated on real images.
-"""
 
 
 def _fit_config(args: argparse.Namespace):
@@ -362,109 +351,6 @@ def train_main(argv: list[str] | None = None) -> None:
     if getattr(args, "source", None) == "aasce" and args.structure != "Ap_Vertebra":
         args.source = "course"
     args.func(args)
-
-
-def export_main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from spine_core.manifest import load_manifest
-    from training.export import annotate, export_classifier, export_unet, flatten
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="spine-export", description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    u = sub.add_parser("unet", help="export one U-Net run")
-    u.add_argument("--run-dir", required=True)
-    u.add_argument("--holdout-run", default=None, help="demo models: the held-out run whose score to record")
-    u.add_argument("--recalibrate-bn", type=int, default=0, help="course-trained models: BatchNorm re-estimation passes")
-    u.add_argument(
-        "--combine",
-        choices=["replace", "mean"],
-        default="replace",
-        help="refinement runs: serve this model's window probabilities, or their mean with the first stage's",
-    )
-    lm = sub.add_parser("landmarks", help="export the landmark model (validated by its measured figures)")
-    lm.add_argument("--run-dir", required=True)
-    lm.add_argument(
-        "--compare-eval", default=None, help="spine-evaluate JSON of the measurement it replaces (--measurement mask)"
-    )
-    sm = sub.add_parser("serve-mask", help="serve the corner-filled Ap_Vertebra mask if its validation Dice beats the U-Net's")
-    sm.add_argument("--models", default="exported_models")
-    sm.add_argument("--eval-json", required=True, help="spine-evaluate aasce --subset val JSON (U-Net mask served)")
-    k = sub.add_parser("classifier", help="export the ResNet50 mask classifier")
-    k.add_argument("--run-dir", required=True)
-    for p in (u, k, lm):
-        p.add_argument("--cache", required=p is not u, help="npz the run was trained on (parity inputs; unet: default the run's)")
-        p.add_argument("--models", default="exported_models")
-        p.add_argument("--no-triton-config", action="store_true")
-    a = sub.add_parser("annotate", help="merge figures from a JSON file into a model's manifest metrics")
-    a.add_argument("--models", default="exported_models")
-    a.add_argument("--model", required=True)
-    a.add_argument("--eval-json", required=True)
-    a.add_argument("--keys", nargs="+", required=True, help="dotted keys of the JSON to copy, KEY or KEY=NAME")
-    a.add_argument("--prefix", default="")
-    a.add_argument("--variant", default=None, help="write into variants[VARIANT].metrics (e.g. int8)")
-    q = sub.add_parser("quantize", help="add an int8 variant of an exported model (calibrated on real images)")
-    q.add_argument("--models", default="exported_models")
-    q.add_argument("--model", required=True)
-    q.add_argument("--layout", choices=["aasce", "course"], required=True)
-    q.add_argument("--data", required=True, help="dataset the calibration images come from")
-    q.add_argument("--calibration-images", type=int, default=32, help="aasce: images drawn from the training split")
-    q.add_argument("--check-images", type=int, default=None, help="aasce: first N validation images (default all)")
-    q.add_argument("--holdout-study", default=None, help="course: study kept out of calibration, used for the check")
-    r = sub.add_parser("promote", help="apply the promotion rule (training/promotion.py) to held-out figures: validated or not")
-    r.add_argument("--models", default="exported_models")
-    r.add_argument("--model", required=True)
-    r.add_argument("--eval-json", required=True, help="written by spine-evaluate course ... --heldout-of RUN_DIR --json")
-    args = parser.parse_args(argv)
-    models_dir = Path(args.models)
-    if args.command == "promote":
-        from dataclasses import asdict
-
-        from training.promotion import promote
-
-        print(json.dumps(asdict(promote(models_dir, args.model, Path(args.eval_json))), indent=1))
-        return
-    if args.command == "annotate":
-        flat = flatten(json.loads(Path(args.eval_json).read_text()))
-        pairs = [k.split("=", 1) if "=" in k else (k, k) for k in args.keys]
-        annotate(models_dir, args.model, {name: flat[key] for key, name in pairs}, args.prefix, args.variant)
-        return
-    if args.command == "serve-mask":
-        from training.landmarks_export import choose_served_mask
-
-        print(json.dumps({"serves_mask": choose_served_mask(models_dir, json.loads(Path(args.eval_json).read_text()))}))
-        return
-    if args.command == "quantize":
-        from training.quantize import aasce_inputs, add_int8_variant, course_inputs
-
-        entry = load_manifest(models_dir).by_name()[args.model]
-        if args.layout == "aasce":
-            calibration, check, what = aasce_inputs(Path(args.data), entry, args.calibration_images, args.check_images)
-        else:
-            calibration, check, what = course_inputs(Path(args.data), entry, args.holdout_study)
-        print(add_int8_variant(models_dir, args.model, calibration, check, what).model_dump_json(indent=1))
-        return
-    models_dir.mkdir(parents=True, exist_ok=True)
-    if args.command == "unet":
-        holdout = Path(args.holdout_run) if args.holdout_run else None
-        cache = args.cache or json.loads((Path(args.run_dir) / "run_info.json").read_text()).get("cache")
-        if not cache:
-            parser.error("unet: --cache (this run does not name the data it was trained on)")
-        entry = export_unet(Path(args.run_dir), Path(cache), models_dir, holdout, args.recalibrate_bn, args.combine)
-    elif args.command == "landmarks":
-        from training.landmarks_export import export_landmarks
-
-        compare = json.loads(Path(args.compare_eval).read_text()) if args.compare_eval else None
-        entry = export_landmarks(Path(args.run_dir), Path(args.cache), models_dir, compare)
-    else:
-        entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
-    if not args.no_triton_config:
-        from spine_core.triton import write_triton_configs
-
-        write_triton_configs(models_dir)
-    print(entry.model_dump_json(indent=1))
 
 
 if __name__ == "__main__":

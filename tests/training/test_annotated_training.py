@@ -18,9 +18,10 @@ pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) 
 from service.annotations import AnnotationUpload, save_annotation
 from spine_core.manifest import load_manifest
 from training.annotated import split_studies
-from training.cli import export_main, train_main
+from training.cli import train_main
 from training.datasets import read_course_dataset, synthetic_spine
 from training.evaluate import main as evaluate_main
+from training.export_cli import export_main
 from training.promotion import MIN_HELDOUT_STUDIES, THRESHOLDS, decide, promote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))

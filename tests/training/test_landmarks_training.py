@@ -18,9 +18,10 @@ from spine_core.landmarks import LEVEL_CHANNEL, LEVEL_SCALE, N_CHANNELS, decode
 from spine_core.manifest import load_manifest
 from spine_core.structures import LANDMARK_MODEL_NAME
 from training.augment import AugmentConfig, affine_params
-from training.cli import export_main, train_main
+from training.cli import train_main
 from training.datasets import write_synthetic_aasce_dataset
 from training.evaluate import main as evaluate_main
+from training.export_cli import export_main
 from training.landmarks import LEVEL_LOSS_WEIGHT, landmark_loss, load_landmark_cache, make_targets, warp_corners
 from training.landmarks_export import MAX_VALIDATED_SMAPE, is_validated
 

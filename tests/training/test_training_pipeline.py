@@ -15,9 +15,10 @@ pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) 
 
 from spine_core.manifest import load_manifest, sha256_file
 from training.cache import load_aasce_cache
-from training.cli import export_main, train_main
+from training.cli import train_main
 from training.datasets import read_aasce_dataset, write_synthetic_aasce_dataset, write_synthetic_course_dataset
 from training.evaluate import main as evaluate_main
+from training.export_cli import export_main
 from training.splits import aasce_sample_split, aasce_split
 
 # `slow` (TensorFlow), by path: tests/conftest.py
