@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast test-all lint bench clean
+.PHONY: run test test-fast test-all lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
