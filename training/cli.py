@@ -195,6 +195,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         init_landmarks=args.init_landmarks,
         level_head=args.level_head,
         crop_height=args.crop_height or None,
+        average_from=args.average_from,
     )
     best = result.history[result.best_epoch - 1]
     info = {
@@ -332,6 +333,9 @@ def train_main(argv: list[str] | None = None) -> None:
         help="weights of a landmark model trained before the ends head (its best.weights.h5): the new head is added to it",
     )
     m.add_argument("--ends-loss-weight", type=float, default=None, help="the C7/S1 head's loss weight (default 0.5)")
+    m.add_argument(
+        "--average-from", type=int, default=0, help="write mean.weights.h5, the mean of every epoch's weights from this one on"
+    )
     m.add_argument("--level-head", action="store_true", help="add the level head (channel 12: which vertebra each centre is)")
     m.add_argument(
         "--crop-height",

@@ -327,9 +327,14 @@ def train_landmarks(
     crop_height: int | None = 256,
     init_landmarks: str | None = None,
     level_head: bool = False,
+    average_from: int = 0,
 ):
     """crop_height trains on windows of the augmented frames (half the frame halves a CPU step); validation
-    runs on whole frames: the model is fully convolutional and its receptive field is smaller than a window."""
+    runs on whole frames: the model is fully convolutional and its receptive field is smaller than a window.
+
+    average_from (> 0): from that epoch of this process on, `mean.weights.h5` holds the mean of the weights at
+    the end of each epoch (the validation figures swing from epoch to epoch; their mean is steadier, like
+    `scripts/landmark_soup.py`'s; a resumed run starts a new mean)."""
     keras.utils.set_random_seed(cfg.seed)
     hw = data["images"].shape[1:3]
     model = build_landmark_model((None, None), init_weights=init_weights, init_landmarks=init_landmarks, level_head=level_head)
@@ -349,8 +354,12 @@ def train_landmarks(
         return xb, targets
 
     best_levels = {"accuracy": -1.0, "smape": np.inf}
+    running: dict = {"epoch": 0, "n": 0, "sum": None}
 
     def evaluate(m):
+        running["epoch"] += 1
+        if average_from and running["epoch"] >= average_from:
+            _add_to_mean(m, running, run_dir / "mean.weights.h5")
         metrics = evaluate_heads(predict(m, x_va), c_va, cobb_va)
         # A second checkpoint, best by level accuracy (then SMAPE): the epoch best by SMAPE can place levels worse.
         key = (metrics["val_level_accuracy"], -metrics["val_smape"])
@@ -361,6 +370,16 @@ def train_landmarks(
 
     result: FitResult = fit(model, len(x_tr), make_batch, evaluate, "val_score", cfg, run_dir, landmark_loss, resume)
     return model, result
+
+
+def _add_to_mean(model, running: dict, path: Path) -> None:
+    """Add the model's weights to the running sum and write the mean (the model keeps its own weights)."""
+    current = model.get_weights()
+    running["sum"] = current if running["sum"] is None else [a + b for a, b in zip(running["sum"], current, strict=True)]
+    running["n"] += 1
+    model.set_weights([w / running["n"] for w in running["sum"]])
+    save_without_optimizer(model, path)
+    model.set_weights(current)
 
 
 def width_profile(data_dir: Path) -> np.ndarray:

@@ -39,7 +39,19 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
     small = ["--epochs", "1", "--batch-size", "4"]
     train_main(["unet", "--cache", str(root / "aasce.npz"), "--structure", "Ap_Vertebra", "--run-dir", str(root / "ap"), *small])
     train_main(["classifier", "--cache", str(root / "aasce.npz"), "--run-dir", str(root / "clf"), *small])
-    train_main(["landmarks", "--cache", str(root / "landmarks.npz"), "--run-dir", str(root / "lm"), "--level-head", *small])
+    train_main(
+        [
+            "landmarks",
+            "--cache",
+            str(root / "landmarks.npz"),
+            "--run-dir",
+            str(root / "lm"),
+            "--level-head",
+            "--average-from",
+            "1",
+            *small,
+        ]
+    )
     export_main(["unet", "--run-dir", str(root / "ap"), "--cache", str(root / "aasce.npz"), "--models", str(models)])
     export_main(["classifier", "--run-dir", str(root / "clf"), "--cache", str(root / "aasce.npz"), "--models", str(models)])
     export_main(["landmarks", "--run-dir", str(root / "lm"), "--cache", str(root / "landmarks.npz"), "--models", str(models)])
@@ -57,6 +69,20 @@ def test_cache_holds_the_corners_in_the_model_frame(pipeline):
             np.clip(corners.mean(axis=1)[:, 0].astype(int), 0, 31),
         )
         assert mask[rows, cols].mean() > 0.8
+
+
+def test_the_running_mean_of_one_epoch_is_that_epoch(pipeline):
+    """--average-from 1 on a one-epoch run: the mean of one epoch's weights is that epoch's (here also the best)."""
+    import keras
+
+    from training.landmarks import build_landmark_model
+
+    run = pipeline["root"] / "lm"
+    mean, best = (build_landmark_model((64, 32), level_head=True) for _ in range(2))
+    mean.load_weights(run / "mean.weights.h5")
+    best.load_weights(run / "best.weights.h5")
+    for a, b in zip(mean.get_weights(), best.get_weights(), strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)
 
 
 def test_training_resumes_where_it_stopped(pipeline):
