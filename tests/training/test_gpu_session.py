@@ -54,13 +54,15 @@ def test_the_landmark_gpu_script_starts_three_runs_that_spine_train_accepts(tmp_
     shims, out, calls = tmp_path / "bin", tmp_path / "out", tmp_path / "calls"
     shims.mkdir()
     out.mkdir()
-    (shims / "python3").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$CALLS"; echo >> "$CALLS"\n')
+    calls.mkdir()
+    # One file per call: the script starts its runs in the background, and appends to one file would interleave.
+    (shims / "python3").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done > "$(mktemp "$CALLS/call.XXXXXX")"\n')
     (shims / "nvidia-smi").write_text("#!/bin/sh\necho stand-in\n")
     for shim in shims.iterdir():
         shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "OUT": str(out), "CALLS": str(calls), "BUDGET": "99"}
     subprocess.run(["bash", str(root / "training" / "gpu_landmarks.sh")], cwd=tmp_path, env=env, timeout=60, check=False)
-    lines = [line.split("\x1f")[:-1] for line in calls.read_text().splitlines()]
+    lines = [call.read_text().split("\x1f")[:-1] for call in calls.iterdir()]
     runs = [args[2:] for args in lines if args[:1] == ["-c"] and "train_main" in args[1]]
     assert len(runs) == 3
     parsed = []
