@@ -56,7 +56,8 @@ def test_the_landmark_gpu_script_starts_three_runs_that_spine_train_accepts(tmp_
     out.mkdir()
     calls.mkdir()
     # One file per call: the script starts its runs in the background, and appends to one file would interleave.
-    (shims / "python3").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done > "$(mktemp "$CALLS/call.XXXXXX")"\n')
+    record = 'for a in "$@"; do printf "%s\\037" "$a"; done > "$(mktemp "$CALLS/call.XXXXXX")"'
+    (shims / "python3").write_text(f"#!/bin/sh\n{record}\n")
     (shims / "nvidia-smi").write_text("#!/bin/sh\necho stand-in\n")
     for shim in shims.iterdir():
         shim.chmod(0o755)
