@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import spine_core.landmarks as decoder
 from spine_core.cobb import cobb_angles
-from spine_core.landmark_metrics import smape_pct
+from spine_core.landmark_metrics import chain_offset, smape_pct
 from training.landmarks import load_landmark_cache
 from training.splits import aasce_split
 
@@ -53,8 +53,7 @@ def score(heads: np.ndarray, corners: np.ndarray, cobb: np.ndarray, typical_peak
             continue
         predicted = np.array(cobb_angles(found.corners, out.shape[0]).aasce_angles_deg)
         smape.append(smape_pct(predicted[None], angles[None]))
-        true_y = truth.mean(axis=1)[:, 1]
-        offsets.append(float(np.median((found.corners.mean(axis=1)[:, 1] - true_y) / np.median(np.diff(true_y)))))
+        offsets.append(chain_offset(found.corners, truth))
     off = np.array(offsets)
     return {
         "smape": float(np.mean(smape)),

@@ -59,6 +59,14 @@ def vertebra_heights(corners: np.ndarray) -> np.ndarray:
     return np.linalg.norm((c[:, 2] + c[:, 3]) / 2 - (c[:, 0] + c[:, 1]) / 2, axis=1)
 
 
+def chain_offset(predicted: np.ndarray, true: np.ndarray) -> float:
+    """How far the 17 predicted vertebrae sit from the true ones along the spine, as one number for the film: the
+    median of their vertical offsets in steps (the true centre-to-centre spacing); under 0.5 the levels are right."""
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1, 4, 2).mean(axis=1)[:, 1]
+    t = np.asarray(true, dtype=np.float64).reshape(-1, 4, 2).mean(axis=1)[:, 1]
+    return float(np.median((p - t) / max(float(np.median(np.diff(t))), 1e-6)))
+
+
 def level_offsets(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
     """(n,) for each predicted vertebra, (index of the nearest true vertebra's centre) - (its own index):
     0 where the level is right, +1 where it sits on the vertebra below, and so on."""

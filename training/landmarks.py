@@ -24,7 +24,7 @@ from keras import layers, ops
 from PIL import Image
 
 from spine_core.cobb import N_VERTEBRAE, cobb_angles
-from spine_core.landmark_metrics import smape_pct, vertebra_heights
+from spine_core.landmark_metrics import chain_offset, smape_pct, vertebra_heights
 from spine_core.landmarks import (
     ENDS_CHANNEL,
     HEATMAP_CHANNEL,
@@ -296,9 +296,7 @@ def evaluate_heads(heads: np.ndarray, corners_true: np.ndarray, cobb_true: np.nd
             per_film.append(100.0)
             continue
         answered += 1
-        true_y = truth.mean(axis=1)[:, 1]
-        offset = np.median((found.centres[:, 1] - true_y) / max(float(np.median(np.diff(true_y))), 1e-6))
-        levels_right += bool(abs(offset) < 0.5)
+        levels_right += bool(abs(chain_offset(found.corners, truth)) < 0.5)
         pred = cobb_angles(found.corners, out.shape[0]).aasce_angles_deg
         per_film.append(smape_pct(np.array([pred]), np.array([angles])))
         corner_err.append(float(np.linalg.norm(found.corners - truth, axis=-1).mean()))

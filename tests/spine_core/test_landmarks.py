@@ -196,3 +196,12 @@ def test_full_body_films_get_a_second_pass_on_a_window():
     scale = reading.window.height / reading.window.out_h
     assert np.abs(got - corners_src).max() < 2.5 * scale
     assert next(v.level for v in reading.vertebrae.vertebrae) == "T1"
+
+
+def test_chain_offset_counts_a_whole_chain_shift_in_steps():
+    from spine_core.landmark_metrics import chain_offset
+
+    truth = spine(19)
+    assert chain_offset(truth[:17], truth[:17]) == 0.0
+    assert chain_offset(truth[1:18], truth[:17]) == pytest.approx(1.0)  # one level low: T1 on T2 ... L5 on S1
+    assert chain_offset(truth[2:19], truth[:17]) == pytest.approx(2.0)
