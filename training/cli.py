@@ -176,11 +176,9 @@ def cmd_unet(args: argparse.Namespace) -> None:
 
 
 def cmd_landmarks(args: argparse.Namespace) -> None:
-    import training.landmarks
-    from training.landmarks import load_landmark_cache, train_landmarks
+    from training.landmarks import ENDS_LOSS_WEIGHT, load_landmark_cache, train_landmarks
 
-    if args.ends_loss_weight is not None:
-        training.landmarks.ENDS_LOSS_WEIGHT = args.ends_loss_weight
+    ends_loss_weight = ENDS_LOSS_WEIGHT if args.ends_loss_weight is None else args.ends_loss_weight
 
     data = load_landmark_cache(Path(args.cache))
     train_idx, val_idx = aasce_split(data)
@@ -196,6 +194,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         level_head=args.level_head,
         crop_height=args.crop_height or None,
         average_from=args.average_from,
+        ends_loss_weight=ends_loss_weight,
     )
     best = result.history[result.best_epoch - 1]
     info = {
@@ -205,7 +204,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         "trained_on": _device_description(),
         "init_weights": args.init_weights,
         "init_landmarks": args.init_landmarks,
-        "ends_loss_weight": training.landmarks.ENDS_LOSS_WEIGHT,
+        "ends_loss_weight": ends_loss_weight,
         "output_channels": int(model.output_shape[-1]),  # 11 with the ends head; runs from before it lack this key
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,

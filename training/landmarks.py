@@ -197,7 +197,7 @@ def _focal(hm_t, hm_p):
     return ops.sum(focal, axis=(1, 2)) / n_pos
 
 
-def landmark_loss(y_true, y_pred):
+def landmark_loss(y_true, y_pred, ends_weight: float = ENDS_LOSS_WEIGHT):
     """Focal loss on the centre and ends heatmaps, masked L1 on the offsets (and the level), Dice+BCE on the mask.
 
     y_true: `make_targets`' 13 channels and the mask (14); y_pred: the model's 11, or 12 with the level head.
@@ -208,7 +208,7 @@ def landmark_loss(y_true, y_pred):
     l1 = ops.sum(weight * ops.abs(y_true[..., 1:9] - y_pred[..., OFFSET_CHANNELS]), axis=(1, 2, 3))
     off_loss = l1 / ops.maximum(ops.sum(weight, axis=(1, 2, 3)) * 8, 1.0)
     mask_loss = dice_bce_loss(y_true[..., -1:], y_pred[..., MASK_CHANNEL : MASK_CHANNEL + 1])
-    total = hm_loss + ENDS_LOSS_WEIGHT * ends_loss + 4.0 * off_loss + 0.5 * mask_loss
+    total = hm_loss + ends_weight * ends_loss + 4.0 * off_loss + 0.5 * mask_loss
     if y_pred.shape[-1] > LEVEL_CHANNEL:  # the error in vertebrae, so a level one off costs LEVEL_LOSS_WEIGHT
         level_w = y_true[..., 12]
         level_err = ops.abs(y_true[..., 11] - y_pred[..., LEVEL_CHANNEL]) * LEVEL_SCALE
@@ -326,6 +326,7 @@ def train_landmarks(
     init_landmarks: str | None = None,
     level_head: bool = False,
     average_from: int = 0,
+    ends_loss_weight: float = ENDS_LOSS_WEIGHT,
 ):
     """crop_height trains on windows of the augmented frames (half the frame halves a CPU step); validation
     runs on whole frames: the model is fully convolutional and its receptive field is smaller than a window.
@@ -366,7 +367,10 @@ def train_landmarks(
             save_without_optimizer(m, run_dir / "best_levels.weights.h5")
         return metrics
 
-    result: FitResult = fit(model, len(x_tr), make_batch, evaluate, "val_score", cfg, run_dir, landmark_loss, resume)
+    def loss(y_true, y_pred):
+        return landmark_loss(y_true, y_pred, ends_loss_weight)
+
+    result: FitResult = fit(model, len(x_tr), make_batch, evaluate, "val_score", cfg, run_dir, loss, resume)
     return model, result
 
 

@@ -99,11 +99,14 @@ def test_training_resumes_where_it_stopped(pipeline):
             "2",
             "--resume",
             "--level-head",
+            "--ends-loss-weight",
+            "2",
         ]
     )
     history = json.loads((run / "state.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"val_smape", "val_answered", "val_corner_px"} <= set(history[-1])
+    assert json.loads((run / "run_info.json").read_text())["ends_loss_weight"] == 2.0
 
 
 def test_export_is_in_the_manifest_with_its_figures_and_loads_in_the_registry(pipeline):
@@ -218,3 +221,5 @@ def test_the_loss_charges_a_wrong_level_only_to_a_model_with_the_level_head():
     assert wrong - right == pytest.approx(2 * LEVEL_LOSS_WEIGHT, rel=1e-3)
     no_head = float(np.mean(np.asarray(landmark_loss(y_true, pred[..., :LEVEL_CHANNEL]))))
     assert no_head == pytest.approx(right, rel=1e-4)
+    heavier_ends = float(np.mean(np.asarray(landmark_loss(y_true, pred, ends_weight=2.0))))
+    assert heavier_ends > wrong  # the ends heatmap (0.01 where C7 and S1 peak) costs more at weight 2 than at 0.5
