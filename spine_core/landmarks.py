@@ -43,9 +43,18 @@ PEAK_WINDOW = 5  # frame pixels: a peak is the maximum of its 5x5 neighbourhood
 MIN_PEAK = 0.08  # heatmap value below which a local maximum is not a vertebra candidate
 SHAPE_WEIGHT = 0.5  # level placement: weight of the widths' misfit to WIDTH_PROFILE against the peaks' scores
 ENDS_WEIGHT = 1.0  # level placement: weight of the ends head (C7 / S1) against the centre heatmap's scores
+# The same in a full-body film's window, where C7 and S1 are on the frame whole and the ends head marks them; on
+# cropped films they are cut, and 2 there lowered the validation films' level accuracy (0.80 -> 0.77). On the 45
+# marked full-body films T1 came right on 36 at 1, 38 at 2, 39 at 3-4 (leave-one-out choice of the weight: 38).
+WINDOW_ENDS_WEIGHT = 3.0
 LEVEL_WEIGHT = 1.0  # level placement: cost per vertebra of disagreement with the level head, per chain peak
 LEVEL_CAP = 3.0  # vertebrae: one peak's disagreement counts at most this much (a wild reading cannot decide alone)
 INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
+# A peak whose two gaps, to the peaks above and below, add up to less than this many of the chain's local
+# steps is a second peak on one body (or on a disc between two): a body between two others spans two steps.
+# Two real gaps at the foreshortened lumbosacral junction measured 0.69-0.74 of their neighbours each (1.39
+# together) on the marked full-body films; duplicates measured 0.96-1.20 together.
+DUPLICATE_SPAN = 1.25
 # Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean):
 # `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
 WIDTH_PROFILE = np.array(
@@ -142,6 +151,35 @@ def _pitches(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return np.clip(own, 0.6 * typical, 1.6 * typical)
 
 
+def _local_gaps(gaps: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each gap's reference: the median of the (up to 3 + 3) gaps around it, or the expected step on a short chain."""
+    local = np.empty_like(gaps)
+    for i in range(len(gaps)):
+        around = np.r_[gaps[max(0, i - 3) : i], gaps[i + 1 : i + 4]]
+        local[i] = np.median(around) if len(around) >= 2 else (sizes[i] + sizes[i + 1]) / 2
+    return np.maximum(local, 1.0)
+
+
+def _duplicates(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Bool per chain peak: a second peak on one vertebra, between two others about one step apart.
+
+    The heatmap sometimes peaks twice on a tilted or rotated body, or once more on the disc between two: the chain
+    takes both, and each would count as a level. Judged against the gaps around the pair, not the pair's own."""
+    drop = np.zeros(len(centres), dtype=bool)
+    for _ in range(len(centres)):
+        keep = np.nonzero(~drop)[0]
+        if len(keep) < 4:
+            break
+        gaps = np.linalg.norm(np.diff(centres[keep], axis=0), axis=1)
+        local = _local_gaps(gaps, sizes[keep])
+        span = (gaps[:-1] + gaps[1:]) / ((local[:-1] + local[1:]) / 2)  # peak k+1's two gaps, in local steps
+        k = int(np.argmin(span))
+        if span[k] >= DUPLICATE_SPAN:
+            break
+        drop[keep[k + 1]] = True
+    return drop
+
+
 def _slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Level offsets of the chain's peaks counted in vertebrae: a gap about twice its neighbours' leaves a slot
     for a missed vertebra. Each gap is compared with the median of the gaps around it (the spine's own
@@ -149,11 +187,8 @@ def _slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     gaps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
     if len(gaps) == 0:
         return np.zeros(1, dtype=int)
-    local = np.empty_like(gaps)
-    for i in range(len(gaps)):
-        around = np.r_[gaps[max(0, i - 3) : i], gaps[i + 1 : i + 4]]
-        local[i] = np.median(around) if len(around) >= 2 else (sizes[i] + sizes[i + 1]) / 2
-    return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps / np.maximum(local, 1.0))).astype(int))])
+    local = _local_gaps(gaps, sizes)
+    return np.concatenate([[0], np.cumsum(np.maximum(1, np.round(gaps / local)).astype(int))])
 
 
 def _place_levels(
@@ -162,6 +197,7 @@ def _place_levels(
     widths: np.ndarray,
     ends: np.ndarray | None = None,
     read_levels: np.ndarray | None = None,
+    ends_weight: float = ENDS_WEIGHT,
 ) -> int:
     """The level (0 = T1) of the chain's first slot: best fit of scores, the ends head, the level head and the
     width profile.
@@ -181,7 +217,7 @@ def _place_levels(
         # The model's own belief first (it is trained to stay low on C7 and S1), the sizes' shape second.
         fit = float(scores[inside].sum() / max(float(scores.max()), 1e-6)) - SHAPE_WEIGHT * shape_error * inside.sum()
         if ends is not None:
-            fit += ENDS_WEIGHT * float(ends[~inside].sum() - ends[inside].sum()) / max(float(scores.max()), 1e-6)
+            fit += ends_weight * float(ends[~inside].sum() - ends[inside].sum()) / max(float(scores.max()), 1e-6)
         if read_levels is not None:
             fit -= LEVEL_WEIGHT * float(np.minimum(np.abs(read_levels - levels), LEVEL_CAP).sum())
         if fit > best_fit:
@@ -189,12 +225,21 @@ def _place_levels(
     return best_start
 
 
-def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 1.0) -> Landmarks | None:
-    """(H, W, N_CHANNELS) model output -> 17 vertebrae, or None when fewer than 3 vertebrae are seen.
+@dataclass(frozen=True)
+class Chain:
+    """The vertebrae seen down the spine, top to bottom, before any level is placed (frame pixels)."""
 
-    A seen vertebra's confidence is its peak over `typical_peak` (the model's median peak on the validation
-    films, from the manifest), capped at 1: 1 is a vertebra seen as clearly as usual.
-    """
+    points: np.ndarray  # (k, 2) row, col of each peak
+    scores: np.ndarray  # (k,) the centre heatmap there
+    corners: np.ndarray  # (k, 4, 2) x, y of TL, TR, BL, BR
+    sizes: np.ndarray  # (k,) expected step to the next vertebra
+    widths: np.ndarray  # (k,)
+    notes: list[str] = field(default_factory=list)
+
+
+def find_chain(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Chain | None:
+    """The heatmap's peaks linked into one chain down the spine, second peaks on one vertebra dropped; None when
+    fewer than 3 are seen. It may run past T1 and L5 (cervical, sacral): `decode` places the levels on it."""
     heatmap = np.ascontiguousarray(heads[..., HEATMAP_CHANNEL], dtype=np.float32)  # a strided view filters slowly
     points, scores = find_peaks(heatmap, min_peak)
     if len(points) < 3:
@@ -208,13 +253,38 @@ def decode(heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 
     notes: list[str] = []
     if len(chain) < len(points):
         notes.append(f"{len(points) - len(chain)} heatmap peak(s) off the spine's chain ignored")
-    points, scores, corners, sizes, widths = points[chain], scores[chain], corners[chain], sizes[chain], widths[chain]
+    kept = chain[~_duplicates(corners[chain].mean(axis=1), sizes[chain])]
+    if len(kept) < len(chain):
+        notes.append(f"{len(chain) - len(kept)} second heatmap peak(s) on one vertebra ignored")
+    return Chain(points[kept], scores[kept], corners[kept], sizes[kept], widths[kept], notes)
+
+
+def decode(
+    heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 1.0, ends_weight: float = ENDS_WEIGHT
+) -> Landmarks | None:
+    """(H, W, N_CHANNELS) model output -> 17 vertebrae, or None when fewer than 3 vertebrae are seen.
+
+    A seen vertebra's confidence is its peak over `typical_peak` (the model's median peak on the validation
+    films, from the manifest), capped at 1: 1 is a vertebra seen as clearly as usual. `ends_weight`: the ends
+    head's weight in the level placement (`WINDOW_ENDS_WEIGHT` on a full-body film's window).
+    """
+    chain = find_chain(heads, min_peak)
+    if chain is None:
+        return None
+    points, scores, corners, sizes, widths, notes = (
+        chain.points,
+        chain.scores,
+        chain.corners,
+        chain.sizes,
+        chain.widths,
+        list(chain.notes),
+    )
     slots = _slots(corners.mean(axis=1), sizes)
     ends = heads[points[:, 0], points[:, 1], ENDS_CHANNEL] if heads.shape[-1] > ENDS_CHANNEL else None
     read_levels = None
     if heads.shape[-1] > LEVEL_CHANNEL:
         read_levels = heads[points[:, 0], points[:, 1], LEVEL_CHANNEL].astype(np.float64) * LEVEL_SCALE - 1.0
-    levels = slots + _place_levels(slots, scores, widths, ends, read_levels)
+    levels = slots + _place_levels(slots, scores, widths, ends, read_levels, ends_weight)
     inside = (levels >= 0) & (levels < N_VERTEBRAE)
     if (~inside).any():
         notes.append(f"{int((~inside).sum())} vertebra(e) beyond T1..L5 on the chain left out (cervical, sacral)")

@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spine_core.landmark_reader import FULL_BODY_SHARE, frame_to_source, read_vertebrae
-from spine_core.landmarks import ENDS_CHANNEL, LEVEL_CHANNEL, LEVEL_SCALE, N_CHANNELS, OFFSET_SCALE, WIDTH_PROFILE, decode
+from spine_core.landmark_reader import FULL_BODY_SHARE, SERVED_BEYOND, frame_to_source, read_vertebrae, spine_corridor
+from spine_core.landmarks import (
+    ENDS_CHANNEL,
+    ENDS_WEIGHT,
+    LEVEL_CHANNEL,
+    LEVEL_SCALE,
+    N_CHANNELS,
+    OFFSET_SCALE,
+    WIDTH_PROFILE,
+    WINDOW_ENDS_WEIGHT,
+    decode,
+)
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox
 
 H, W = UNET_INPUT_HW
@@ -82,6 +92,32 @@ def test_off_chain_peaks_are_ignored():
     assert any("off the spine" in n for n in found.notes)
 
 
+def test_a_second_peak_between_two_vertebrae_does_not_shift_the_levels():
+    """The heatmap peaks once more on the disc below a body, half a step down: the chain takes that peak (a
+    peak much closer to either body never joins it), and without the rule it would count as a level and move
+    every level below it up by one."""
+    corners = spine(17, top=30.0, step=26.0)
+    dup = corners[9].copy()
+    dup[:, 1] += 13.0  # frame pixels below T10's centre: half a step
+    chain = np.concatenate([corners[:10], dup[None], corners[10:]])
+    scores = np.r_[np.ones(10), 0.7, np.ones(7)]
+    found = decode(heads_for(chain, scores))
+    assert found is not None and found.detected.all()
+    np.testing.assert_allclose(found.corners, corners, atol=1e-3)
+    assert any("second heatmap peak" in n for n in found.notes)
+
+
+def test_short_gaps_of_real_vertebrae_are_not_taken_for_a_second_peak():
+    """Two real gaps shorter than their neighbours (the foreshortened lumbosacral junction: 0.7 of a step each)
+    keep their vertebra."""
+    corners = spine(17, top=30.0, step=24.0)
+    corners[16:, :, 1] -= 0.3 * 24.0  # L5 moved up: the L4-L5 gap is 0.7 of a step
+    found = decode(heads_for(corners))
+    assert found is not None and found.detected.all()
+    np.testing.assert_allclose(found.corners, corners, atol=1e-3)
+    assert not any("second heatmap peak" in n for n in found.notes)
+
+
 @pytest.mark.parametrize("extra_above, extra_below", [(2, 0), (0, 2), (3, 2)])
 def test_levels_hold_with_cervical_and_sacral_peaks(extra_above, extra_below):
     """A full-body chain: weaker peaks on cervical vertebrae above T1 (narrower) and on the sacrum below L5
@@ -121,6 +157,23 @@ def test_the_ends_head_tells_c7_and_s1_from_t1_and_l5(below):
     expected = chain[:17] if below else chain[1:]
     np.testing.assert_allclose(found.corners, expected, atol=1e-3)
     assert decode(heads[..., :ENDS_CHANNEL]) is not None
+
+
+def test_a_window_weighs_a_faint_ends_head_more_than_a_cropped_film():
+    """A full-body window: C7's centre peak is stronger than L5's and the ends head marks C7 only faintly (as on
+    the marked full-body films). At the cropped films' weight the levels take C7 in and leave L5 out; at the
+    window's weight they take T1..L5."""
+    chain = spine(18, top=20.0, step=24.0, scale=0.9)
+    for i in range(18):  # equal widths: the width profile cannot decide
+        chain[i, [0, 2], 0], chain[i, [1, 3], 0] = 128.0 - 12.0, 128.0 + 12.0
+    heads = heads_for(chain, np.r_[0.5, np.full(16, 0.8), 0.35])  # C7, T1..L4, L5
+    cx, cy = chain[0].mean(axis=0)
+    rows, cols = np.mgrid[0:H, 0:W] + 0.5
+    heads[..., ENDS_CHANNEL] = 0.06 * np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / (2 * 2.5**2))
+    cropped, window = decode(heads, ends_weight=ENDS_WEIGHT), decode(heads, ends_weight=WINDOW_ENDS_WEIGHT)
+    assert cropped is not None and window is not None
+    np.testing.assert_allclose(cropped.corners, chain[:17], atol=1e-3)
+    np.testing.assert_allclose(window.corners, chain[1:], atol=1e-3)
 
 
 def _equal_chain(n: int) -> np.ndarray:
@@ -205,3 +258,17 @@ def test_chain_offset_counts_a_whole_chain_shift_in_steps():
     assert chain_offset(truth[:17], truth[:17]) == 0.0
     assert chain_offset(truth[1:18], truth[:17]) == pytest.approx(1.0)  # one level low: T1 on T2 ... L5 on S1
     assert chain_offset(truth[2:19], truth[:17]) == pytest.approx(2.0)
+
+
+def test_the_served_band_stops_in_the_discs_beyond_t1_and_l5():
+    """The served mask's band keeps T1's and L5's whole bodies and stops before C7's and S1's centres; the
+    classifier's band (the default) reaches past them."""
+    corners = spine(17, top=60.0, step=26.0)
+    served = spine_corridor(corners, H, W, beyond=SERVED_BEYOND)
+    wide = spine_corridor(corners, H, W)
+    x = int(corners[0, :, 0].mean())
+    t1_top, l5_bottom = int(corners[0, :2, 1].min()), int(np.ceil(corners[16, 2:, 1].max()))
+    c7_centre, s1_centre = int(corners[0, :, 1].mean() - 26), int(corners[16, :, 1].mean() + 26)
+    assert served[t1_top:l5_bottom, x].all()
+    assert not served[: c7_centre + 1, x].any() and not served[s1_centre:, x].any()
+    assert wide[c7_centre, x] and wide[s1_centre, x]
