@@ -20,7 +20,7 @@ import numpy as np
 
 from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
-from spine_core.landmark_reader import read_vertebrae, source_to_frame, spine_corridor
+from spine_core.landmark_reader import SERVED_BEYOND, read_vertebrae, source_to_frame, spine_corridor
 from spine_core.preprocessing import CropBox, Letterbox
 from spine_core.vertebrae import VertebraeResult, find_vertebrae
 from spine_engine.models import LoadedModel
@@ -97,11 +97,13 @@ def landmark_reading(
 
 
 def corridors(vertebrae: VertebraeResult, source_hw: tuple[int, int], frame: Letterbox) -> tuple[np.ndarray, np.ndarray] | None:
-    """The band along the 17 vertebrae at the film's size and in the model frame (None without 17 vertebrae)."""
+    """The bands along the 17 vertebrae (None without 17 vertebrae): the served mask's at the film's size, ending
+    half-way through the discs beyond T1 and L5, and the classifier's in the model frame, reaching further."""
     corners = vertebrae.corners()
     if corners is None:
         return None
-    return spine_corridor(corners, *source_hw), spine_corridor(source_to_frame(corners, frame), frame.out_h, frame.out_w)
+    served = spine_corridor(corners, *source_hw, beyond=SERVED_BEYOND)
+    return served, spine_corridor(source_to_frame(corners, frame), frame.out_h, frame.out_w)
 
 
 def corner_mask(vertebrae: VertebraeResult, height: int, width: int) -> np.ndarray:
