@@ -100,15 +100,18 @@ def read_vertebrae(
     out_hw: tuple[int, int] = UNET_INPUT_HW,
     typical_peak: float = 1.0,
     frame: tuple[np.ndarray, Letterbox] | None = None,
+    first_heads: np.ndarray | None = None,
 ) -> LandmarkReading:
     """The film's 17 vertebrae in original pixels (or a VertebraeResult with a reason when no spine is seen).
 
     `typical_peak`: the model's median heatmap peak on the validation films (its manifest's `val_median_peak`).
     `frame`: the film already letterboxed into `out_hw` (`preprocess_image`'s answer, e.g. the U-Net's input),
-    so the film is not resized twice.
+    so the film is not resized twice. `first_heads`: the model's answer on `frame`, when the caller ran it
+    already (beside the U-Net); `run` then serves the second pass only.
     """
     frame_input, box = frame if frame is not None else preprocess_image(pixels, out_hw)
-    found = decode(run(frame_input[None, ..., None])[0], typical_peak=typical_peak)
+    heads = first_heads if first_heads is not None else run(frame_input[None, ..., None])[0]
+    found = decode(heads, typical_peak=typical_peak)
     if found is None:
         return LandmarkReading(VertebraeResult([], reason="the landmark model found fewer than 3 vertebrae"))
     first = to_vertebrae(found, box)

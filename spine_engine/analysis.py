@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,15 @@ from spine_engine.decoding import DecodedImage
 from spine_engine.engine import Engine
 from spine_engine.errors import ModelUnavailableError, NoSpineFoundError, NoValidatedModelError
 from spine_engine.localisation import localise, segment_window
-from spine_engine.measurement import corner_mask, corridors, landmark_reading, measure_spine, serves_corner_mask
+from spine_engine.measurement import (
+    FirstPass,
+    corner_mask,
+    corridors,
+    landmark_reading,
+    measure_spine,
+    serves_corner_mask,
+    start_first_pass,
+)
 from spine_engine.models import LoadedModel
 from spine_engine.policy import AnalysisPolicy
 from spine_engine.registry import ModelRegistry
@@ -52,6 +61,7 @@ class SpineReading:
     cobb: CobbResult | None = None
     windowed: bool = False  # the mask came from a window placed around the spine (full-body film)
     source: str | None = None  # what the vertebrae were read from: the landmark model's name, or "mask"
+    overlapped_ms: float = 0.0  # network time that ran beside the U-Net, before the reading (the landmark first pass)
 
     def measurement_note(self) -> str | None:
         """Why there is no Cobb angle, in plain words (None when there is one or nothing was measured)."""
@@ -159,22 +169,30 @@ def _serve_vertebra_mask(result: SegmentationResult, mask: np.ndarray) -> None:
     result.model_frame_masks[VERTEBRA] = letterbox_mask(mask, result.model_frame_masks[VERTEBRA].shape)
 
 
-def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, policy: AnalysisPolicy) -> SpineReading:
+def read_spine(
+    engine: Engine,
+    image: DecodedImage,
+    result: SegmentationResult,
+    policy: AnalysisPolicy,
+    first_pass: Future[FirstPass] | None = None,
+) -> SpineReading:
     """Localise, check and measure the AP spine on the vertebra mask; updates `result`'s vertebra masks in place.
 
     With a landmark model, its vertebrae place everything: on a full-body film the U-Net runs again on the
     landmark window (not on the mask's own windows), and the served mask is kept inside the band along the
     17 vertebrae once the spine check has passed. Without one, `localise` does the mask's own localisation.
+    `first_pass`: the landmark model's run on this film, started beside the U-Net (`start_first_pass`).
     """
     if result.view != "AP" or VERTEBRA not in result.masks:
         return SpineReading()
     windowed = False
     corners_served = serves_corner_mask(engine.registry, policy)
     frame = (result.model_inputs[VERTEBRA][0, ..., 0], result.letterboxes[VERTEBRA]) if VERTEBRA in result.model_inputs else None
-    landmarks = landmark_reading(engine.registry, image.pixels, policy, frame)
+    landmarks = landmark_reading(engine.registry, image.pixels, policy, frame, first_pass)
     # The spine check judges the whole film: the U-Net's mask before a window's re-segmentation replaces it (a
     # window framed on anything, a micrograph's cells say, shows a column the whole image does not).
     whole_film_mask = result.model_frame_masks[VERTEBRA]
+    overlapped = landmarks.overlapped_ms if landmarks is not None else 0.0
     if landmarks is not None:
         result.timings_ms["landmark_inference"] = landmarks.inference_ms
         result.models_used.append(landmarks.model.name)
@@ -196,7 +214,7 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
         landmark_features=landmarks.features(image.height) if landmarks else None,
     )
     if not gate.ok:
-        return SpineReading(gate=gate, windowed=windowed)
+        return SpineReading(gate=gate, windowed=windowed, overlapped_ms=overlapped)
     measured = measure_spine(image.pixels, result.masks[VERTEBRA], landmarks)
     if landmarks is not None and corners_served:
         _serve_vertebra_mask(result, corner_mask(landmarks.vertebrae, image.height, image.width))
@@ -205,7 +223,14 @@ def read_spine(engine: Engine, image: DecodedImage, result: SegmentationResult, 
         if bands is not None:
             result.masks[VERTEBRA] &= bands[0]
             result.model_frame_masks[VERTEBRA] &= bands[1]
-    return SpineReading(gate=gate, vertebrae=measured.vertebrae, cobb=measured.cobb, windowed=windowed, source=measured.source)
+    return SpineReading(
+        gate=gate,
+        vertebrae=measured.vertebrae,
+        cobb=measured.cobb,
+        windowed=windowed,
+        source=measured.source,
+        overlapped_ms=overlapped,
+    )
 
 
 def refuse_unreadable(reading: SpineReading, policy: AnalysisPolicy) -> None:
@@ -234,6 +259,9 @@ def analyze(
             raise ModelUnavailableError({"classifier": "the manifest has no classification model"})
         registry.get(classifier.name)
     work = [(images[view].pixels, view, models) for view, models in chosen.items()]
+    # The landmark model's first pass needs only the film: queued now, it runs beside the U-Nets.
+    reads_ap = "AP" in chosen and any(m.name == VERTEBRA for m in chosen["AP"])
+    first_pass = start_first_pass(registry, images["AP"].pixels, policy) if reads_ap else None
     results = engine.segmenter.segment_selected(work, source_masks=True if source_masks else {VERTEBRA})
     study = StudyResult(
         views={view: ViewAnalysis(images[view], result) for view, result in zip(chosen, results, strict=True)},
@@ -243,7 +271,7 @@ def analyze(
     )
     started = time.perf_counter()
     for view in study.views.values():
-        view.reading = read_spine(engine, view.image, view.result, policy)
+        view.reading = read_spine(engine, view.image, view.result, policy, first_pass if view.result.view == "AP" else None)
         if classify:  # a mask answer may be shown with a warning; a label never comes from an unreadable film
             refuse_unreadable(view.reading, policy)
     # localisation, spine check, vertebrae, Cobb: the geometry, without the networks' runs it waits for (the
@@ -254,6 +282,7 @@ def analyze(
         if spent:
             study.timings_ms[stage] = spent
             networks_ms += spent
+    networks_ms -= sum(v.reading.overlapped_ms for v in study.views.values())  # ran before this loop began
     study.timings_ms["measurement"] = (time.perf_counter() - started) * 1000 - networks_ms
     if classify:
         started = time.perf_counter()

@@ -34,6 +34,7 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "service/dicom/test_radiograph_kinds.py": ("e2e",),  # 32 kinds of film through /dicom/seg and /dicom/sr, dciodvfy on each
     "service/test_serve_committed_models.py": ("e2e",),
     "service/test_level_sheets.py": ("e2e",),  # the committed landmark model on an example film
+    "service/test_landmark_first_pass.py": ("e2e",),  # the committed models, with and without the overlap
     "service/test_not_a_spine_corpus.py": ("e2e",),
     "service/test_readme_quick_start.py": ("e2e",),
     "spine_batch/test_engines.py": ("e2e",),

@@ -17,7 +17,7 @@ from spine_core.landmarks import (
     WINDOW_ENDS_WEIGHT,
     decode,
 )
-from spine_core.preprocessing import UNET_INPUT_HW, Letterbox
+from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 
 H, W = UNET_INPUT_HW
 
@@ -272,3 +272,37 @@ def test_the_served_band_stops_in_the_discs_beyond_t1_and_l5():
     assert served[t1_top:l5_bottom, x].all()
     assert not served[: c7_centre + 1, x].any() and not served[s1_centre:, x].any()
     assert wide[c7_centre, x] and wide[s1_centre, x]
+
+
+def test_a_first_pass_run_beforehand_gives_the_same_reading_and_run_serves_the_window_only():
+    """The service runs the whole-film pass beside the U-Net and hands its heads in: the reading is the same,
+    and the reader's own `run` is called once, for the full-body window."""
+    film_h, film_w = 4000, 1500
+    corners_src = spine(17, top=1200.0, step=90.0, x=750.0)
+    corners_src[..., 0] = 750 + (corners_src[..., 0] - 750) * 3.5
+    pixels = np.zeros((film_h, film_w), np.uint8)
+    for quad in corners_src:
+        pixels[int(quad[:, 1].min()) : int(quad[:, 1].max()), int(quad[:, 0].min()) : int(quad[:, 0].max())] = 200
+    calls: list[tuple[int, int]] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        calls.append(batch.shape[1:3])
+        labels, _n = ndimage.label(batch[0, ..., 0] > 0.5)
+        quads = np.array(
+            [
+                [[b[1].start, b[0].start], [b[1].stop, b[0].start], [b[1].start, b[0].stop], [b[1].stop, b[0].stop]]
+                for b in ndimage.find_objects(labels)
+            ],
+            dtype=np.float64,
+        )
+        return heads_for(quads[np.argsort(quads[:, 0, 1])])[None]
+
+    plain = read_vertebrae(run, pixels)
+    frame = preprocess_image(pixels, UNET_INPUT_HW)
+    heads = run(frame[0][None, ..., None])[0]
+    calls.clear()
+    handed = read_vertebrae(run, pixels, frame=frame, first_heads=heads)
+    assert len(calls) == 1 and handed.passes == plain.passes == 2
+    np.testing.assert_array_equal(handed.vertebrae.corners(), plain.vertebrae.corners())

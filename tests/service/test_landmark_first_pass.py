@@ -1,0 +1,67 @@
+"""The landmark model's first pass runs beside the U-Net: the same answer as one after the other, honest timings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spine_engine.analysis as analysis
+from spine_engine.engine import Engine
+from spine_engine.registry import ModelRegistry
+from spine_engine.settings import EngineSettings
+from spine_engine.study import Film, StudyRequest, analyze_study
+
+ROOT = Path(__file__).resolve().parents[2]
+FILM = ROOT / "docs" / "examples" / "synthetic_ap.jpg"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    registry = ModelRegistry.load(ROOT / "exported_models", providers=["CPUExecutionProvider"], warmup=False)
+    return Engine(registry, EngineSettings().policy())
+
+
+def _classify(engine: Engine):
+    request = StudyRequest(films=(Film(FILM.read_bytes(), FILM.name, "AP"),), policy=engine.policy, max_pixels=10**9)
+    return analyze_study(engine, request)
+
+
+def test_the_overlapped_first_pass_gives_the_answer_of_the_sequential_one(engine: Engine, monkeypatch) -> None:
+    started: list[bool] = []
+    real_start = analysis.start_first_pass
+
+    def counting_start(*args, **kwargs):
+        future = real_start(*args, **kwargs)
+        started.append(future is not None)
+        return future
+
+    monkeypatch.setattr(analysis, "start_first_pass", counting_start)
+    overlapped = _classify(engine)
+    assert started == [True]
+    monkeypatch.setattr(analysis, "start_first_pass", lambda *args, **kwargs: None)
+    sequential = _classify(engine)
+
+    a, b = overlapped.views["AP"], sequential.views["AP"]
+    assert a.reading.vertebrae is not None and len(a.reading.vertebrae.vertebrae) == 17
+    np.testing.assert_array_equal(a.reading.vertebrae.corners(), b.reading.vertebrae.corners())
+    assert a.reading.cobb.aasce_angles_deg == b.reading.cobb.aasce_angles_deg
+    np.testing.assert_array_equal(a.result.masks["Ap_Vertebra"], b.result.masks["Ap_Vertebra"])
+    assert overlapped.per_mask_raw == sequential.per_mask_raw
+    assert a.reading.overlapped_ms >= 0.0 and b.reading.overlapped_ms == 0.0
+    for study in (overlapped, sequential):
+        timings = study.timings_ms
+        # `measurement` is the geometry alone: the first pass that ran beside the U-Net is not taken off it twice
+        # (it would go negative) nor left in it (it would exceed the network's own time on this AP film)
+        assert 0.0 <= timings["measurement"] < timings["landmark_inference"]
+
+
+def test_the_mask_measurement_starts_no_landmark_run(engine: Engine) -> None:
+    policy = replace(engine.policy, measurement="mask")
+    request = StudyRequest(films=(Film(FILM.read_bytes(), FILM.name, "AP"),), policy=policy, max_pixels=10**9)
+    study = analyze_study(Engine(engine.registry, policy), request)
+    assert "landmark_inference" not in study.timings_ms
+    assert study.views["AP"].reading.overlapped_ms == 0.0
+    assert analysis.start_first_pass(engine.registry, np.zeros((64, 32), np.uint8), policy) is None
