@@ -35,6 +35,7 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "service/test_serve_committed_models.py": ("e2e",),
     "service/test_level_sheets.py": ("e2e",),  # the committed landmark model on an example film
     "service/test_landmark_first_pass.py": ("e2e",),  # the committed models, with and without the overlap
+    "service/test_fullbody_windows.py": ("e2e",),  # the committed landmark model on a marked full-body film
     "service/test_not_a_spine_corpus.py": ("e2e",),
     "service/test_readme_quick_start.py": ("e2e",),
     "spine_batch/test_engines.py": ("e2e",),
