@@ -65,3 +65,27 @@ def test_the_mask_measurement_starts_no_landmark_run(engine: Engine) -> None:
     assert "landmark_inference" not in study.timings_ms
     assert study.views["AP"].reading.overlapped_ms == 0.0
     assert analysis.start_first_pass(engine.registry, np.zeros((64, 32), np.uint8), policy) is None
+
+
+def test_an_error_in_the_first_pass_is_raised_where_the_reading_reads_it() -> None:
+    """The run happens on its own thread; its error must reach the request (and its error mapping), not vanish."""
+    from types import SimpleNamespace
+
+    from spine_engine.errors import InvalidInputError
+    from spine_engine.measurement import landmark_reading, start_first_pass
+
+    model = SimpleNamespace(input_hw=(64, 32), entry=SimpleNamespace(metrics={}))
+
+    class Failing:
+        def landmark_model(self):
+            return model
+
+        def infer(self, work):
+            raise InvalidInputError("onnxruntime rejected the input: broken graph")
+
+    policy = EngineSettings().policy()
+    pixels = np.zeros((128, 64), np.uint8)
+    future = start_first_pass(Failing(), pixels, policy)  # type: ignore[arg-type]
+    assert future is not None
+    with pytest.raises(InvalidInputError, match="broken graph"):
+        landmark_reading(Failing(), pixels, policy, first_pass=future)  # type: ignore[arg-type]
