@@ -9,6 +9,7 @@ import contextlib
 import io
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -356,3 +357,16 @@ def decode_rle(rle: dict) -> np.ndarray:
 def post_segment(client: TestClient, data: bytes, filename: str = "xray.png", **form: object):
     fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()}
     return client.post("/segment", files={"file": (filename, data, "application/octet-stream")}, data=fields)
+
+
+def load_script(name: str):
+    """A module of the repository's `scripts/` folder (run there as files, not a package), for its tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

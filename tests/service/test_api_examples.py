@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from spine_service_testlib import load_script
 
 from service.schemas import ClassifyResponse, ModelsResponse, SegmentResponse
 from spine_core.manifest import load_manifest
@@ -18,10 +18,7 @@ FILM_DIR = ROOT.parent / "shared" / "data" / "aasce-train" / "images"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("api_examples", ROOT / "scripts" / "api_examples.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("api_examples")
 
 
 def test_readme_blocks_are_the_examples_file() -> None:

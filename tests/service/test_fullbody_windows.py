@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from spine_service_testlib import load_script
 
 from spine_engine.decoding import decode_image
 from spine_engine.registry import ModelRegistry
@@ -23,10 +23,7 @@ pytestmark = [
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("fullbody_finetune", ROOT / "scripts" / "fullbody_finetune.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("fullbody_finetune")
 
 
 def test_a_marked_film_gives_its_window_and_seventeen_bodies_between_the_marks() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from spine_service_testlib import load_script
 
 from spine_engine.decoding import decode_image
 from spine_engine.registry import ModelRegistry
@@ -16,10 +16,7 @@ FILM = ROOT / "docs" / "examples" / "synthetic_ap.jpg"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("level_sheets", ROOT / "scripts" / "level_sheets.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("level_sheets")
 
 
 def test_sheets_number_the_bodies_top_to_bottom_on_the_film(tmp_path: Path) -> None:

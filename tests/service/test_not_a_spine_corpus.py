@@ -9,11 +9,10 @@ full-body films refused) needs ../shared/data and takes a few minutes.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from spine_service_testlib import load_script
 
 from service.core.config import DEFAULT_MODELS_DIR
 from spine_engine import ModelRegistry
@@ -28,12 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _gate_check():
-    spec = importlib.util.spec_from_file_location("gate_check", REPO / "scripts" / "gate_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gate_check"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gate_check")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from scipy import ndimage
+from spine_service_testlib import load_script
 
 from spine_engine.localisation import LocalisationSettings, localise
 
@@ -97,11 +97,7 @@ def test_windows_that_find_nothing_more_leave_the_plain_mask() -> None:
 
 
 def _fov_check():
-    spec = importlib.util.spec_from_file_location("fov_check", REPO / "scripts" / "fov_check.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fov_check")
 
 
 def test_corridor_scores_count_pixels_and_rows() -> None:
