@@ -44,10 +44,10 @@ def window_sample(registry: ModelRegistry, pixels: np.ndarray, film: dict) -> tu
 
     reading = read_vertebrae(run, pixels, out_hw=tuple(model.input_hw))
     window: CropBox | None = reading.window
-    if window is None:
+    if window is None or reading.heads is None:
         return "no window (the first pass spans most of the film)"
-    frame = preprocess_crop(pixels, window)
-    chain = find_chain(run(frame[None, ..., None])[0])
+    frame = preprocess_crop(pixels, window)  # the training image: the window's frame, as the model saw it
+    chain = find_chain(reading.heads)
     if chain is None:
         return "no chain in the window"
     to_frame = window.out_h / window.height

@@ -27,7 +27,6 @@ if str(REPO) not in sys.path:  # run as a file from anywhere
 
 from spine_core.landmark_reader import frame_to_source, read_vertebrae  # noqa: E402
 from spine_core.landmarks import find_chain  # noqa: E402
-from spine_core.preprocessing import preprocess_crop, preprocess_image  # noqa: E402
 from spine_engine.decoding import decode_image  # noqa: E402
 from spine_engine.registry import ModelRegistry  # noqa: E402
 
@@ -40,18 +39,13 @@ def chain_boxes(registry: ModelRegistry, pixels: np.ndarray) -> np.ndarray | Non
     model = registry.landmark_model()
     if model is None:
         raise SystemExit("the manifest has no landmark model")
-    out_hw = tuple(model.input_hw)
 
     def run(batch: np.ndarray) -> np.ndarray:
         return registry.infer([(model, batch)])[0]
 
-    reading = read_vertebrae(run, pixels, out_hw=out_hw)
-    if reading.window is not None:
-        frame_input, frame = preprocess_crop(pixels, reading.window), reading.window
-    else:
-        frame_input, frame = preprocess_image(pixels, out_hw)
-    chain = find_chain(run(frame_input[None, ..., None])[0])
-    return None if chain is None else frame_to_source(chain.corners, frame)
+    reading = read_vertebrae(run, pixels, out_hw=tuple(model.input_hw))
+    chain = find_chain(reading.heads) if reading.heads is not None else None
+    return None if chain is None else frame_to_source(chain.corners, reading.frame)
 
 
 def draw_sheets(pixels: np.ndarray, boxes: np.ndarray, out: Path, stem: str) -> None:

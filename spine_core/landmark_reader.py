@@ -38,6 +38,10 @@ class LandmarkReading:
     window: CropBox | None = None  # the second pass's window on a full-body film
     passes: int = 1
     notes: list[str] = field(default_factory=list)
+    # The model's answer on the pass kept and the frame it is in: tools that read the whole chain (`find_chain`,
+    # cervical and sacral bodies included) take it from here rather than running the model again.
+    heads: np.ndarray | None = None
+    frame: Letterbox | CropBox | None = None
 
 
 def frame_to_source(points: np.ndarray, frame: Letterbox | CropBox) -> np.ndarray:
@@ -118,15 +122,16 @@ def read_vertebrae(
     corners = np.stack([v.corners for v in first.vertebrae])
     share = (corners[-1, 2:, 1].mean() - corners[0, :2, 1].mean()) / pixels.shape[0]
     if share >= FULL_BODY_SHARE:
-        return LandmarkReading(first)
+        return LandmarkReading(first, heads=heads, frame=box)
     window = full_body_window(corners, pixels.shape[:2], out_hw)
     window_heads = run(preprocess_crop(pixels, window)[None, ..., None])[0]
     windowed = decode(window_heads, typical_peak=typical_peak, ends_weight=WINDOW_ENDS_WEIGHT)
     if windowed is None or windowed.detected.sum() < found.detected.sum() - 2:
         note = f"T1-L5 spans {share:.0%} of the film; a second pass on a window around it found less, first pass kept"
-        return LandmarkReading(first, window=None, passes=2, notes=[note])
+        return LandmarkReading(first, window=None, passes=2, notes=[note], heads=heads, frame=box)
     note = f"T1-L5 spans {share:.0%} of the film: measured on a second pass in a window around the spine"
-    return LandmarkReading(to_vertebrae(windowed, window), window=window, passes=2, notes=[note])
+    kept = to_vertebrae(windowed, window)
+    return LandmarkReading(kept, window=window, passes=2, notes=[note], heads=window_heads, frame=window)
 
 
 CORRIDOR_SIDE = 0.2  # share of a vertebra's width the corridor adds on each side (a pedicle or an osteophyte stays in)

@@ -119,9 +119,9 @@ def landmark_reading(
     model = landmark_model(registry, policy)
     if model is None:
         return None
-    waited = time.perf_counter()
+    wait_started = time.perf_counter()
     early = first_pass.result() if first_pass is not None else None
-    waited = (time.perf_counter() - waited) * 1000  # the part of the first pass the reading had to wait for
+    waited_ms = (time.perf_counter() - wait_started) * 1000  # the part of the first pass the reading waited for
     spent = [early.inference_ms if early is not None else 0.0]
 
     def run(batch: np.ndarray) -> np.ndarray:  # through the scheduler, like every session run
@@ -132,9 +132,9 @@ def landmark_reading(
 
     typical_peak = float(model.entry.metrics.get("val_median_peak", 1.0))
     out_hw = tuple(model.input_hw)
-    own_frame = frame if frame is not None and frame[0].shape == out_hw else None  # else the model's own frame
-    if early is not None:
-        own_frame = early.frame
+    # The first pass's own frame; else the U-Net's input when it is the landmark model's size; else None (its own).
+    unet_frame = frame if frame is not None and frame[0].shape == out_hw else None
+    own_frame = early.frame if early is not None else unet_frame
     reading = read_vertebrae(
         run,
         pixels,
@@ -144,7 +144,7 @@ def landmark_reading(
         first_heads=early.heads if early is not None else None,
     )
     vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
-    overlapped = max(0.0, early.inference_ms - waited) if early is not None else 0.0
+    overlapped = max(0.0, early.inference_ms - waited_ms) if early is not None else 0.0
     return LandmarkReading(model, vertebrae, spent[0], overlapped_ms=overlapped, window=reading.window)
 
 

@@ -244,6 +244,7 @@ def test_full_body_films_get_a_second_pass_on_a_window():
     share = (corners_src[-1, 2, 1] - corners_src[0, 0, 1]) / film_h
     assert share < FULL_BODY_SHARE
     assert reading.passes == 2 and reading.window is not None and len(seen) == 2
+    assert reading.frame is reading.window and reading.heads is not None and reading.heads.shape[:2] == (H, W)
     got = np.stack([v.corners for v in reading.vertebrae.vertebrae])
     # within a couple of original pixels per frame pixel of the window (the bodies are axis-aligned boxes here)
     scale = reading.window.height / reading.window.out_h
