@@ -3,29 +3,25 @@
 For each server variant (a set of SPINE_* environment settings) the server is started, timed to
 readiness, and loaded with /segment (AP, LAT) and /classify (AP+LAT) at each concurrency with a
 bounded number of requests. Peak RSS comes from /proc (VmHWM, reset per scenario through clear_refs,
-plus sampling), CPU seconds per request from /proc/<pid>/stat.
+plus sampling), CPU seconds per request from /proc/<pid>/stat. Starting the server and reading /proc:
+benchmarks.server_process.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import PeriodicSampler, summarize
+from benchmarks.server_process import RssSampler, Server, cpu_seconds, proc_status_bytes, reset_peak_rss, spine_serve
+from benchmarks.timing import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -94,147 +90,6 @@ def load_images(data_dir: Path | None = None) -> Images:
     )
 
 
-# --------------------------------------------------------------------------- server process
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_status(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _reset_peak_rss(pid: int) -> bool:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-class RssSampler(PeriodicSampler):
-    """Max RSS of a process sampled every `interval` seconds (a fallback and cross-check for VmHWM)."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        super().__init__(interval, "rss-sampler")
-        self.pid, self.peak = pid, 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = _proc_status(self.pid, "VmRSS")
-            if rss:
-                self.peak = max(self.peak, rss)
-            self._stop.wait(self.interval)
-
-
-@dataclass
-class Server:
-    url: str
-    pid: int
-    process: subprocess.Popen
-    time_to_live_s: float | None
-    time_to_ready_s: float
-    ready_body: dict[str, Any]
-    log_path: Path
-
-
-def _serve_command(pythonpath: Path | None = None) -> list[str]:
-    if pythonpath is not None:  # another checkout of the code: its `service` package, this interpreter
-        return [sys.executable, "-m", "service"]
-    script = Path(sys.executable).parent / "spine-serve"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("spine-serve")
-    return [found] if found else [sys.executable, "-m", "service"]
-
-
-@contextmanager
-def spine_serve(
-    models_dir: Path, env: dict[str, str], log_dir: Path, timeout: float = 300.0, pythonpath: Path | None = None
-) -> Iterator[Server]:
-    """Start spine-serve on 127.0.0.1:<random port> with SPINE_* settings; yield once /health/ready says 200.
-
-    `pythonpath`: serve the code of another tree (e.g. a `git archive` of an earlier commit) instead of this one.
-    """
-    import httpx
-
-    port = _free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPINE_")}
-    full_env.update(
-        {
-            "SPINE_HOST": "127.0.0.1",
-            "SPINE_PORT": str(port),
-            "SPINE_MODELS_DIR": str(models_dir),
-            "SPINE_LOG_LEVEL": "warning",
-            "SPINE_LOG_JSON": "true",
-            # The timed workload: every U-Net of both views, on films that need not be spines (see pipeline_bench).
-            "SPINE_DEMONSTRATION_MODELS": "true",
-            "SPINE_DEMONSTRATION_MODELS_DECIDE": "true",
-            "SPINE_SPINE_CHECK": "false",
-        }
-    )
-    full_env.update(env)
-    if pythonpath is not None:
-        full_env["PYTHONPATH"] = str(pythonpath)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"spine-serve-{port}.log"
-    url = f"http://127.0.0.1:{port}"
-    started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            _serve_command(pythonpath), env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=str(pythonpath or REPO)
-        )
-    try:
-        live_at: float | None = None
-        body: dict[str, Any] = {}
-        with httpx.Client(timeout=5.0) as client:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"spine-serve exited with {process.returncode}; log: {log_path}\n{log_path.read_text()[-2000:]}"
-                    )
-                if time.perf_counter() - started > timeout:
-                    raise RuntimeError(f"spine-serve not ready after {timeout:.0f} s: {body}; log: {log_path}")
-                try:
-                    if live_at is None and client.get(url + "/health/live").status_code == 200:
-                        live_at = time.perf_counter() - started
-                    r = client.get(url + "/health/ready")
-                    body = r.json()
-                    if r.status_code == 200:
-                        break
-                    if body.get("status") == "not_ready":
-                        raise RuntimeError(f"spine-serve is up but not ready: {body.get('reasons')}")
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        ready_s = time.perf_counter() - started
-        yield Server(url, process.pid, process, live_at, ready_s, body, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 # --------------------------------------------------------------------------- load
 
 
@@ -289,8 +144,8 @@ def run_load(server: Server, scenario: str, studies: list[Study], concurrency: i
                         errors.append(err if r is None else f"HTTP {r.status_code}: {content[:200]!r}")
 
     pid = server.pid
-    hwm_reset = _reset_peak_rss(pid)
-    cpu0 = _cpu_seconds(pid)
+    hwm_reset = reset_peak_rss(pid)
+    cpu0 = cpu_seconds(pid)
     client_cpu0 = time.process_time()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     with RssSampler(pid) as sampler:
@@ -300,9 +155,9 @@ def run_load(server: Server, scenario: str, studies: list[Study], concurrency: i
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-    cpu1 = _cpu_seconds(pid)
+    cpu1 = cpu_seconds(pid)
     client_cpu = time.process_time() - client_cpu0
-    hwm = _proc_status(pid, "VmHWM") if hwm_reset else None
+    hwm = proc_status_bytes(pid, "VmHWM") if hwm_reset else None
     stages: dict[str, float] = {}
     for timing in server_timings:
         for k, v in timing.items():
@@ -417,7 +272,7 @@ def _run_variant(
             "time_to_ready_s": server.time_to_ready_s,
             "execution_provider": server.ready_body.get("execution_provider"),
             "requested_providers": server.ready_body.get("requested_providers"),
-            "rss_after_ready_mib": (_proc_status(server.pid, "VmRSS") or 0) / 2**20,
+            "rss_after_ready_mib": (proc_status_bytes(server.pid, "VmRSS") or 0) / 2**20,
             "scenarios": {},
         }
         for scenario in scenarios:
