@@ -7,6 +7,10 @@
   registry's scheduler; always 17 vertebrae with a confidence each;
 - `mask`: the geometry of the `Ap_Vertebra` mask (`spine_core.vertebrae`).
 
+With a tilt model in the manifest (and `tilt_model` on), each of the landmark model's 17 vertebrae is then cut
+from the film at its own resolution, turned level, and turned once more by what the tilt model reads there
+(`spine_core.vertebra_tilt`): the angles are differences of these tilts.
+
 `landmark_reading` runs the model before the spine check, because what it sees can stand in for a patchy
 mask (`spine_core.spine_gate.check_spine(landmark_features=...)`). Its first pass needs nothing the U-Net
 answers, so `start_first_pass` queues it beside the U-Net's run (two inference slots: about 1.8x less wall time
@@ -26,6 +30,7 @@ from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
 from spine_core.landmark_reader import SERVED_BEYOND, read_vertebrae, source_to_frame, spine_corridor
 from spine_core.preprocessing import CropBox, Letterbox, preprocess_image
+from spine_core.vertebra_tilt import crops_for, refine_tilts
 from spine_core.vertebrae import VertebraeResult, find_vertebrae
 from spine_engine.models import LoadedModel
 from spine_engine.policy import AnalysisPolicy
@@ -56,6 +61,8 @@ class LandmarkReading:
     overlapped_ms: float = 0.0  # of which ran beside the U-Net, before the reading began (not waited for)
     notes: list[str] = field(default_factory=list)
     window: CropBox | None = None  # a full-body film's second-pass window (original pixels)
+    tilt_model: LoadedModel | None = None  # the model that turned the vertebrae, if one did
+    tilt_ms: float = 0.0  # its run
 
     def features(self, height: int) -> dict[str, float]:
         """What the spine check reads of it: vertebrae seen (not interpolated), their span, their confidence."""
@@ -145,7 +152,32 @@ def landmark_reading(
     )
     vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
     overlapped = max(0.0, early.inference_ms - waited_ms) if early is not None else 0.0
-    return LandmarkReading(model, vertebrae, spent[0], overlapped_ms=overlapped, window=reading.window)
+    tilt = registry.tilt_model() if policy.tilt_model else None
+    tilt_ms = 0.0
+    if tilt is not None and vertebrae.corners() is not None:
+        vertebrae, tilt_ms = second_look(registry, tilt, pixels, vertebrae)
+    return LandmarkReading(
+        model,
+        vertebrae,
+        spent[0],
+        overlapped_ms=overlapped,
+        window=reading.window,
+        tilt_model=tilt if tilt_ms else None,
+        tilt_ms=tilt_ms,
+    )
+
+
+def second_look(
+    registry: ModelRegistry, model: LoadedModel, pixels: np.ndarray, vertebrae: VertebraeResult
+) -> tuple[VertebraeResult, float]:
+    """The 17 vertebrae turned by the tilt model's reading of each one's crop, and the model's run time (ms)."""
+    corners = np.stack([v.corners for v in vertebrae.vertebrae])
+    crops = crops_for(pixels, corners, model.input_hw, float(model.entry.preprocessing["crop_span"]))
+    started = time.perf_counter()
+    answers = registry.infer([(model, crops)])[0]
+    run_ms = (time.perf_counter() - started) * 1000
+    turned = refine_tilts(corners, answers)
+    return replace(vertebrae, vertebrae=[replace(v, corners=c) for v, c in zip(vertebrae.vertebrae, turned, strict=True)]), run_ms
 
 
 def corridors(vertebrae: VertebraeResult, source_hw: tuple[int, int], frame: Letterbox) -> tuple[np.ndarray, np.ndarray] | None:

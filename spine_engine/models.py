@@ -116,7 +116,7 @@ def validate_entry(entry: ModelEntry) -> str | None:
     shape = entry.input_shape
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[3] != 1:
         return f"manifest input_shape {shape} is not [None, H, W, 1]"
-    if entry.kind in ("segmentation", "refinement", "landmarks") and (entry.structure is None or entry.view is None):
+    if entry.kind in ("segmentation", "refinement", "landmarks", "tilt") and (entry.structure is None or entry.view is None):
         return f"manifest entry of a {entry.kind} model lacks structure or view"
     if entry.kind == "refinement" and not entry.refines:
         return "manifest entry of a refinement model does not say which model it refines (refines)"
@@ -190,7 +190,7 @@ def load_model(
             h, w = model.input_hw
             out = session.run([entry.output_name], {entry.input_name: np.zeros((1, h, w, 1), np.float32)})[0]
             channels = LANDMARK_CHANNELS if entry.kind == "landmarks" else (1,)
-            allowed = [(1, 2)] if entry.kind == "classification" else [(1, h, w, c) for c in channels]
+            allowed = {"classification": [(1, 2)], "tilt": [(1, 1)]}.get(entry.kind, [(1, h, w, c) for c in channels])
             if tuple(out.shape) not in allowed:
                 expected = " or ".join(str(list(shape)) for shape in allowed)
                 model.problem = f"output shape {list(out.shape)} for one image, expected {expected}"

@@ -20,6 +20,7 @@ class AnalysisPolicy:
     localisation: bool = True  # full-body films: keep the vertebra chain, re-segment a window around it
     spine_check: bool = True  # refuse (no_spine_found) what is not a readable AP spine
     measurement: str = "landmarks"  # landmarks (the landmark model, when loaded) | mask (the Ap_Vertebra mask's geometry)
+    tilt_model: bool = True  # turn each landmark vertebra by the tilt model's second look (when the manifest has one)
     vertebra_mask: str = "auto"  # unet | corners (filled from the landmark model's) | auto (the manifest's serves_mask)
 
 

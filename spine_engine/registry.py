@@ -202,6 +202,10 @@ class ModelRegistry:
         """The servable landmark model (vertebra corners for the measurement), if the manifest has one."""
         return next((m for m in self.models.values() if m.entry.kind == "landmarks" and m.servable), None)
 
+    def tilt_model(self) -> LoadedModel | None:
+        """The servable tilt model (a second look at each vertebra's tilt), if the manifest has one."""
+        return next((m for m in self.models.values() if m.entry.kind == "tilt" and m.servable), None)
+
     def classifier(self) -> LoadedModel | None:
         return next((m for m in self.models.values() if m.entry.kind == "classification"), None)
 

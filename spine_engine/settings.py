@@ -146,6 +146,13 @@ class EngineSettings(BaseSettings):
             "docs/measurement.md) or the Ap_Vertebra mask's geometry; without a landmark model the mask is used"
         ),
     )
+    tilt_model: bool = Field(
+        DEFAULT_POLICY.tilt_model,
+        description=(
+            "Turn each vertebra the landmark model found by the tilt model's reading of a crop of the film at its own "
+            "resolution, when the manifest has a tilt model (docs/measurement.md); off: the landmark model's corners as read"
+        ),
+    )
     vertebra_mask: Literal["auto", "unet", "corners"] = Field(
         DEFAULT_POLICY.vertebra_mask,  # type: ignore[arg-type]
         description=(
@@ -175,6 +182,7 @@ class EngineSettings(BaseSettings):
             localisation=self.localisation,
             spine_check=self.spine_check,
             measurement=self.measurement,
+            tilt_model=self.tilt_model,
             vertebra_mask=self.vertebra_mask,
         )
 

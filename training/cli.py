@@ -217,6 +217,31 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=1))
 
 
+def cmd_tilt(args: argparse.Namespace) -> None:
+    from training.tilt import CropShape, train_tilt
+
+    shape, filters = CropShape(tuple(args.crop_hw), args.crop_span), tuple(args.filters)
+    state = train_tilt(
+        Path(args.data), Path(args.run_dir), args.epochs, args.lr, args.batch_size, args.time_budget, args.seed, shape, filters
+    )
+    info = {
+        "kind": "tilt",
+        "training_data": "AASCE 2019 training set: each vertebra's crop from the original film, placed from the labels' "
+        "corners with random first-reading errors (spine_core.vertebra_tilt)",
+        "split": split_description(),
+        "trained_on": _device_description(),
+        "epochs": state["epoch"],
+        "best_epoch": state["best"]["epoch"],
+        "crop_hw": list(shape.hw),
+        "crop_span": shape.span,
+        "filters": list(filters),
+        "training_time_s": round(sum(h["seconds"] for h in state["history"]), 1),
+        "metrics": {k: v for k, v in state["best"].items() if k.startswith("val_")},
+    }
+    (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info, indent=1))
+
+
 def cmd_classifier(args: argparse.Namespace) -> None:
     from spine_core.preprocessing import mask_to_classifier_input
     from training.cache import load_aasce_cache
@@ -344,6 +369,18 @@ def train_main(argv: list[str] | None = None) -> None:
     )
     m.add_argument("--resume", action="store_true", help="continue the run in --run-dir (the default; kept for scripts)")
     m.set_defaults(func=cmd_landmarks)
+    t = sub.add_parser("tilt", help="train the tilt model (each vertebra's remaining tilt from a crop of the film)")
+    t.add_argument("data", help="AASCE-layout folder (images/, labels/)")
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--time-budget", type=float, default=0, help="seconds; stop after the epoch that would pass it")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--crop-hw", type=int, nargs=2, default=[64, 64], metavar=("ROWS", "COLS"), help="the model's input")
+    t.add_argument("--crop-span", type=float, default=1.6, help="the crop's width in vertebra widths")
+    t.add_argument("--filters", type=int, nargs="+", default=[16, 32, 64, 96], help="per conv block (each halves the map)")
+    t.set_defaults(func=cmd_tilt)
     k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")
     _add_fit_args(k, epochs=60, batch_size=32, lr=3e-4)
     k.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)

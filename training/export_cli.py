@@ -48,6 +48,13 @@ def export_main(argv: list[str] | None = None) -> None:
     lm.add_argument(
         "--compare-eval", default=None, help="spine-evaluate JSON of the measurement it replaces (--measurement mask)"
     )
+    tl = sub.add_parser("tilt", help="export the tilt model (validated by the service's figures with and without it)")
+    tl.add_argument("--run-dir", required=True)
+    tl.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
+    tl.add_argument("--models", default="exported_models")
+    tl.add_argument("--no-triton-config", action="store_true")
+    tl.add_argument("--eval-json", default=None, help="spine-evaluate aasce --subset val JSON with the tilt model served")
+    tl.add_argument("--compare-eval", default=None, help="the same without it (SPINE_TILT_MODEL=false)")
     sm = sub.add_parser("serve-mask", help="serve the corner-filled Ap_Vertebra mask if its validation Dice beats the U-Net's")
     sm.add_argument("--models", default="exported_models")
     sm.add_argument("--eval-json", required=True, help="spine-evaluate aasce --subset val JSON (U-Net mask served)")
@@ -117,6 +124,11 @@ def export_main(argv: list[str] | None = None) -> None:
 
         compare = json.loads(Path(args.compare_eval).read_text()) if args.compare_eval else None
         entry = export_landmarks(Path(args.run_dir), Path(args.cache), models_dir, compare)
+    elif args.command == "tilt":
+        from training.tilt_export import export_tilt
+
+        evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
+        entry = export_tilt(Path(args.run_dir), Path(args.data), models_dir, *evals)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

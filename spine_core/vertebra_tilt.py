@@ -1,0 +1,90 @@
+"""A second look at each vertebra's tilt: crops at the film's own resolution, turned level, for the tilt model.
+
+The Cobb angles are differences of the 17 vertebrae's tilts (the vector from the middle of a vertebra's left
+side to the middle of its right side, `spine_core.cobb`). The landmark model reads the corners on a 512x256
+frame, about a fifth of an AASCE film's resolution; its tilt error (median 1.9 degrees on the validation films)
+is what the angles' SMAPE is made of: the same vertebrae with the labels' tilts give 0.7 % instead of 9.6 %.
+
+`vertebra_crops` cuts one square per vertebra from the original pixels, centred on it and turned by its read
+tilt so that it lies level, `CROP_SPAN` of its width on a side (the discs and the neighbours' endplates in
+view), sampled at twice the model's input size and averaged 2x2 (a plain bilinear sample of a film several times larger
+would alias), then standardised. The tilt model answers, per crop, how far the vertebra still is from level
+(`TILT_SCALE` degrees per unit); `turn_vertebrae` turns each vertebra's corners about its centre by that.
+Training (`training/tilt.py`) cuts its crops with these same functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from spine_core.preprocessing import to_grayscale
+
+CROP_HW = (64, 64)  # the tilt model's input, rows x columns
+CROP_SPAN = 1.6  # the crop's width as a multiple of the vertebra's width (its height at the same scale)
+TILT_SCALE = 10.0  # degrees per unit of the model's output (keeps the regression target near 1)
+MAX_TURN_DEG = 15.0  # the most one answer may turn a vertebra: beyond, the crop was not of the vertebra read
+
+
+def cobb_vectors(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(k, 4, 2) TL, TR, BL, BR -> each vertebra's tilt (radians, image y down), width and centre (k, 2)."""
+    left = (corners[:, 0] + corners[:, 2]) / 2
+    right = (corners[:, 1] + corners[:, 3]) / 2
+    vector = right - left
+    return np.arctan2(vector[:, 1], vector[:, 0]), np.linalg.norm(vector, axis=1), corners.mean(axis=1)
+
+
+def crop_grid(
+    centres: np.ndarray, widths: np.ndarray, angles: np.ndarray, crop_hw: tuple[int, int] = CROP_HW, span: float = CROP_SPAN
+) -> np.ndarray:
+    """(k, 2, 2*rows, 2*cols) row, col sample positions of each vertebra's level rectangle in the film."""
+    rows, cols = 2 * crop_hw[0], 2 * crop_hw[1]
+    side = span * np.maximum(widths, 1.0)
+    u = (np.arange(cols) + 0.5) / cols - 0.5  # -0.5..0.5 along the vertebra
+    v = ((np.arange(rows) + 0.5) / rows - 0.5) * rows / cols  # the same scale across it
+    along, across = np.meshgrid(u, v)  # along: x in the level frame, across: y
+    cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+    s = side[:, None, None]
+    x = centres[:, 0, None, None] + s * (along * cos - across * sin)
+    y = centres[:, 1, None, None] + s * (along * sin + across * cos)
+    return np.stack([y - 0.5, x - 0.5], axis=1)  # pixel centres at half-integers (the corners' convention)
+
+
+def vertebra_crops(
+    pixels: np.ndarray,
+    centres: np.ndarray,
+    widths: np.ndarray,
+    angles: np.ndarray,
+    crop_hw: tuple[int, int] = CROP_HW,
+    span: float = CROP_SPAN,
+) -> np.ndarray:
+    """(k, rows, cols) float32 standardised crops of the film, each vertebra turned level by `angles`."""
+    gray = to_grayscale(pixels)
+    grid = crop_grid(np.asarray(centres, float), np.asarray(widths, float), np.asarray(angles, float), crop_hw, span)
+    k = len(grid)
+    coords = grid.transpose(1, 0, 2, 3).reshape(2, -1)
+    sampled = ndimage.map_coordinates(gray, coords, order=1, mode="nearest", output=np.float32)
+    crops = sampled.reshape(k, crop_hw[0], 2, crop_hw[1], 2).mean(axis=(2, 4))
+    mean = crops.mean(axis=(1, 2), keepdims=True)
+    std = crops.std(axis=(1, 2), keepdims=True)
+    return ((crops - mean) / np.maximum(std, 1e-3)).astype(np.float32)
+
+
+def turn_vertebrae(corners: np.ndarray, turn_rad: np.ndarray) -> np.ndarray:
+    """Each vertebra's four corners turned about its centre by its angle (radians, image y down)."""
+    centre = corners.mean(axis=1, keepdims=True)
+    cos, sin = np.cos(turn_rad)[:, None], np.sin(turn_rad)[:, None]
+    x, y = corners[..., 0] - centre[..., 0], corners[..., 1] - centre[..., 1]
+    return np.stack([centre[..., 0] + cos * x - sin * y, centre[..., 1] + sin * x + cos * y], axis=-1)
+
+
+def crops_for(pixels: np.ndarray, corners: np.ndarray, crop_hw: tuple[int, int] = CROP_HW, span: float = CROP_SPAN) -> np.ndarray:
+    """The tilt model's input for these vertebrae: (k, rows, cols, 1)."""
+    angles, widths, centres = cobb_vectors(corners)
+    return vertebra_crops(pixels, centres, widths, angles, crop_hw, span)[..., None]
+
+
+def refine_tilts(corners: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """Corners turned by the tilt model's answers on `crops_for(pixels, corners)` (clipped to `MAX_TURN_DEG`)."""
+    turn = np.clip(np.asarray(answers, float).reshape(-1) * TILT_SCALE, -MAX_TURN_DEG, MAX_TURN_DEG)
+    return turn_vertebrae(corners, np.radians(turn))

@@ -1,0 +1,90 @@
+"""Export the tilt model (ONNX, parity-checked) into the manifest; `validated` decided by the served figures.
+
+    spine-export tilt --run-dir runs/tilt --data ../shared/data/aasce-train \
+        [--eval-json WITH.json --compare-eval WITHOUT.json]
+
+The rule (`is_validated`): two `spine-evaluate aasce --subset val` runs of the service, with this model
+(`--eval-json`) and without it (`--compare-eval`, SPINE_TILT_MODEL=false): served, it must lower the SMAPE over
+all validation films and not raise the largest angle's MAE. Without both files the entry is written with
+`validated: false` (a first export, so that the service can be evaluated with it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spine_core.manifest import ModelEntry, sha256_file, upsert_model
+from spine_core.structures import TILT_MODEL_NAME
+from spine_core.vertebra_tilt import TILT_SCALE
+from training.export import OPSET, _export_and_check, _now
+from training.tilt import CropShape, build_tilt_model, draw_crops, load_films
+
+TILT_INPUT_NAME, TILT_OUTPUT_NAME = "crops", "turn"
+
+
+def served_figures(evaluation: dict) -> dict[str, float]:
+    cobb = evaluation["cobb"]
+    return {"smape_all_films_pct": cobb["smape_all_films_pct"], "max_angle_mae_deg": cobb["max_angle_mae_deg"]}
+
+
+def is_validated(with_model: dict | None, without: dict | None) -> bool:
+    if with_model is None or without is None:
+        return False
+    a, b = served_figures(with_model), served_figures(without)
+    return a["smape_all_films_pct"] < b["smape_all_films_pct"] and a["max_angle_mae_deg"] <= b["max_angle_mae_deg"]
+
+
+def export_tilt(
+    run_dir: Path, data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
+) -> ModelEntry:
+    info = json.loads((run_dir / "run_info.json").read_text())
+    shape = CropShape(tuple(info["crop_hw"]), float(info["crop_span"]))
+    model = build_tilt_model(shape.hw, tuple(info["filters"]))
+    model.load_weights(run_dir / "best.weights.h5")
+    crops, _ = draw_crops(load_films(data_dir, "val"), np.random.default_rng(0), augment=False, shape=shape)
+    onnx_path, diff = _export_and_check(model, models_dir, TILT_MODEL_NAME, crops[:64], TILT_INPUT_NAME, TILT_OUTPUT_NAME)
+    metrics = {f"crops_{k}": v for k, v in info["metrics"].items()}
+    if with_model is not None and without is not None:
+        metrics.update({f"served_val_{k}": v for k, v in served_figures(with_model).items()})
+        metrics.update({f"served_val_{k}_without": v for k, v in served_figures(without).items()})
+    validated = is_validated(with_model, without)
+    entry = ModelEntry(
+        name=TILT_MODEL_NAME,
+        kind="tilt",
+        structure="Ap_Vertebra",
+        view="AP",
+        file=str(onnx_path.relative_to(models_dir)),
+        sha256=sha256_file(onnx_path),
+        input_name=TILT_INPUT_NAME,
+        output_name=TILT_OUTPUT_NAME,
+        input_shape=[None, *shape.hw, 1],
+        output_shape=[None, 1],
+        preprocessing={
+            "crop": "spine_core.vertebra_tilt.crops_for: each vertebra turned level by its read tilt, the crop "
+            "crop_span of its width wide, sampled at twice the input size and averaged 2x2, standardised",
+            "crop_span": shape.span,
+            "output": f"the vertebra's remaining tilt in the crop, {TILT_SCALE} degrees per unit",
+        },
+        architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense head",
+        architecture_config={"builder": "training.tilt.build_tilt_model", "crop_hw": list(shape.hw), "filters": info["filters"]},
+        parameters=int(model.count_params()),
+        opset=OPSET,
+        training_data=info["training_data"],
+        split=info["split"],
+        epochs=info["epochs"],
+        training_time_s=info.get("training_time_s"),
+        trained_on=info.get("trained_on"),
+        metrics=metrics,
+        parity_max_abs_diff=diff,
+        validated=validated,
+        notes=(
+            f"Trained from random weights on this project's AASCE training split; best epoch {info['best_epoch']}. "
+            f"validated: {validated} by the rule in training/tilt_export.py (served with it, the validation films' "
+            "SMAPE over all films lower and the largest angle's MAE no higher than without it)."
+        ),
+    )
+    upsert_model(models_dir, entry, _now())
+    return entry
