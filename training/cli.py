@@ -232,6 +232,7 @@ def cmd_tilt(args: argparse.Namespace) -> None:
         "trained_on": _device_description(),
         "epochs": state["epoch"],
         "best_epoch": state["best"]["epoch"],
+        "seed": args.seed,
         "crop_hw": list(shape.hw),
         "crop_span": shape.span,
         "filters": list(filters),

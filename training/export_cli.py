@@ -49,7 +49,7 @@ def export_main(argv: list[str] | None = None) -> None:
         "--compare-eval", default=None, help="spine-evaluate JSON of the measurement it replaces (--measurement mask)"
     )
     tl = sub.add_parser("tilt", help="export the tilt model (validated by the service's figures with and without it)")
-    tl.add_argument("--run-dir", required=True)
+    tl.add_argument("--run-dir", required=True, nargs="+", help="one run, or several of the same crop (their mean)")
     tl.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
     tl.add_argument("--models", default="exported_models")
     tl.add_argument("--no-triton-config", action="store_true")
@@ -128,7 +128,7 @@ def export_main(argv: list[str] | None = None) -> None:
         from training.tilt_export import export_tilt
 
         evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
-        entry = export_tilt(Path(args.run_dir), Path(args.data), models_dir, *evals)
+        entry = export_tilt([Path(d) for d in args.run_dir], Path(args.data), models_dir, *evals)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

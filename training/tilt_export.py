@@ -1,7 +1,9 @@
 """Export the tilt model (ONNX, parity-checked) into the manifest; `validated` decided by the served figures.
 
-    spine-export tilt --run-dir runs/tilt --data ../shared/data/aasce-train \
+    spine-export tilt --run-dir runs/tilt [runs/tilt_s1 ...] --data ../shared/data/aasce-train \
         [--eval-json WITH.json --compare-eval WITHOUT.json]
+
+Several runs (the same crop, other seeds) are exported as one graph answering the mean of their answers.
 
 The rule (`is_validated`): two `spine-evaluate aasce --subset val` runs of the service, with this model
 (`--eval-json`) and without it (`--compare-eval`, SPINE_TILT_MODEL=false): served, it must lower the SMAPE over
@@ -20,7 +22,7 @@ from spine_core.manifest import ModelEntry, sha256_file, upsert_model
 from spine_core.structures import TILT_MODEL_NAME
 from spine_core.vertebra_tilt import TILT_SCALE
 from training.export import OPSET, _export_and_check, _now
-from training.tilt import CropShape, build_tilt_model, draw_crops, load_films
+from training.tilt import VAL_DRAW_SEED, CropShape, build_tilt_model, draw_crops, load_films, mean_of, tilt_errors
 
 TILT_INPUT_NAME, TILT_OUTPUT_NAME = "crops", "turn"
 
@@ -38,15 +40,26 @@ def is_validated(with_model: dict | None, without: dict | None) -> bool:
 
 
 def export_tilt(
-    run_dir: Path, data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
+    run_dirs: list[Path], data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
-    info = json.loads((run_dir / "run_info.json").read_text())
+    infos = [json.loads((run_dir / "run_info.json").read_text()) for run_dir in run_dirs]
+    info = infos[0]
     shape = CropShape(tuple(info["crop_hw"]), float(info["crop_span"]))
-    model = build_tilt_model(shape.hw, tuple(info["filters"]))
-    model.load_weights(run_dir / "best.weights.h5")
-    crops, _ = draw_crops(load_films(data_dir, "val"), np.random.default_rng(0), augment=False, shape=shape)
+    if any((i["crop_hw"], i["crop_span"]) != (info["crop_hw"], info["crop_span"]) for i in infos):
+        raise ValueError("runs exported as one mean must read the same crop (crop_hw, crop_span)")
+    members = []
+    for k, (run_dir, run_info) in enumerate(zip(run_dirs, infos, strict=True)):
+        member = build_tilt_model(shape.hw, tuple(run_info["filters"]), name=f"vertebra_tilt_{k}")
+        member.load_weights(run_dir / "best.weights.h5")
+        members.append(member)
+    model = mean_of(members)
+    val = load_films(data_dir, "val")
+    crops, _ = draw_crops(val, np.random.default_rng(0), augment=False, shape=shape)
     onnx_path, diff = _export_and_check(model, models_dir, TILT_MODEL_NAME, crops[:64], TILT_INPUT_NAME, TILT_OUTPUT_NAME)
-    metrics = {f"crops_{k}": v for k, v in info["metrics"].items()}
+    val_crops, val_targets = draw_crops(val, np.random.default_rng(VAL_DRAW_SEED), False, shape)  # the runs' own draw
+    metrics = {f"crops_{k}": v for k, v in tilt_errors(model, val_crops, val_targets).items()}
+    if len(infos) > 1:
+        metrics["crops_val_tilt_mae_of_each_run"] = [i["metrics"]["val_tilt_mae"] for i in infos]
     if with_model is not None and without is not None:
         metrics.update({f"served_val_{k}": v for k, v in served_figures(with_model).items()})
         metrics.update({f"served_val_{k}_without": v for k, v in served_figures(without).items()})
@@ -68,20 +81,28 @@ def export_tilt(
             "crop_span": shape.span,
             "output": f"the vertebra's remaining tilt in the crop, {TILT_SCALE} degrees per unit",
         },
-        architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense head",
-        architecture_config={"builder": "training.tilt.build_tilt_model", "crop_hw": list(shape.hw), "filters": info["filters"]},
+        architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense head"
+        + (f"; the mean of {len(members)} such networks (runs with other seeds)" if len(members) > 1 else ""),
+        architecture_config={
+            "builder": "training.tilt.build_tilt_model",
+            "crop_hw": list(shape.hw),
+            "filters": [i["filters"] for i in infos],
+            "runs": [str(d) for d in run_dirs],
+        },
         parameters=int(model.count_params()),
         opset=OPSET,
         training_data=info["training_data"],
         split=info["split"],
-        epochs=info["epochs"],
-        training_time_s=info.get("training_time_s"),
+        epochs=sum(i["epochs"] for i in infos),
+        training_time_s=sum(i.get("training_time_s") or 0.0 for i in infos),
         trained_on=info.get("trained_on"),
         metrics=metrics,
         parity_max_abs_diff=diff,
         validated=validated,
         notes=(
-            f"Trained from random weights on this project's AASCE training split; best epoch {info['best_epoch']}. "
+            f"Trained from random weights on this project's AASCE training split: {len(infos)} run(s) (seeds "
+            f"{', '.join(str(i.get('seed', 0)) for i in infos)}), best epochs {', '.join(str(i['best_epoch']) for i in infos)}"
+            f"{', their answers averaged in one graph' if len(infos) > 1 else ''}. "
             f"validated: {validated} by the rule in training/tilt_export.py (served with it, the validation films' "
             "SMAPE over all films lower and the largest angle's MAE no higher than without it)."
         ),

@@ -38,6 +38,25 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "aasce": aasce, "models": models}
 
 
+def test_two_runs_export_as_one_graph_answering_their_mean(exported):
+    import onnxruntime as ort
+
+    root, aasce = exported["root"], exported["aasce"]
+    train_main(["tilt", str(aasce), "--run-dir", str(root / "run_s1"), "--epochs", "1", "--batch-size", "16", "--seed", "1"])
+    runs = {"a": [root / "run"], "b": [root / "run_s1"], "mean": [root / "run", root / "run_s1"]}
+    answers = {}
+    crops = np.random.default_rng(0).normal(size=(5, *CROP_HW, 1)).astype(np.float32)
+    for key, dirs in runs.items():
+        models = root / f"models_{key}"
+        export_main(["tilt", "--run-dir", *map(str, dirs), "--data", str(aasce), "--models", str(models), "--no-triton-config"])
+        entry = load_manifest(models).by_name()[TILT_MODEL_NAME]
+        session = ort.InferenceSession(str(models / entry.file), providers=["CPUExecutionProvider"])
+        answers[key] = session.run([entry.output_name], {entry.input_name: crops})[0]
+    np.testing.assert_allclose(answers["mean"], (answers["a"] + answers["b"]) / 2, atol=1e-5)
+    assert not np.allclose(answers["a"], answers["b"])  # two different runs
+    assert "the mean of 2" in entry.architecture and len(entry.metrics["crops_val_tilt_mae_of_each_run"]) == 2
+
+
 def test_the_run_resumes_and_records_its_figures(exported):
     state = json.loads((exported["root"] / "run" / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2]
