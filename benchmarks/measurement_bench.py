@@ -101,6 +101,7 @@ def _films(folder: Path | None, n: int) -> list[tuple[str, bytes]]:
 
 def table(results: dict) -> str:
     stages = ["wall_ms_median", "wall_ms_p90", "total_ms_median", "inference_ms_median", "landmark_inference_ms_median"]
+    stages += ["tilt_inference_ms_median"]
     stages += ["measurement_ms_median", "classification_ms_median"]
     lines = ["| measurement | films | n | " + " | ".join(s.removesuffix("_median") for s in stages) + " |"]
     lines.append("|" + " --- |" * (len(stages) + 3))

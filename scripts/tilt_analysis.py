@@ -1,0 +1,112 @@
+"""Where the angles' error comes from, and what the tilt model changes: the served vertebrae against the labels.
+
+    python scripts/tilt_analysis.py ../shared/data/aasce-train [--models exported_models] [--json out.json]
+
+On the validation films (the patient-grouped split), each film goes through the service's own landmark reading
+(`spine_engine.measurement.landmark_reading`, the tilt model off), then the tilt model's second look
+(`second_look`) when the manifest has one. Printed, for the landmark model's corners as read and as turned:
+
+- the SMAPE over the 90 films, the largest angle's MAE, and the tilt error against the labels (degrees: mean,
+  median, 90th percentile, over every vertebra);
+- for the corners as read, the SMAPE when each vertebra keeps its centre and level but takes the labels' tilt
+  (`tilt from labels`), or half of its tilt error (`half the tilt error`): what better tilts alone could give;
+- the share of the turned SMAPE carried by films whose T1 or L5 is on another vertebra, and by films read as
+  the other curve type (S / C) than their labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a file from anywhere
+    sys.path.insert(0, str(REPO))
+
+from spine_core.cobb import cobb_angles  # noqa: E402
+from spine_core.landmark_metrics import level_offsets, smape_pct  # noqa: E402
+from spine_core.vertebra_tilt import cobb_vectors, turn_vertebrae  # noqa: E402
+from spine_engine.decoding import decode_image  # noqa: E402
+from spine_engine.measurement import landmark_reading, second_look  # noqa: E402
+from spine_engine.registry import ModelRegistry  # noqa: E402
+from spine_engine.settings import EngineSettings  # noqa: E402
+from training.datasets import read_aasce_dataset  # noqa: E402
+from training.splits import aasce_sample_split  # noqa: E402
+
+
+def angles(corners: np.ndarray, height: int) -> np.ndarray:
+    return np.asarray(cobb_angles(corners, height).aasce_angles_deg)
+
+
+def summary(rows: list[dict], key: str) -> dict:
+    smape = np.array([r[f"{key}_smape"] for r in rows])
+    tilt = np.concatenate([r[f"{key}_tilt_error"] for r in rows])
+    return {
+        "smape_pct": float(smape.mean()),
+        "max_angle_mae_deg": float(np.mean([r[f"{key}_max_error"] for r in rows])),
+        "tilt_error_mean_deg": float(tilt.mean()),
+        "tilt_error_median_deg": float(np.median(tilt)),
+        "tilt_error_p90_deg": float(np.percentile(tilt, 90)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data")
+    parser.add_argument("--models", default=str(REPO / "exported_models"))
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    samples = read_aasce_dataset(Path(args.data))
+    _, val_idx = aasce_sample_split(samples)
+    registry = ModelRegistry.load(Path(args.models), providers=["CPUExecutionProvider"], warmup=False)
+    policy = replace(EngineSettings().policy(), tilt_model=False)
+    tilt = registry.tilt_model()
+    rows = []
+    for i in val_idx:
+        sample = samples[i]
+        pixels = decode_image(sample.image_path.read_bytes(), 10**9, sample.name).pixels
+        h, w = pixels.shape[:2]
+        truth, labelled = (sample.landmarks * [w, h]).reshape(17, 4, 2), sample.cobb_angles
+        reading = landmark_reading(registry, pixels, policy)
+        read = reading.vertebrae.corners()
+        true_tilt = cobb_vectors(truth)[0]
+        error = cobb_vectors(read)[0] - true_tilt
+        variants = {
+            "read": read,
+            "tilt_from_labels": turn_vertebrae(read, -error),
+            "half_the_tilt_error": turn_vertebrae(read, -error / 2),
+        }
+        if tilt is not None:
+            variants["turned"] = second_look(registry, tilt, pixels, reading.vertebrae)[0].corners()
+        row: dict = {"image": sample.name}
+        for key, corners in variants.items():
+            predicted = angles(corners, h)
+            row[f"{key}_smape"] = smape_pct(predicted[None], labelled[None])
+            row[f"{key}_max_error"] = abs(predicted.max() - labelled.max())
+            row[f"{key}_tilt_error"] = np.abs(np.degrees(cobb_vectors(corners)[0] - true_tilt))
+        offsets = level_offsets(read, truth)
+        row["levels_off"] = bool(offsets[0] != 0 or offsets[-1] != 0)
+        final = variants.get("turned", read)
+        row["curve_type_differs"] = cobb_angles(final, h).curve != cobb_angles(truth, h).curve
+        rows.append(row)
+    keys = [k for k in ("read", "tilt_from_labels", "half_the_tilt_error", "turned") if f"{k}_smape" in rows[0]]
+    out: dict = {key: summary(rows, key) for key in keys}
+    final_key = "turned" if tilt is not None else "read"
+    total = sum(r[f"{final_key}_smape"] for r in rows)
+    for flag in ("levels_off", "curve_type_differs"):
+        flagged = [r for r in rows if r[flag]]
+        out[f"films_{flag}"] = len(flagged)
+        out[f"smape_share_of_films_{flag}"] = float(sum(r[f"{final_key}_smape"] for r in flagged) / total) if total else 0.0
+    out["films"] = len(rows)
+    print(json.dumps(out, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
