@@ -62,7 +62,7 @@ def _shorten(body: Any) -> Any:
 
 
 def generate(film: Path, models_dir: Path) -> dict[str, Any]:
-    settings = Settings(_env_file=None, models_dir=models_dir, providers=["CPUExecutionProvider"], warmup=False, log_json=False)
+    settings = Settings(_env_file=None, models_dir=models_dir, providers=["CPUExecutionProvider"], warmup=True, log_json=False)
     app = create_app(settings)
     data = film.read_bytes()
     with TestClient(app) as client:
