@@ -177,7 +177,7 @@ def check_aasce(registry: ModelRegistry, data_dir: Path, settings: LocalisationS
     """Dice of each method (and of a forced second pass) on the AASCE validation split, as spine-evaluate scores it."""
     from training.cli import aasce_sample_split
     from training.datasets import read_aasce_dataset
-    from training.evaluate import _summary
+    from training.evaluate_figures import dice_summary
     from training.metrics import dice
 
     samples = read_aasce_dataset(data_dir)
@@ -200,7 +200,7 @@ def check_aasce(registry: ModelRegistry, data_dir: Path, settings: LocalisationS
         per_image.append(row)
     return {
         "n_images": len(samples),
-        "dice": {m: _summary(v) for m, v in dices.items()},
+        "dice": {m: dice_summary(v) for m, v in dices.items()},
         "second_pass_ran": int(sum(r["second_pass"] for r in per_image)),
         "chain_share": {"min": float(np.min(shares)), "p5": float(np.percentile(shares, 5)), "median": float(np.median(shares))},
         "per_image": per_image,

@@ -22,34 +22,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, level_offsets, mae_deg, smape_pct, vertebra_heights
+from spine_core.landmark_metrics import corner_error_px, fill_vertebrae, level_offsets, vertebra_heights
 from spine_core.preprocessing import letterbox_mask
 from spine_core.structures import CLASSES
 from spine_engine import AGGREGATIONS, ModelRegistry, NoSpineFoundError, Segmenter
-from spine_engine.aggregation import DAMAGED_CUTOFF
 from spine_engine.answers import classify_response
 from spine_engine.engine import Engine
 from spine_engine.policy import AnalysisPolicy
 from spine_engine.settings import EngineSettings
 from spine_engine.study import Film, StudyRequest, analyze_study
 from training.datasets import read_aasce_dataset, read_course_dataset
-from training.metrics import accuracy, dice, roc_auc, sensitivity, specificity
+from training.evaluate_figures import classification_figures, dice_summary, measurement_figures, rule_figures
+from training.metrics import dice
 from training.splits import COBB_THRESHOLD_DEG, aasce_sample_split, split_description
 
 log = logging.getLogger("spine-evaluate")
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return {"dice_mean": float("nan"), "dice_median": float("nan"), "n": 0}
-    return {
-        "dice_mean": float(arr.mean()),
-        "dice_median": float(np.median(arr)),
-        "dice_p10": float(np.percentile(arr, 10)),
-        "dice_min": float(arr.min()),
-        "n": int(arr.size),
-    }
 
 
 def _registry(models_dir: Path, threads: int | None, precision: str = "fp32", refinement: bool = False) -> ModelRegistry:
@@ -75,77 +62,6 @@ def _refinement(registry: ModelRegistry, structure: str, n_refined: int) -> dict
     """Which stage the masks came from: the refinement model (on how many images) or the first stage only."""
     model = registry.refinement_model(structure)
     return {"model": model.name if model else None, "images_refined": n_refined}
-
-
-def _classification(
-    labels: list[bool], p_damaged: list[float], flagged: list[bool] | None = None, cutoff: float = DAMAGED_CUTOFF
-) -> dict:
-    """AUC of p_damaged, and accuracy, sensitivity (Damaged films flagged) and specificity of the flags
-    (`flagged`: the labels returned; default p_damaged >= cutoff)."""
-    y, p = np.asarray(labels, bool), np.asarray(p_damaged, dtype=np.float64)
-    f = np.asarray(flagged, bool) if flagged is not None else p >= cutoff
-    return {
-        "auc": roc_auc(y, p),
-        "accuracy": accuracy(y, f),
-        "sensitivity": sensitivity(y, f),
-        "specificity": specificity(y, f),
-        "decision_threshold": cutoff,
-        "n": len(y),
-        "n_damaged": int(y.sum()),
-    }
-
-
-def _rule_figures(rows: list[dict]) -> dict:
-    """Accuracy, sensitivity and specificity of every rule the endpoint reports, on the films where it gave one."""
-    out = {}
-    for rule in sorted({r for row in rows for r in row.get("rules", {})}):
-        pairs = [(row["damaged"], row["rules"][rule] == CLASSES[1]) for row in rows if rule in row.get("rules", {})]
-        y, f = np.asarray([p[0] for p in pairs], bool), np.asarray([p[1] for p in pairs], bool)
-        out[rule] = {
-            "accuracy": accuracy(y, f),
-            "sensitivity": sensitivity(y, f),
-            "specificity": specificity(y, f),
-            "n": len(pairs),
-        }
-    return out
-
-
-def _measurement(rows: list[dict], truths: list[np.ndarray]) -> dict:
-    """`cobb` and `landmarks`: the films the endpoint measured, against the labels (angles.csv order), and the
-    Dice of masks filled from the predicted corners (beside the U-Net's, in `segmentation`)."""
-    measured = [(row, t) for row, t in zip(rows, truths, strict=True) if row.get("predicted_angles") is not None]
-    cobb: dict = {"films": len(rows), "films_measured": len(measured)}
-    if not measured:
-        return {"cobb": cobb}
-    predicted = np.array([row["predicted_angles"] for row, _ in measured])
-    true = np.array([row["true_angles"] for row, _ in measured])
-    reliable = np.array([row.get("reliable") is not False for row, _ in measured])
-    errors = np.abs(predicted.max(axis=1) - true.max(axis=1))
-    # A film without an answer counts as a 100 % error (the issue's rule): SMAPE over every film.
-    per_film = [
-        smape_pct(np.array(row["predicted_angles"]), np.array(row["true_angles"])) for row in rows if row.get("predicted_angles")
-    ]
-    offsets = np.array([row["level_offsets"] for row, _ in measured])
-    cobb.update(
-        films_reliable=int(reliable.sum()),
-        smape_all_films_pct=float((sum(per_film) + 100.0 * (len(rows) - len(per_film))) / len(rows)),
-        smape_pct=smape_pct(predicted, true),
-        mae_deg=mae_deg(predicted, true),
-        max_angle_mae_deg=float(errors.mean()),
-        max_angle_mae_deg_reliable=float(errors[reliable].mean()) if reliable.any() else float("nan"),
-        angle_order="as angles.csv",
-    )
-    return {
-        "cobb": cobb,
-        "landmarks": {
-            "mean_error_px": float(np.mean([row["corner_error_px"] for row, _ in measured])),
-            "mean_error_vertebra_heights": float(np.mean([row["corner_error_heights"] for row, _ in measured])),
-            "level_accuracy": float((offsets == 0).mean()),
-            "t1_right": float((offsets[:, 0] == 0).mean()),
-            "l5_right": float((offsets[:, -1] == 0).mean()),
-        },
-        "dice_corners_filled": _summary([row["dice_corners"] for row, _ in measured]),
-    }
 
 
 def evaluate_aasce(
@@ -245,20 +161,20 @@ def evaluate_aasce(
         "seconds": round(time.perf_counter() - t0, 1),
         "refinement": _refinement(registry, "Ap_Vertebra", refined),
         "refused": {"n": len(refused), "films": refused},
-        "segmentation": {"Ap_Vertebra": _summary(dices)},
+        "segmentation": {"Ap_Vertebra": dice_summary(dices)},
     }
-    measurement = _measurement(rows, truths)
+    measurement = measurement_figures(rows, truths)
     if "dice_corners_filled" in measurement:  # masks filled from the predicted corners, films with all 17 found
         out["segmentation"]["Ap_Vertebra_from_corners"] = measurement.pop("dice_corners_filled")
     out.update(measurement)
     if has_classifier and labels:
         out["classification"] = {
-            **_classification(labels, p_served, scored, engine.rules.threshold),
+            **classification_figures(labels, p_served, scored, engine.rules.threshold),
             "what": "the label and p_damaged that POST /classify returns with default settings",
             "threshold_deg": cobb_threshold,
-            "rules": _rule_figures(rows),
+            "rules": rule_figures(rows),
             "masks": "predicted by the exported Ap_Vertebra U-Net",
-            "ground_truth_masks_raw": _classification(labels, p_gt),
+            "ground_truth_masks_raw": classification_figures(labels, p_gt),
         }
     out["per_image"] = rows
     return out
@@ -311,7 +227,7 @@ def evaluate_course(
         "n_studies": len(studies),
         "execution_provider": registry.execution_provider,
         "precision": _precisions(registry),
-        "segmentation": {s: _summary(v) for s, v in sorted(dices.items())},
+        "segmentation": {s: dice_summary(v) for s, v in sorted(dices.items())},
         "models": {
             s: {"sha256": m.sha256, "validated": m.entry.validated} for s in dices if (m := registry.segmentation_model(s))
         },
