@@ -89,11 +89,14 @@ def as_corners(points: np.ndarray) -> np.ndarray:
     return pts
 
 
+def side_vectors(corners: np.ndarray) -> np.ndarray:
+    """(k, 2) each vertebra's vector from the midpoint of its left side (TL, BL) to that of its right (TR, BR)."""
+    return (corners[:, 1] + corners[:, 3]) / 2 - (corners[:, 0] + corners[:, 2]) / 2
+
+
 def pairwise_angles_deg(corners: np.ndarray) -> np.ndarray:
     """(17, 17) angles between the vertebrae's left-to-right vectors, in degrees."""
-    left = (corners[:, 0] + corners[:, 2]) / 2
-    right = (corners[:, 1] + corners[:, 3]) / 2
-    vectors = right - left
+    vectors = side_vectors(corners)
     norms = np.linalg.norm(vectors, axis=1)
     if np.any(norms == 0):
         raise ValueError("a vertebra has coinciding left and right sides")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from spine_core.cobb import side_vectors
 from spine_core.preprocessing import to_grayscale
 
 CROP_HW = (64, 64)  # the tilt model's input, rows x columns
@@ -27,10 +28,9 @@ MAX_TURN_DEG = 15.0  # the most one answer may turn a vertebra: beyond, the crop
 
 
 def cobb_vectors(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(k, 4, 2) TL, TR, BL, BR -> each vertebra's tilt (radians, image y down), width and centre (k, 2)."""
-    left = (corners[:, 0] + corners[:, 2]) / 2
-    right = (corners[:, 1] + corners[:, 3]) / 2
-    vector = right - left
+    """(k, 4, 2) TL, TR, BL, BR -> each vertebra's tilt (radians, image y down), width and centre (k, 2): of the
+    vector the Cobb angles are measured between (`spine_core.cobb.side_vectors`)."""
+    vector = side_vectors(corners)
     return np.arctan2(vector[:, 1], vector[:, 0]), np.linalg.norm(vector, axis=1), corners.mean(axis=1)
 
 

@@ -152,26 +152,23 @@ def landmark_reading(
     )
     vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
     overlapped = max(0.0, early.inference_ms - waited_ms) if early is not None else 0.0
-    tilt = registry.tilt_model() if policy.tilt_model else None
+    tilt = registry.tilt_model() if policy.tilt_model and vertebrae.complete else None
     tilt_ms = 0.0
-    if tilt is not None and vertebrae.corners() is not None:
+    if tilt is not None:
         vertebrae, tilt_ms = second_look(registry, tilt, pixels, vertebrae)
     return LandmarkReading(
-        model,
-        vertebrae,
-        spent[0],
-        overlapped_ms=overlapped,
-        window=reading.window,
-        tilt_model=tilt if tilt_ms else None,
-        tilt_ms=tilt_ms,
+        model, vertebrae, spent[0], overlapped_ms=overlapped, window=reading.window, tilt_model=tilt, tilt_ms=tilt_ms
     )
 
 
 def second_look(
     registry: ModelRegistry, model: LoadedModel, pixels: np.ndarray, vertebrae: VertebraeResult
 ) -> tuple[VertebraeResult, float]:
-    """The 17 vertebrae turned by the tilt model's reading of each one's crop, and the model's run time (ms)."""
-    corners = np.stack([v.corners for v in vertebrae.vertebrae])
+    """The 17 vertebrae (a complete chain) turned by the tilt model's reading of each one's crop, and the model's
+    run time (ms)."""
+    corners = vertebrae.corners()
+    if corners is None:
+        raise ValueError("the tilt model turns a complete chain of 17 vertebrae")
     crops = crops_for(pixels, corners, model.input_hw, float(model.entry.preprocessing["crop_span"]))
     started = time.perf_counter()
     answers = registry.infer([(model, crops)])[0]

@@ -53,10 +53,9 @@ def export_tilt(
         member.load_weights(run_dir / "best.weights.h5")
         members.append(member)
     model = mean_of(members)
-    val = load_films(data_dir, "val")
-    crops, _ = draw_crops(val, np.random.default_rng(0), augment=False, shape=shape)
-    onnx_path, diff = _export_and_check(model, models_dir, TILT_MODEL_NAME, crops[:64], TILT_INPUT_NAME, TILT_OUTPUT_NAME)
-    val_crops, val_targets = draw_crops(val, np.random.default_rng(VAL_DRAW_SEED), False, shape)  # the runs' own draw
+    # The runs' own validation draw: the parity inputs and the figures of the mean.
+    val_crops, val_targets = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), False, shape)
+    onnx_path, diff = _export_and_check(model, models_dir, TILT_MODEL_NAME, val_crops[:64], TILT_INPUT_NAME, TILT_OUTPUT_NAME)
     metrics = {f"crops_{k}": v for k, v in tilt_errors(model, val_crops, val_targets).items()}
     if len(infos) > 1:
         metrics["crops_val_tilt_mae_of_each_run"] = [i["metrics"]["val_tilt_mae"] for i in infos]
