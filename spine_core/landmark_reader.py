@@ -30,6 +30,7 @@ WINDOW_ABOVE, WINDOW_BELOW = 0.10, 0.12
 WINDOW_SIDE = 0.5  # share of the vertebrae's width added on each side before growing to the input's aspect
 
 RunHeads = Callable[[np.ndarray], np.ndarray]  # (N, H, W, 1) float32 -> (N, H, W, N_CHANNELS)
+ReadEnds = Callable[[np.ndarray], np.ndarray]  # (k, 4, 2) corners in the film's pixels -> (k, classes) log-probs
 
 
 @dataclass(frozen=True)
@@ -105,17 +106,23 @@ def read_vertebrae(
     typical_peak: float = 1.0,
     frame: tuple[np.ndarray, Letterbox] | None = None,
     first_heads: np.ndarray | None = None,
+    read_ends: ReadEnds | None = None,
 ) -> LandmarkReading:
     """The film's 17 vertebrae in original pixels (or a VertebraeResult with a reason when no spine is seen).
 
     `typical_peak`: the model's median heatmap peak on the validation films (its manifest's `val_median_peak`).
     `frame`: the film already letterboxed into `out_hw` (`preprocess_image`'s answer, e.g. the U-Net's input),
     so the film is not resized twice. `first_heads`: the model's answer on `frame`, when the caller ran it
-    already (beside the U-Net); `run` then serves the second pass only.
+    already (beside the U-Net); `run` then serves the second pass only. `read_ends`: the ends model on vertebrae
+    of the film (`spine_core.vertebra_ends`), voting in each pass's level placement, if one is served.
     """
+
+    def ends_in(box: Letterbox | CropBox) -> Callable[[np.ndarray], np.ndarray] | None:
+        return None if read_ends is None else lambda corners: read_ends(frame_to_source(corners, box))
+
     frame_input, box = frame if frame is not None else preprocess_image(pixels, out_hw)
     heads = first_heads if first_heads is not None else run(frame_input[None, ..., None])[0]
-    found = decode(heads, typical_peak=typical_peak)
+    found = decode(heads, typical_peak=typical_peak, read_ends=ends_in(box))
     if found is None:
         return LandmarkReading(VertebraeResult([], reason="the landmark model found fewer than 3 vertebrae"))
     first = to_vertebrae(found, box)
@@ -125,7 +132,7 @@ def read_vertebrae(
         return LandmarkReading(first, heads=heads, frame=box)
     window = full_body_window(corners, pixels.shape[:2], out_hw)
     window_heads = run(preprocess_crop(pixels, window)[None, ..., None])[0]
-    windowed = decode(window_heads, typical_peak=typical_peak, ends_weight=WINDOW_ENDS_WEIGHT)
+    windowed = decode(window_heads, typical_peak=typical_peak, ends_weight=WINDOW_ENDS_WEIGHT, read_ends=ends_in(window))
     if windowed is None or windowed.detected.sum() < found.detected.sum() - 2:
         note = f"T1-L5 spans {share:.0%} of the film; a second pass on a window around it found less, first pass kept"
         return LandmarkReading(first, window=None, passes=2, notes=[note], heads=heads, frame=box)

@@ -22,12 +22,14 @@ Everything is numpy/scipy on the model's frame: no per-pixel Python loops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from spine_core.cobb import LEVELS, N_VERTEBRAE
+from spine_core.vertebra_ends import placement_log_likelihood
 
 N_CHANNELS = 12
 HEATMAP_CHANNEL = 0
@@ -48,6 +50,8 @@ ENDS_WEIGHT = 1.0  # level placement: weight of the ends head (C7 / S1) against 
 # marked full-body films T1 came right on 36 at 1, 38 at 2, 39 at 3-4 (leave-one-out choice of the weight: 38).
 WINDOW_ENDS_WEIGHT = 3.0
 LEVEL_WEIGHT = 1.0  # level placement: cost per vertebra of disagreement with the level head, per chain peak
+# level placement: weight of the ends model's log-likelihood (spine_core.vertebra_ends), when one is served
+ENDS_MODEL_WEIGHT = 1.0
 LEVEL_CAP = 3.0  # vertebrae: one peak's disagreement counts at most this much (a wild reading cannot decide alone)
 INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected neighbours
 # A peak whose two gaps, to the peaks above and below, add up to less than this many of the chain's local
@@ -198,13 +202,15 @@ def _place_levels(
     ends: np.ndarray | None = None,
     read_levels: np.ndarray | None = None,
     ends_weight: float = ENDS_WEIGHT,
+    ends_log_probs: np.ndarray | None = None,
 ) -> int:
     """The level (0 = T1) of the chain's first slot: best fit of scores, the ends head, the level head and the
     width profile.
 
     `ends` (per chain peak, the ends head there): a peak the model takes for C7 or S1 counts against a
     placement that keeps it inside T1..L5 and for one that leaves it out. `read_levels` (per chain peak, the
-    level head's reading in vertebrae, T1 = 0): a placement pays for each vertebra it disagrees by."""
+    level head's reading in vertebrae, T1 = 0): a placement pays for each vertebra it disagrees by.
+    `ends_log_probs` (per chain peak, the ends model's log-probabilities): a placement gains their likelihood."""
     span = int(slots[-1]) + 1
     best_start, best_fit = 0, -np.inf
     for start in range(min(0, N_VERTEBRAE - span), max(0, N_VERTEBRAE - span) + 1):
@@ -220,6 +226,8 @@ def _place_levels(
             fit += ends_weight * float(ends[~inside].sum() - ends[inside].sum()) / max(float(scores.max()), 1e-6)
         if read_levels is not None:
             fit -= LEVEL_WEIGHT * float(np.minimum(np.abs(read_levels - levels), LEVEL_CAP).sum())
+        if ends_log_probs is not None:
+            fit += ENDS_MODEL_WEIGHT * placement_log_likelihood(ends_log_probs, levels)
         if fit > best_fit:
             best_start, best_fit = start, fit
     return best_start
@@ -260,13 +268,18 @@ def find_chain(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Chain | None:
 
 
 def decode(
-    heads: np.ndarray, min_peak: float = MIN_PEAK, typical_peak: float = 1.0, ends_weight: float = ENDS_WEIGHT
+    heads: np.ndarray,
+    min_peak: float = MIN_PEAK,
+    typical_peak: float = 1.0,
+    ends_weight: float = ENDS_WEIGHT,
+    read_ends: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Landmarks | None:
     """(H, W, N_CHANNELS) model output -> 17 vertebrae, or None when fewer than 3 vertebrae are seen.
 
     A seen vertebra's confidence is its peak over `typical_peak` (the model's median peak on the validation
     films, from the manifest), capped at 1: 1 is a vertebra seen as clearly as usual. `ends_weight`: the ends
-    head's weight in the level placement (`WINDOW_ENDS_WEIGHT` on a full-body film's window).
+    head's weight in the level placement (`WINDOW_ENDS_WEIGHT` on a full-body film's window). `read_ends`: the
+    ends model on the chain's vertebrae ((k, 4, 2) frame corners -> (k, classes) log-probabilities), if one is served.
     """
     chain = find_chain(heads, min_peak)
     if chain is None:
@@ -284,7 +297,8 @@ def decode(
     read_levels = None
     if heads.shape[-1] > LEVEL_CHANNEL:
         read_levels = heads[points[:, 0], points[:, 1], LEVEL_CHANNEL].astype(np.float64) * LEVEL_SCALE - 1.0
-    levels = slots + _place_levels(slots, scores, widths, ends, read_levels, ends_weight)
+    ends_log_probs = read_ends(corners) if read_ends is not None else None
+    levels = slots + _place_levels(slots, scores, widths, ends, read_levels, ends_weight, ends_log_probs)
     inside = (levels >= 0) & (levels < N_VERTEBRAE)
     if (~inside).any():
         notes.append(f"{int((~inside).sum())} vertebra(e) beyond T1..L5 on the chain left out (cervical, sacral)")

@@ -46,7 +46,7 @@ class Calibration(BaseModel):
 
 class ModelEntry(BaseModel):
     name: str = Field(description="Triton-style model name; the file is <name>/<version>/model.onnx")
-    kind: Literal["segmentation", "classification", "refinement", "landmarks", "tilt"]
+    kind: Literal["segmentation", "classification", "refinement", "landmarks", "tilt", "ends"]
     structure: str | None = Field(None, description="Segmented structure (segmentation and refinement models)")
     refines: str | None = Field(
         None,

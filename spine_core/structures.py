@@ -23,6 +23,7 @@ CLASSES: tuple[str, str] = ("Normal", "Damaged")
 DAMAGED_COBB_DEG = 40.0  # a film is Damaged when its largest Cobb angle is at least this (the labels' definition)
 CLASSIFIER_MODEL_NAME = "Mask_Classifier"
 TILT_MODEL_NAME = "Ap_Vertebra_tilt"  # each vertebra's remaining tilt from a crop of the film (kind "tilt")
+ENDS_MODEL_NAME = "Ap_Vertebra_ends"  # which chain vertebrae are C7, T1, T2, L4, L5, S1 from crops (kind "ends")
 LANDMARK_MODEL_NAME = "Ap_Vertebra_landmarks"  # the vertebrae's corners for the measurement (kind "landmarks")
 
 

@@ -199,6 +199,9 @@ def read_spine(
         if landmarks.tilt_model is not None:
             result.timings_ms["tilt_inference"] = landmarks.tilt_ms
             result.models_used.append(landmarks.tilt_model.name)
+        if landmarks.ends_model is not None:
+            result.timings_ms["ends_inference"] = landmarks.ends_ms
+            result.models_used.append(landmarks.ends_model.name)
         if landmarks.window is not None and policy.localisation and not corners_served:
             windowed, started = True, time.perf_counter()
             _serve_vertebra_mask(result, segment_window(engine.registry, image.pixels, landmarks.window))
@@ -280,7 +283,7 @@ def analyze(
     # localisation, spine check, vertebrae, Cobb: the geometry, without the networks' runs it waits for (the
     # landmark model's, and the U-Net's on a full-body film's landmark window), each reported on its own
     networks_ms = 0.0
-    for stage in ("landmark_inference", "tilt_inference", "window_segmentation"):
+    for stage in ("landmark_inference", "tilt_inference", "ends_inference", "window_segmentation"):
         spent = sum(v.result.timings_ms.get(stage, 0.0) for v in study.views.values())
         if spent:
             study.timings_ms[stage] = spent

@@ -11,6 +11,10 @@ With a tilt model in the manifest (and `tilt_model` on), each of the landmark mo
 from the film at its own resolution, turned level, and turned once more by what the tilt model reads there
 (`spine_core.vertebra_tilt`): the angles are differences of these tilts.
 
+With an ends model (and `ends_model` on), each vertebra of the landmark model's chain is cut from the film too
+and the ends model's answer (C7, T1, T2, L4, L5, S1 or another) votes in the placement of the 17 levels
+(`spine_core.vertebra_ends`), on each pass.
+
 `landmark_reading` runs the model before the spine check, because what it sees can stand in for a patchy
 mask (`spine_core.spine_gate.check_spine(landmark_features=...)`). Its first pass needs nothing the U-Net
 answers, so `start_first_pass` queues it beside the U-Net's run (two inference slots: about 1.8x less wall time
@@ -30,6 +34,7 @@ from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
 from spine_core.landmark_reader import SERVED_BEYOND, read_vertebrae, source_to_frame, spine_corridor
 from spine_core.preprocessing import CropBox, Letterbox, preprocess_image
+from spine_core.vertebra_ends import ends_crops
 from spine_core.vertebra_tilt import crops_for, refine_tilts
 from spine_core.vertebrae import VertebraeResult, find_vertebrae
 from spine_engine.models import LoadedModel
@@ -63,6 +68,8 @@ class LandmarkReading:
     window: CropBox | None = None  # a full-body film's second-pass window (original pixels)
     tilt_model: LoadedModel | None = None  # the model that turned the vertebrae, if one did
     tilt_ms: float = 0.0  # its run
+    ends_model: LoadedModel | None = None  # the model that voted in the level placement, if one did
+    ends_ms: float = 0.0  # its runs (one per pass)
 
     def features(self, height: int) -> dict[str, float]:
         """What the spine check reads of it: vertebrae seen (not interpolated), their span, their confidence."""
@@ -137,6 +144,17 @@ def landmark_reading(
         spent[0] += (time.perf_counter() - started) * 1000
         return out
 
+    ends = registry.ends_model() if policy.ends_model else None
+    ends_spent = [0.0]
+
+    def read_ends(corners: np.ndarray) -> np.ndarray:  # the chain's vertebrae in the film's pixels -> log-probabilities
+        assert ends is not None
+        crops = ends_crops(pixels, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]))
+        started = time.perf_counter()
+        probs = registry.infer([(ends, crops)])[0]
+        ends_spent[0] += (time.perf_counter() - started) * 1000
+        return np.log(np.maximum(probs.astype(np.float64), 1e-9))
+
     typical_peak = float(model.entry.metrics.get("val_median_peak", 1.0))
     out_hw = tuple(model.input_hw)
     # The first pass's own frame; else the U-Net's input when it is the landmark model's size; else None (its own).
@@ -149,6 +167,7 @@ def landmark_reading(
         typical_peak=typical_peak,
         frame=own_frame,
         first_heads=early.heads if early is not None else None,
+        read_ends=read_ends if ends is not None else None,
     )
     vertebrae = replace(reading.vertebrae, notes=[*reading.vertebrae.notes, *reading.notes])
     overlapped = max(0.0, early.inference_ms - waited_ms) if early is not None else 0.0
@@ -157,7 +176,15 @@ def landmark_reading(
     if tilt is not None:
         vertebrae, tilt_ms = second_look(registry, tilt, pixels, vertebrae)
     return LandmarkReading(
-        model, vertebrae, spent[0], overlapped_ms=overlapped, window=reading.window, tilt_model=tilt, tilt_ms=tilt_ms
+        model,
+        vertebrae,
+        spent[0],
+        overlapped_ms=overlapped,
+        window=reading.window,
+        tilt_model=tilt,
+        tilt_ms=tilt_ms,
+        ends_model=ends,
+        ends_ms=ends_spent[0],
     )
 
 

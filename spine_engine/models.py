@@ -16,6 +16,7 @@ from spine_core.landmarks import ACCEPTED_CHANNELS as LANDMARK_CHANNELS
 from spine_core.manifest import ModelEntry, sha256_file
 from spine_core.preprocessing import MASK_THRESHOLD
 from spine_core.structures import CLASSES
+from spine_core.vertebra_ends import ENDS_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ def validate_entry(entry: ModelEntry) -> str | None:
     shape = entry.input_shape
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[3] != 1:
         return f"manifest input_shape {shape} is not [None, H, W, 1]"
-    if entry.kind in ("segmentation", "refinement", "landmarks", "tilt") and (entry.structure is None or entry.view is None):
+    located = ("segmentation", "refinement", "landmarks", "tilt", "ends")
+    if entry.kind in located and (entry.structure is None or entry.view is None):
         return f"manifest entry of a {entry.kind} model lacks structure or view"
     if entry.kind == "refinement" and not entry.refines:
         return "manifest entry of a refinement model does not say which model it refines (refines)"
@@ -190,7 +192,8 @@ def load_model(
             h, w = model.input_hw
             out = session.run([entry.output_name], {entry.input_name: np.zeros((1, h, w, 1), np.float32)})[0]
             channels = LANDMARK_CHANNELS if entry.kind == "landmarks" else (1,)
-            allowed = {"classification": [(1, 2)], "tilt": [(1, 1)]}.get(entry.kind, [(1, h, w, c) for c in channels])
+            per_image = {"classification": [(1, 2)], "tilt": [(1, 1)], "ends": [(1, len(ENDS_CLASSES))]}
+            allowed = per_image.get(entry.kind, [(1, h, w, c) for c in channels])
             if tuple(out.shape) not in allowed:
                 expected = " or ".join(str(list(shape)) for shape in allowed)
                 model.problem = f"output shape {list(out.shape)} for one image, expected {expected}"

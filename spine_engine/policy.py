@@ -21,6 +21,7 @@ class AnalysisPolicy:
     spine_check: bool = True  # refuse (no_spine_found) what is not a readable AP spine
     measurement: str = "landmarks"  # landmarks (the landmark model, when loaded) | mask (the Ap_Vertebra mask's geometry)
     tilt_model: bool = True  # turn each landmark vertebra by the tilt model's second look (when the manifest has one)
+    ends_model: bool = True  # let the ends model's reading of the chain's crops vote in the level placement (when one is served)
     vertebra_mask: str = "auto"  # unet | corners (filled from the landmark model's) | auto (the manifest's serves_mask)
 
 

@@ -206,6 +206,10 @@ class ModelRegistry:
         """The servable tilt model (a second look at each vertebra's tilt), if the manifest has one."""
         return next((m for m in self.models.values() if m.entry.kind == "tilt" and m.servable), None)
 
+    def ends_model(self) -> LoadedModel | None:
+        """The servable ends model (which chain vertebrae are C7, T1, T2, L4, L5, S1), if the manifest has one."""
+        return next((m for m in self.models.values() if m.entry.kind == "ends" and m.servable), None)
+
     def classifier(self) -> LoadedModel | None:
         return next((m for m in self.models.values() if m.entry.kind == "classification"), None)
 

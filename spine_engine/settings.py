@@ -153,6 +153,13 @@ class EngineSettings(BaseSettings):
             "resolution, when the manifest has a tilt model (docs/measurement.md); off: the landmark model's corners as read"
         ),
     )
+    ends_model: bool = Field(
+        DEFAULT_POLICY.ends_model,
+        description=(
+            "Let the ends model (which of the landmark model's vertebrae are C7, T1, T2, L4, L5, S1, read from crops of "
+            "the film) vote in the placement of the 17 levels, when the manifest has one (docs/measurement.md)"
+        ),
+    )
     vertebra_mask: Literal["auto", "unet", "corners"] = Field(
         DEFAULT_POLICY.vertebra_mask,  # type: ignore[arg-type]
         description=(
@@ -183,6 +190,7 @@ class EngineSettings(BaseSettings):
             spine_check=self.spine_check,
             measurement=self.measurement,
             tilt_model=self.tilt_model,
+            ends_model=self.ends_model,
             vertebra_mask=self.vertebra_mask,
         )
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from spine_core.preprocessing import REFINE_INPUT_HW, UNET_INPUT_HW
 from spine_core.structures import STRUCTURES
+from training.crop_cli import add_crop_commands, device_description
 from training.splits import COBB_THRESHOLD_DEG, aasce_split, split_description
 
 log = logging.getLogger("spine-train")
@@ -37,18 +37,6 @@ def _fit_config(args: argparse.Namespace):
         time_budget_s=args.time_budget,
         seed=args.seed,
     )
-
-
-def _device_description() -> str:
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} (keras {keras.__version__}, torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()} CPU (keras {keras.__version__}, {backend} backend)"
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -156,7 +144,7 @@ def cmd_unet(args: argparse.Namespace) -> None:
         "heldout_studies": heldout_studies,
         "data_dir": str(Path(args.data).resolve()) if args.data else None,
         "cache": cache,
-        "trained_on": _device_description(),
+        "trained_on": device_description(),
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
         "training_time_s": round(result.seconds, 1),
@@ -201,7 +189,7 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         "kind": "landmarks",
         "training_data": f"AASCE 2019 training set ({len(data['images'])} AP radiographs): the 68 corner landmarks of T1..L5",
         "split": f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val images",
-        "trained_on": _device_description(),
+        "trained_on": device_description(),
         "init_weights": args.init_weights,
         "init_landmarks": args.init_landmarks,
         "ends_loss_weight": ends_loss_weight,
@@ -212,32 +200,6 @@ def cmd_landmarks(args: argparse.Namespace) -> None:
         "stopped": result.stopped,
         "input_hw": list(data["images"].shape[1:3]),
         "metrics": {k: v for k, v in best.items() if k.startswith("val_") and k != "val_score"},
-    }
-    (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps(info, indent=1))
-
-
-def cmd_tilt(args: argparse.Namespace) -> None:
-    from training.tilt import CropShape, train_tilt
-
-    shape, filters = CropShape(tuple(args.crop_hw), args.crop_span), tuple(args.filters)
-    state = train_tilt(
-        Path(args.data), Path(args.run_dir), args.epochs, args.lr, args.batch_size, args.time_budget, args.seed, shape, filters
-    )
-    info = {
-        "kind": "tilt",
-        "training_data": "AASCE 2019 training set: each vertebra's crop from the original film, placed from the labels' "
-        "corners with random first-reading errors (spine_core.vertebra_tilt)",
-        "split": split_description(),
-        "trained_on": _device_description(),
-        "epochs": state["epoch"],
-        "best_epoch": state["best"]["epoch"],
-        "seed": args.seed,
-        "crop_hw": list(shape.hw),
-        "crop_span": shape.span,
-        "filters": list(filters),
-        "training_time_s": round(sum(h["seconds"] for h in state["history"]), 1),
-        "metrics": {k: v for k, v in state["best"].items() if k.startswith("val_")},
     }
     (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info, indent=1))
@@ -266,7 +228,7 @@ def cmd_classifier(args: argparse.Namespace) -> None:
         "split": f"{split_description()}: {len(train_idx)} train / {len(val_idx)} val",
         "cobb_threshold_deg": args.cobb_threshold,
         "validated": True,
-        "trained_on": _device_description(),
+        "trained_on": device_description(),
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
         "training_time_s": round(result.seconds, 1),
@@ -370,18 +332,7 @@ def train_main(argv: list[str] | None = None) -> None:
     )
     m.add_argument("--resume", action="store_true", help="continue the run in --run-dir (the default; kept for scripts)")
     m.set_defaults(func=cmd_landmarks)
-    t = sub.add_parser("tilt", help="train the tilt model (each vertebra's remaining tilt from a crop of the film)")
-    t.add_argument("data", help="AASCE-layout folder (images/, labels/)")
-    t.add_argument("--run-dir", required=True)
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--time-budget", type=float, default=0, help="seconds; stop after the epoch that would pass it")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--crop-hw", type=int, nargs=2, default=[64, 64], metavar=("ROWS", "COLS"), help="the model's input")
-    t.add_argument("--crop-span", type=float, default=1.6, help="the crop's width in vertebra widths")
-    t.add_argument("--filters", type=int, nargs="+", default=[16, 32, 64, 96], help="per conv block (each halves the map)")
-    t.set_defaults(func=cmd_tilt)
+    add_crop_commands(sub)
     k = sub.add_parser("classifier", help="train the ResNet50 mask classifier on AASCE masks")
     _add_fit_args(k, epochs=60, batch_size=32, lr=3e-4)
     k.add_argument("--cobb-threshold", type=float, default=COBB_THRESHOLD_DEG)

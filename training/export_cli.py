@@ -55,6 +55,13 @@ def export_main(argv: list[str] | None = None) -> None:
     tl.add_argument("--no-triton-config", action="store_true")
     tl.add_argument("--eval-json", default=None, help="spine-evaluate aasce --subset val JSON with the tilt model served")
     tl.add_argument("--compare-eval", default=None, help="the same without it (SPINE_TILT_MODEL=false)")
+    en = sub.add_parser("ends", help="export the ends model (validated by the service's figures with and without it)")
+    en.add_argument("--run-dir", required=True)
+    en.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
+    en.add_argument("--models", default="exported_models")
+    en.add_argument("--no-triton-config", action="store_true")
+    en.add_argument("--eval-json", default=None, help="spine-evaluate aasce --subset val JSON with the ends model served")
+    en.add_argument("--compare-eval", default=None, help="the same without it (SPINE_ENDS_MODEL=false)")
     sm = sub.add_parser("serve-mask", help="serve the corner-filled Ap_Vertebra mask if its validation Dice beats the U-Net's")
     sm.add_argument("--models", default="exported_models")
     sm.add_argument("--eval-json", required=True, help="spine-evaluate aasce --subset val JSON (U-Net mask served)")
@@ -129,6 +136,11 @@ def export_main(argv: list[str] | None = None) -> None:
 
         evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
         entry = export_tilt([Path(d) for d in args.run_dir], Path(args.data), models_dir, *evals)
+    elif args.command == "ends":
+        from training.ends_export import export_ends
+
+        evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
+        entry = export_ends(Path(args.run_dir), Path(args.data), models_dir, *evals)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

@@ -105,10 +105,16 @@ def _intensity(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def build_tilt_model(
-    crop_hw: tuple[int, int] = CROP_HW, filters: tuple[int, ...] = FILTERS, name: str = "vertebra_tilt"
+    crop_hw: tuple[int, int] = CROP_HW,
+    filters: tuple[int, ...] = FILTERS,
+    name: str = "vertebra_tilt",
+    outputs: int = 1,
+    activation: str | None = None,
+    output_name: str = "turn",
 ) -> keras.Model:
     """Four conv blocks (two 3x3 convs, BatchNorm, ReLU, 2x2 max-pool), then a dense head on the 4x4 map: the
-    flattened map keeps where the endplates lie, which a global pool would lose."""
+    flattened map keeps where the endplates lie, which a global pool would lose. The ends model
+    (`training/ends.py`) is the same network with a softmax head (`outputs`, `activation`)."""
     inputs = keras.Input((*crop_hw, 1), name="crops")
     x = inputs
     for width in filters:
@@ -120,8 +126,8 @@ def build_tilt_model(
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(1, name="turn")(x)
-    return keras.Model(inputs, outputs, name=name)
+    answer = layers.Dense(outputs, activation=activation, name=output_name)(x)
+    return keras.Model(inputs, answer, name=name)
 
 
 def mean_of(models: list[keras.Model]) -> keras.Model:

@@ -1,0 +1,95 @@
+"""`spine-train tilt` and `spine-train ends`: the models that read crops of the film around each vertebra."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from training.splits import split_description
+
+
+def device_description() -> str:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (keras {keras.__version__}, torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()} CPU (keras {keras.__version__}, {backend} backend)"
+
+
+def _write_run_info(args: argparse.Namespace, state: dict, info: dict) -> None:
+    """run_info.json beside the run's weights: what the export reads (crop, filters, figures, provenance)."""
+    info = {
+        **info,
+        "split": split_description(),
+        "trained_on": device_description(),
+        "epochs": state["epoch"],
+        "best_epoch": state["best"]["epoch"],
+        "seed": args.seed,
+        "training_time_s": round(sum(h["seconds"] for h in state["history"]), 1),
+        "metrics": {k: v for k, v in state["best"].items() if k.startswith("val_")},
+    }
+    (Path(args.run_dir) / "run_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info, indent=1))
+
+
+def cmd_tilt(args: argparse.Namespace) -> None:
+    from training.tilt import CropShape, train_tilt
+
+    shape, filters = CropShape(tuple(args.crop_hw), args.crop_span), tuple(args.filters)
+    state = train_tilt(
+        Path(args.data), Path(args.run_dir), args.epochs, args.lr, args.batch_size, args.time_budget, args.seed, shape, filters
+    )
+    info = {
+        "kind": "tilt",
+        "training_data": "AASCE 2019 training set: each vertebra's crop from the original film, placed from the labels' "
+        "corners with random first-reading errors (spine_core.vertebra_tilt)",
+        "crop_hw": list(shape.hw),
+        "crop_span": shape.span,
+        "filters": list(filters),
+    }
+    _write_run_info(args, state, info)
+
+
+def cmd_ends(args: argparse.Namespace) -> None:
+    from spine_core.vertebra_ends import ENDS_CROP_HW, ENDS_SPAN
+    from training.ends import FILTERS, train_ends
+
+    state = train_ends(Path(args.data), Path(args.run_dir), args.epochs, args.lr, args.batch_size, args.time_budget, args.seed)
+    info = {
+        "kind": "ends",
+        "training_data": "AASCE 2019 training set: crops of the vertebrae at and beyond the ends of T1..L5 (C6..T3, "
+        "L3..S2, the labels' end vertebrae moved on by their step) and two from the middle, placed with random "
+        "first-reading errors (spine_core.vertebra_ends)",
+        "crop_hw": list(ENDS_CROP_HW),
+        "crop_span": ENDS_SPAN,
+        "filters": list(FILTERS),
+    }
+    _write_run_info(args, state, info)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="AASCE-layout folder (images/, labels/)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--time-budget", type=float, default=0, help="seconds; stop after the epoch that would pass it")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_crop_commands(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("tilt", help="train the tilt model (each vertebra's remaining tilt from a crop of the film)")
+    _common(t)
+    t.add_argument("--crop-hw", type=int, nargs=2, default=[64, 64], metavar=("ROWS", "COLS"), help="the model's input")
+    t.add_argument("--crop-span", type=float, default=1.6, help="the crop's width in vertebra widths")
+    t.add_argument("--filters", type=int, nargs="+", default=[16, 32, 64, 96], help="per conv block (each halves the map)")
+    t.set_defaults(func=cmd_tilt)
+    e = sub.add_parser("ends", help="train the ends model (which chain vertebrae are C7, T1, T2, L4, L5, S1)")
+    _common(e)
+    e.set_defaults(func=cmd_ends)

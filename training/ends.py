@@ -1,0 +1,166 @@
+"""The ends model: from a crop around one vertebra of the chain, whether it is C7, T1, T2, L4, L5, S1 or another.
+
+    spine-train ends ../shared/data/aasce-train --run-dir runs/ends [--epochs 30] [--time-budget S]
+
+Trained on the AASCE training split (patient-grouped, as every model here). Each epoch cuts, from every training
+film's original pixels with `spine_core.vertebra_ends` (the served crops), the vertebrae at the ends of T1..L5 and
+beyond them (C6, C7 and S1, S2: the labels' T1 and L5 moved on by their own step) and three from the middle, each
+placed as a chain peak would be (the tilt model's first-reading errors), and learns the class (cross-entropy).
+
+AASCE films are cropped close to T1 and L5, so a crop beyond them often runs off the film (the sampler repeats the
+edge row); on a full-body film it does not. Any class's crop gets such an edge at random (`EDGE_CHANCE`) so that an
+edge says nothing about the level. Validation: the 90 validation films under one fixed draw; besides the class
+accuracy, how often the crop the model likes best for T1 among the labels' C6..T3 is T1 (and L5 among L3..S2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW, ENDS_SPAN, ends_class
+from spine_core.vertebra_tilt import cobb_vectors, vertebra_crops
+from training.tilt import (
+    CENTRE_JITTER,
+    TURN_LIMIT_DEG,
+    TURN_SIGMA_DEG,
+    VAL_DRAW_SEED,
+    WIDTH_JITTER,
+    TiltFilms,
+    _intensity,
+    build_tilt_model,
+    load_films,
+)
+from training.train import save_without_optimizer
+
+log = logging.getLogger(__name__)
+
+END_LEVELS = np.array([-2, -1, 0, 1, 2, 14, 15, 16, 17, 18])  # C6..T3 and L3..S2, every film
+MIDDLE_PER_FILM = 2  # more, drawn from T4..L2
+EDGE_CHANCE = 0.4  # share of crops given a film edge (rows beyond it repeat the edge row)
+MAX_EDGE_SHARE = 0.6  # the most of a crop's rows an edge may cut off
+FILTERS = (16, 32, 64, 96)
+
+
+def extended_corners(corners: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Corners at any level: T1..L5 are the labels', beyond them the end vertebra moved on by its own step."""
+    centres = corners.mean(axis=1)
+    up, down = centres[0] - centres[1], centres[16] - centres[15]
+    out = []
+    for level in levels:
+        if level < 0:
+            out.append(corners[0] + up * (-level))
+        elif level > 16:
+            out.append(corners[16] + down * (level - 16))
+        else:
+            out.append(corners[level])
+    return np.stack(out)
+
+
+def _edges(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Some crops cut by a film edge above or below: the rows beyond it repeat the edge row (the sampler's way)."""
+    rows = crops.shape[1]
+    for i in np.nonzero(rng.random(len(crops)) < EDGE_CHANCE)[0]:
+        cut = int(rng.integers(1, int(MAX_EDGE_SHARE * rows) + 1))
+        if rng.random() < 0.5:
+            crops[i, :cut] = crops[i, cut]
+        else:
+            crops[i, rows - cut :] = crops[i, rows - cut - 1]
+    return crops
+
+
+def draw_crops(
+    films: TiltFilms, rng: np.random.Generator, augment: bool, middle: int = MIDDLE_PER_FILM
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, rows, cols, 1) crops, (n,) class indices, (n,) levels (T1 = 0) of the chosen vertebrae of every film."""
+    crops, classes, all_levels = [], [], []
+    for gray, corners in zip(films.pixels, films.corners, strict=True):
+        levels = np.concatenate([END_LEVELS, rng.choice(np.arange(3, 14), middle, replace=False)])
+        angles, widths, centres = cobb_vectors(extended_corners(corners, levels))
+        k = len(levels)
+        turn = np.radians(np.clip(rng.normal(0, TURN_SIGMA_DEG, k), -TURN_LIMIT_DEG, TURN_LIMIT_DEG))
+        shift = rng.normal(0, CENTRE_JITTER, (k, 2)) * widths[:, None]
+        scale = np.exp(rng.normal(0, WIDTH_JITTER, k))
+        cut = vertebra_crops(gray, centres + shift, widths * scale, angles + turn, ENDS_CROP_HW, ENDS_SPAN)
+        if augment:
+            flip = rng.random(k) < 0.5
+            cut[flip] = cut[flip, :, ::-1]
+            cut = _edges(_intensity(cut, rng), rng)
+        crops.append(cut)
+        classes.append(ends_class(levels))
+        all_levels.append(levels)
+    return np.concatenate(crops)[..., None], np.concatenate(classes), np.concatenate(all_levels)
+
+
+def end_figures(probs: np.ndarray, classes: np.ndarray, levels: np.ndarray) -> dict[str, float]:
+    """Class accuracy, and per film how often T1 (L5) is the crop among C6..T3 (L3..S2) the model likes best."""
+    figures = {"val_accuracy": float(np.mean(probs.argmax(axis=1) == classes))}
+    per_film = len(END_LEVELS) + MIDDLE_PER_FILM
+    films = probs.reshape(-1, per_film, len(ENDS_CLASSES))
+    film_levels = levels.reshape(-1, per_film)
+    for name, level, window in (("t1", 0, slice(0, 5)), ("l5", 16, slice(5, 10))):
+        picked = films[:, window, ENDS_CLASSES.index(name.upper())].argmax(axis=1)
+        figures[f"val_{name}_pick"] = float(np.mean(film_levels[:, window][np.arange(len(films)), picked] == level))
+    return figures
+
+
+def train_ends(
+    data_dir: Path,
+    run_dir: Path,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    time_budget: float = 0,
+    seed: int = 0,
+    filters: tuple[int, ...] = FILTERS,
+) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    train, val = load_films(data_dir, "train"), load_films(data_dir, "val")
+    val_crops, val_classes, val_levels = draw_crops(val, np.random.default_rng(VAL_DRAW_SEED), augment=False)
+    model = build_tilt_model(
+        ENDS_CROP_HW, filters, name="vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name="ends"
+    )
+    state_path = run_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": None, "history": []}
+    if state["epoch"] and (run_dir / "last.weights.h5").exists():
+        model.load_weights(run_dir / "last.weights.h5")
+    per_epoch = len(train.names) * (len(END_LEVELS) + MIDDLE_PER_FILM) // batch_size + 1
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed + state["epoch"])
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        t0 = time.perf_counter()
+        crops, classes, _ = draw_crops(train, rng, augment=True)
+        loss = model.fit(crops, classes, batch_size=batch_size, epochs=1, shuffle=True, verbose=0).history["loss"][-1]
+        probs = model.predict(val_crops, batch_size=256, verbose=0)
+        val_loss = float(np.mean(-np.log(np.maximum(probs[np.arange(len(val_classes)), val_classes], 1e-7))))
+        metrics = {"epoch": epoch, "loss": float(loss), "val_loss": val_loss, **end_figures(probs, val_classes, val_levels)}
+        metrics["seconds"] = round(time.perf_counter() - t0, 1)
+        state["history"].append(metrics)
+        if state["best"] is None or metrics["val_loss"] < state["best"]["val_loss"]:
+            state["best"] = metrics
+            save_without_optimizer(model, run_dir / "best.weights.h5")
+        model.save_weights(run_dir / "last.weights.h5")
+        state["epoch"] = epoch
+        state_path.write_text(json.dumps(state, indent=1))
+        log.info(
+            "ends epoch %d loss %.3f val loss %.3f acc %.3f T1 pick %.3f L5 pick %.3f %.0fs",
+            epoch,
+            loss,
+            val_loss,
+            metrics["val_accuracy"],
+            metrics["val_t1_pick"],
+            metrics["val_l5_pick"],
+            metrics["seconds"],
+        )
+        if time_budget and time.perf_counter() - started > time_budget - 1.5 * metrics["seconds"]:
+            log.info("time budget reached after epoch %d", epoch)
+            break
+    return state

@@ -1,0 +1,100 @@
+"""Export the ends model (ONNX, parity-checked) into the manifest; `validated` decided by the served figures.
+
+    spine-export ends --run-dir runs/ends --data ../shared/data/aasce-train \
+        [--eval-json WITH.json --compare-eval WITHOUT.json]
+
+The rule (`is_validated`): two `spine-evaluate aasce --subset val` runs of the service, with this model
+(`--eval-json`) and without it (`--compare-eval`, SPINE_ENDS_MODEL=false): served, it must raise the level
+accuracy and not raise the SMAPE over all validation films. Without both files the entry is written with
+`validated: false` (a first export, so that the service can be evaluated with it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spine_core.manifest import ModelEntry, sha256_file, upsert_model
+from spine_core.structures import ENDS_MODEL_NAME
+from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW
+from training.ends import draw_crops, end_figures
+from training.export import OPSET, _export_and_check, _now
+from training.tilt import VAL_DRAW_SEED, build_tilt_model, load_films
+
+ENDS_INPUT_NAME, ENDS_OUTPUT_NAME = "crops", "ends"
+
+
+def served_figures(evaluation: dict) -> dict[str, float]:
+    cobb, levels = evaluation["cobb"], evaluation["landmarks"]
+    return {"smape_all_films_pct": cobb["smape_all_films_pct"], "level_accuracy": levels["level_accuracy"]}
+
+
+def is_validated(with_model: dict | None, without: dict | None) -> bool:
+    if with_model is None or without is None:
+        return False
+    a, b = served_figures(with_model), served_figures(without)
+    return a["level_accuracy"] > b["level_accuracy"] and a["smape_all_films_pct"] <= b["smape_all_films_pct"]
+
+
+def export_ends(
+    run_dir: Path, data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
+) -> ModelEntry:
+    info = json.loads((run_dir / "run_info.json").read_text())
+    model = build_tilt_model(
+        tuple(info["crop_hw"]),
+        tuple(info["filters"]),
+        name="vertebra_ends",
+        outputs=len(ENDS_CLASSES),
+        activation="softmax",
+        output_name=ENDS_OUTPUT_NAME,
+    )
+    model.load_weights(run_dir / "best.weights.h5")
+    # The run's own validation draw: the parity inputs and the crop figures.
+    crops, classes, levels = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), augment=False)
+    onnx_path, diff = _export_and_check(model, models_dir, ENDS_MODEL_NAME, crops[:64], ENDS_INPUT_NAME, ENDS_OUTPUT_NAME)
+    probs = model.predict(crops, batch_size=256, verbose=0)
+    metrics: dict[str, float] = {f"crops_{k}": v for k, v in end_figures(probs, classes, levels).items()}
+    if with_model is not None and without is not None:
+        metrics.update({f"served_val_{k}": v for k, v in served_figures(with_model).items()})
+        metrics.update({f"served_val_{k}_without": v for k, v in served_figures(without).items()})
+    validated = is_validated(with_model, without)
+    entry = ModelEntry(
+        name=ENDS_MODEL_NAME,
+        kind="ends",
+        structure="Ap_Vertebra",
+        view="AP",
+        file=str(onnx_path.relative_to(models_dir)),
+        sha256=sha256_file(onnx_path),
+        input_name=ENDS_INPUT_NAME,
+        output_name=ENDS_OUTPUT_NAME,
+        input_shape=[None, *ENDS_CROP_HW, 1],
+        output_shape=[None, len(ENDS_CLASSES)],
+        classes=list(ENDS_CLASSES),
+        preprocessing={
+            "crop": "spine_core.vertebra_ends.ends_crops: each chain vertebra turned level by its read tilt, the crop "
+            "crop_span of its width wide, sampled at twice the input size and averaged 2x2, standardised",
+            "crop_span": float(info["crop_span"]),
+            "output": f"probabilities of {', '.join(ENDS_CLASSES)}",
+        },
+        architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense softmax head",
+        architecture_config={"builder": "training.tilt.build_tilt_model", "crop_hw": info["crop_hw"], "filters": info["filters"]},
+        parameters=int(model.count_params()),
+        opset=OPSET,
+        training_data=info["training_data"],
+        split=info["split"],
+        epochs=info["epochs"],
+        training_time_s=info.get("training_time_s"),
+        trained_on=info.get("trained_on"),
+        metrics=metrics,
+        parity_max_abs_diff=diff,
+        validated=validated,
+        notes=(
+            f"Trained from random weights on this project's AASCE training split (seed {info.get('seed', 0)}, best epoch "
+            f"{info['best_epoch']}). validated: {validated} by the rule in training/ends_export.py (served with it, the "
+            "validation films' level accuracy higher and their SMAPE over all films no higher than without it)."
+        ),
+    )
+    upsert_model(models_dir, entry, _now())
+    return entry
