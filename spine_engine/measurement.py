@@ -33,7 +33,7 @@ import numpy as np
 from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
 from spine_core.landmark_reader import SERVED_BEYOND, read_vertebrae, source_to_frame, spine_corridor
-from spine_core.preprocessing import CropBox, Letterbox, preprocess_image
+from spine_core.preprocessing import CropBox, Letterbox, preprocess_image, to_grayscale
 from spine_core.vertebra_ends import ends_crops
 from spine_core.vertebra_tilt import crops_for, refine_tilts
 from spine_core.vertebrae import VertebraeResult, find_vertebrae
@@ -146,10 +146,13 @@ def landmark_reading(
 
     ends = registry.ends_model() if policy.ends_model else None
     ends_spent = [0.0]
+    # The crop models read the film as float32 gray: converted once here, not once per pass (a full-body film
+    # is ~13 Mpx, ~20 ms a conversion).
+    gray = to_grayscale(pixels) if ends is not None or policy.tilt_model else pixels
 
     def read_ends(corners: np.ndarray) -> np.ndarray:  # the chain's vertebrae in the film's pixels -> log-probabilities
         assert ends is not None
-        crops = ends_crops(pixels, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]))
+        crops = ends_crops(gray, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]))
         started = time.perf_counter()
         probs = registry.infer([(ends, crops)])[0]
         ends_spent[0] += (time.perf_counter() - started) * 1000
@@ -174,7 +177,7 @@ def landmark_reading(
     tilt = registry.tilt_model() if policy.tilt_model and vertebrae.complete else None
     tilt_ms = 0.0
     if tilt is not None:
-        vertebrae, tilt_ms = second_look(registry, tilt, pixels, vertebrae)
+        vertebrae, tilt_ms = second_look(registry, tilt, gray, vertebrae)
     return LandmarkReading(
         model,
         vertebrae,

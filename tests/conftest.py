@@ -44,6 +44,7 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "benchmarks/test_benchmarks_quick.py": ("slow",),  # exports (tiny) Keras models with tf2onnx
     "training/test_annotated_training.py": ("slow",),
     "training/test_landmarks_training.py": ("slow",),
+    "training/test_ends_training.py": ("slow",),
     "training/test_tilt_training.py": ("slow",),
     "training/test_training_pipeline.py": ("slow",),
     "training/test_unet_finetune.py": ("slow",),

@@ -7,6 +7,8 @@ import json
 import platform
 from pathlib import Path
 
+from spine_core.vertebra_ends import ENDS_CROP_HW, ENDS_SPAN
+from spine_core.vertebra_tilt import CROP_HW, CROP_SPAN
 from training.splits import split_description
 
 
@@ -57,23 +59,26 @@ def cmd_tilt(args: argparse.Namespace) -> None:
 
 
 def cmd_ends(args: argparse.Namespace) -> None:
-    from spine_core.vertebra_ends import ENDS_CROP_HW, ENDS_SPAN
-    from training.ends import FILTERS, train_ends
+    from training.ends import train_ends
+    from training.tilt import CropShape
 
-    state = train_ends(Path(args.data), Path(args.run_dir), args.epochs, args.lr, args.batch_size, args.time_budget, args.seed)
+    shape, filters = CropShape(tuple(args.crop_hw), args.crop_span), tuple(args.filters)
+    state = train_ends(
+        Path(args.data), Path(args.run_dir), args.epochs, args.lr, args.batch_size, args.time_budget, args.seed, filters, shape
+    )
     info = {
         "kind": "ends",
         "training_data": "AASCE 2019 training set: crops of the vertebrae at and beyond the ends of T1..L5 (C6..T3, "
         "L3..S2, the labels' end vertebrae moved on by their step) and two from the middle, placed with random "
         "first-reading errors (spine_core.vertebra_ends)",
-        "crop_hw": list(ENDS_CROP_HW),
-        "crop_span": ENDS_SPAN,
-        "filters": list(FILTERS),
+        "crop_hw": list(shape.hw),
+        "crop_span": shape.span,
+        "filters": list(filters),
     }
     _write_run_info(args, state, info)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, crop_hw: tuple[int, int], crop_span: float) -> None:
     p.add_argument("data", help="AASCE-layout folder (images/, labels/)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--epochs", type=int, default=30)
@@ -81,15 +86,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--time-budget", type=float, default=0, help="seconds; stop after the epoch that would pass it")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop-hw", type=int, nargs=2, default=list(crop_hw), metavar=("ROWS", "COLS"), help="the model's input")
+    p.add_argument("--crop-span", type=float, default=crop_span, help="the crop's width in vertebra widths")
+    p.add_argument("--filters", type=int, nargs="+", default=[16, 32, 64, 96], help="per conv block (each halves the map)")
 
 
 def add_crop_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tilt", help="train the tilt model (each vertebra's remaining tilt from a crop of the film)")
-    _common(t)
-    t.add_argument("--crop-hw", type=int, nargs=2, default=[64, 64], metavar=("ROWS", "COLS"), help="the model's input")
-    t.add_argument("--crop-span", type=float, default=1.6, help="the crop's width in vertebra widths")
-    t.add_argument("--filters", type=int, nargs="+", default=[16, 32, 64, 96], help="per conv block (each halves the map)")
+    _common(t, CROP_HW, CROP_SPAN)
     t.set_defaults(func=cmd_tilt)
     e = sub.add_parser("ends", help="train the ends model (which chain vertebrae are C7, T1, T2, L4, L5, S1)")
-    _common(e)
+    _common(e, ENDS_CROP_HW, ENDS_SPAN)
     e.set_defaults(func=cmd_ends)

@@ -31,6 +31,7 @@ from training.tilt import (
     TURN_SIGMA_DEG,
     VAL_DRAW_SEED,
     WIDTH_JITTER,
+    CropShape,
     TiltFilms,
     _intensity,
     build_tilt_model,
@@ -45,6 +46,7 @@ MIDDLE_PER_FILM = 2  # more, drawn from T4..L2
 EDGE_CHANCE = 0.4  # share of crops given a film edge (rows beyond it repeat the edge row)
 MAX_EDGE_SHARE = 0.6  # the most of a crop's rows an edge may cut off
 FILTERS = (16, 32, 64, 96)
+ENDS_SHAPE = CropShape(ENDS_CROP_HW, ENDS_SPAN)
 
 
 def extended_corners(corners: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -75,7 +77,11 @@ def _edges(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_crops(
-    films: TiltFilms, rng: np.random.Generator, augment: bool, middle: int = MIDDLE_PER_FILM
+    films: TiltFilms,
+    rng: np.random.Generator,
+    augment: bool,
+    middle: int = MIDDLE_PER_FILM,
+    shape: CropShape = ENDS_SHAPE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(n, rows, cols, 1) crops, (n,) class indices, (n,) levels (T1 = 0) of the chosen vertebrae of every film."""
     crops, classes, all_levels = [], [], []
@@ -86,7 +92,7 @@ def draw_crops(
         turn = np.radians(np.clip(rng.normal(0, TURN_SIGMA_DEG, k), -TURN_LIMIT_DEG, TURN_LIMIT_DEG))
         shift = rng.normal(0, CENTRE_JITTER, (k, 2)) * widths[:, None]
         scale = np.exp(rng.normal(0, WIDTH_JITTER, k))
-        cut = vertebra_crops(gray, centres + shift, widths * scale, angles + turn, ENDS_CROP_HW, ENDS_SPAN)
+        cut = vertebra_crops(gray, centres + shift, widths * scale, angles + turn, shape.hw, shape.span)
         if augment:
             flip = rng.random(k) < 0.5
             cut[flip] = cut[flip, :, ::-1]
@@ -118,13 +124,14 @@ def train_ends(
     time_budget: float = 0,
     seed: int = 0,
     filters: tuple[int, ...] = FILTERS,
+    shape: CropShape = ENDS_SHAPE,
 ) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     train, val = load_films(data_dir, "train"), load_films(data_dir, "val")
-    val_crops, val_classes, val_levels = draw_crops(val, np.random.default_rng(VAL_DRAW_SEED), augment=False)
+    val_crops, val_classes, val_levels = draw_crops(val, np.random.default_rng(VAL_DRAW_SEED), False, shape=shape)
     model = build_tilt_model(
-        ENDS_CROP_HW, filters, name="vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name="ends"
+        shape.hw, filters, name="vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name="ends"
     )
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": None, "history": []}
@@ -137,7 +144,7 @@ def train_ends(
     rng = np.random.default_rng(seed + state["epoch"])
     for epoch in range(state["epoch"] + 1, epochs + 1):
         t0 = time.perf_counter()
-        crops, classes, _ = draw_crops(train, rng, augment=True)
+        crops, classes, _ = draw_crops(train, rng, augment=True, shape=shape)
         loss = model.fit(crops, classes, batch_size=batch_size, epochs=1, shuffle=True, verbose=0).history["loss"][-1]
         probs = model.predict(val_crops, batch_size=256, verbose=0)
         val_loss = float(np.mean(-np.log(np.maximum(probs[np.arange(len(val_classes)), val_classes], 1e-7))))

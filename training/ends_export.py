@@ -18,10 +18,10 @@ import numpy as np
 
 from spine_core.manifest import ModelEntry, sha256_file, upsert_model
 from spine_core.structures import ENDS_MODEL_NAME
-from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW
+from spine_core.vertebra_ends import ENDS_CLASSES
 from training.ends import draw_crops, end_figures
 from training.export import OPSET, _export_and_check, _now
-from training.tilt import VAL_DRAW_SEED, build_tilt_model, load_films
+from training.tilt import VAL_DRAW_SEED, CropShape, build_tilt_model, load_films
 
 ENDS_INPUT_NAME, ENDS_OUTPUT_NAME = "crops", "ends"
 
@@ -42,8 +42,9 @@ def export_ends(
     run_dir: Path, data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
     info = json.loads((run_dir / "run_info.json").read_text())
+    shape = CropShape(tuple(info["crop_hw"]), float(info["crop_span"]))
     model = build_tilt_model(
-        tuple(info["crop_hw"]),
+        shape.hw,
         tuple(info["filters"]),
         name="vertebra_ends",
         outputs=len(ENDS_CLASSES),
@@ -52,7 +53,7 @@ def export_ends(
     )
     model.load_weights(run_dir / "best.weights.h5")
     # The run's own validation draw: the parity inputs and the crop figures.
-    crops, classes, levels = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), augment=False)
+    crops, classes, levels = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), False, shape=shape)
     onnx_path, diff = _export_and_check(model, models_dir, ENDS_MODEL_NAME, crops[:64], ENDS_INPUT_NAME, ENDS_OUTPUT_NAME)
     probs = model.predict(crops, batch_size=256, verbose=0)
     metrics: dict[str, float] = {f"crops_{k}": v for k, v in end_figures(probs, classes, levels).items()}
@@ -69,7 +70,7 @@ def export_ends(
         sha256=sha256_file(onnx_path),
         input_name=ENDS_INPUT_NAME,
         output_name=ENDS_OUTPUT_NAME,
-        input_shape=[None, *ENDS_CROP_HW, 1],
+        input_shape=[None, *shape.hw, 1],
         output_shape=[None, len(ENDS_CLASSES)],
         classes=list(ENDS_CLASSES),
         preprocessing={

@@ -1,0 +1,81 @@
+"""The ends model end to end on synthetic films: training (resumable) -> ONNX export with parity -> manifest (kind
+ends, validated only by the service's figures with and without it) -> served by the registry, voting in the levels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) is not installed")
+
+from spine_core.manifest import load_manifest
+from spine_core.structures import ENDS_MODEL_NAME
+from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW, ends_crops
+from spine_engine.registry import ModelRegistry
+from training.cli import train_main
+from training.datasets import read_aasce_dataset, write_synthetic_aasce_dataset
+from training.ends import extended_corners
+from training.ends_export import is_validated
+from training.export import PARITY_TOLERANCE
+from training.export_cli import export_main
+
+# `slow` (TensorFlow), by path: tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ends")
+    aasce = write_synthetic_aasce_dataset(root / "aasce", n_patients=6, size=(384, 160))
+    models = root / "models"
+    train_main(["ends", str(aasce), "--run-dir", str(root / "run"), "--epochs", "1", "--batch-size", "16"])
+    train_main(["ends", str(aasce), "--run-dir", str(root / "run"), "--epochs", "2", "--batch-size", "16"])  # resumes
+    export_main(["ends", "--run-dir", str(root / "run"), "--data", str(aasce), "--models", str(models)])
+    return {"root": root, "aasce": aasce, "models": models}
+
+
+def test_the_run_resumes_and_records_its_figures(exported):
+    state = json.loads((exported["root"] / "run" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    info = json.loads((exported["root"] / "run" / "run_info.json").read_text())
+    assert info["kind"] == "ends" and info["epochs"] == 2 and info["crop_hw"] == list(ENDS_CROP_HW)
+    assert {"val_accuracy", "val_t1_pick", "val_l5_pick"} <= set(info["metrics"])
+
+
+def test_export_is_parity_checked_and_not_validated_without_the_service_figures(exported):
+    entry = load_manifest(exported["models"]).by_name()[ENDS_MODEL_NAME]
+    assert entry.kind == "ends" and entry.output_shape == [None, len(ENDS_CLASSES)] and entry.classes == list(ENDS_CLASSES)
+    assert entry.parity_max_abs_diff is not None and entry.parity_max_abs_diff <= PARITY_TOLERANCE
+    assert entry.validated is False and "training/ends_export.py" in entry.notes
+
+
+def test_validated_only_when_served_it_raises_level_accuracy_and_keeps_smape():
+    def run(smape: float, levels: float) -> dict:
+        return {"cobb": {"smape_all_films_pct": smape}, "landmarks": {"level_accuracy": levels}}
+
+    assert is_validated(run(8.9, 0.82), run(9.0, 0.80))
+    assert not is_validated(run(9.1, 0.82), run(9.0, 0.80))  # the angles got worse
+    assert not is_validated(run(8.9, 0.80), run(9.0, 0.80))  # the levels did not improve
+    assert not is_validated(run(8.9, 0.82), None)
+
+
+def test_the_registry_serves_it_and_it_answers_a_distribution_per_vertebra(exported):
+    registry = ModelRegistry.load(exported["models"], providers=["CPUExecutionProvider"], warmup=True)
+    model = registry.ends_model()
+    assert model is not None and model.servable and model.warm
+    sample = read_aasce_dataset(exported["aasce"])[0]
+    pixels = sample.image()
+    h, w = pixels.shape[:2]
+    corners = extended_corners((sample.landmarks * [w, h]).reshape(17, 4, 2), np.array([-1, 0, 16, 17]))
+    probs = registry.infer([(model, ends_crops(pixels, corners, model.input_hw))])[0]
+    assert probs.shape == (4, len(ENDS_CLASSES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_extended_corners_continue_the_chain_by_its_end_steps():
+    corners = np.zeros((17, 4, 2))
+    corners[..., 1] = np.arange(17)[:, None] * 10.0  # centres 10 px apart, straight down
+    out = extended_corners(corners, np.array([-2, -1, 0, 16, 17, 18]))
+    np.testing.assert_allclose(out.mean(axis=1)[:, 1], [-20, -10, 0, 160, 170, 180])
