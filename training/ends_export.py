@@ -1,12 +1,13 @@
 """Export the ends model (ONNX, parity-checked) into the manifest; `validated` decided by the served figures.
 
-    spine-export ends --run-dir runs/ends --data ../shared/data/aasce-train \
+    spine-export ends --run-dir runs/ends [runs/ends_s1 ...] --data ../shared/data/aasce-train \
         [--eval-json WITH.json --compare-eval WITHOUT.json]
 
 The rule (`is_validated`): two `spine-evaluate aasce --subset val` runs of the service, with this model
 (`--eval-json`) and without it (`--compare-eval`, SPINE_ENDS_MODEL=false): served, it must raise the level
 accuracy and not raise the SMAPE over all validation films. Without both files the entry is written with
-`validated: false` (a first export, so that the service can be evaluated with it).
+`validated: false` (a first export, so that the service can be evaluated with it). Several runs of the same crop
+export as one graph answering the mean of their probabilities.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from spine_core.structures import ENDS_MODEL_NAME
 from spine_core.vertebra_ends import ENDS_CLASSES
 from training.ends import draw_crops, end_figures
 from training.export import OPSET, _export_and_check, _now
-from training.tilt import VAL_DRAW_SEED, CropShape, build_tilt_model, load_films
+from training.tilt import VAL_DRAW_SEED, CropShape, build_tilt_model, load_films, mean_of
 
 ENDS_INPUT_NAME, ENDS_OUTPUT_NAME = "crops", "ends"
 
@@ -39,24 +40,33 @@ def is_validated(with_model: dict | None, without: dict | None) -> bool:
 
 
 def export_ends(
-    run_dir: Path, data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
+    run_dirs: list[Path], data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
-    info = json.loads((run_dir / "run_info.json").read_text())
+    infos = [json.loads((run_dir / "run_info.json").read_text()) for run_dir in run_dirs]
+    info = infos[0]
     shape = CropShape(tuple(info["crop_hw"]), float(info["crop_span"]))
-    model = build_tilt_model(
-        shape.hw,
-        tuple(info["filters"]),
-        name="vertebra_ends",
-        outputs=len(ENDS_CLASSES),
-        activation="softmax",
-        output_name=ENDS_OUTPUT_NAME,
-    )
-    model.load_weights(run_dir / "best.weights.h5")
+    if any((i["crop_hw"], i["crop_span"]) != (info["crop_hw"], info["crop_span"]) for i in infos):
+        raise ValueError("runs exported as one mean must read the same crop (crop_hw, crop_span)")
+    members = []
+    for k, (run_dir, run_info) in enumerate(zip(run_dirs, infos, strict=True)):
+        member = build_tilt_model(
+            shape.hw,
+            tuple(run_info["filters"]),
+            name=f"vertebra_ends_{k}",
+            outputs=len(ENDS_CLASSES),
+            activation="softmax",
+            output_name=ENDS_OUTPUT_NAME,
+        )
+        member.load_weights(run_dir / "best.weights.h5")
+        members.append(member)
+    model = mean_of(members, ENDS_OUTPUT_NAME, "vertebra_ends_mean")
     # The run's own validation draw: the parity inputs and the crop figures.
     crops, classes, levels = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), False, shape=shape)
     onnx_path, diff = _export_and_check(model, models_dir, ENDS_MODEL_NAME, crops[:64], ENDS_INPUT_NAME, ENDS_OUTPUT_NAME)
     probs = model.predict(crops, batch_size=256, verbose=0)
-    metrics: dict[str, float] = {f"crops_{k}": v for k, v in end_figures(probs, classes, levels).items()}
+    metrics: dict = {f"crops_{k}": v for k, v in end_figures(probs, classes, levels).items()}
+    if len(infos) > 1:
+        metrics["crops_val_loss_of_each_run"] = [i["metrics"]["val_loss"] for i in infos]
     if with_model is not None and without is not None:
         metrics.update({f"served_val_{k}": v for k, v in served_figures(with_model).items()})
         metrics.update({f"served_val_{k}_without": v for k, v in served_figures(without).items()})
@@ -79,22 +89,30 @@ def export_ends(
             "crop_span": float(info["crop_span"]),
             "output": f"probabilities of {', '.join(ENDS_CLASSES)}",
         },
-        architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense softmax head",
-        architecture_config={"builder": "training.tilt.build_tilt_model", "crop_hw": info["crop_hw"], "filters": info["filters"]},
+        architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense softmax head"
+        + (f"; the mean of {len(members)} such networks (runs with other seeds)" if len(members) > 1 else ""),
+        architecture_config={
+            "builder": "training.tilt.build_tilt_model",
+            "crop_hw": info["crop_hw"],
+            "filters": [i["filters"] for i in infos],
+            "runs": [str(d) for d in run_dirs],
+        },
         parameters=int(model.count_params()),
         opset=OPSET,
         training_data=info["training_data"],
         split=info["split"],
-        epochs=info["epochs"],
-        training_time_s=info.get("training_time_s"),
+        epochs=sum(i["epochs"] for i in infos),
+        training_time_s=sum(i.get("training_time_s") or 0.0 for i in infos),
         trained_on=info.get("trained_on"),
         metrics=metrics,
         parity_max_abs_diff=diff,
         validated=validated,
         notes=(
-            f"Trained from random weights on this project's AASCE training split (seed {info.get('seed', 0)}, best epoch "
-            f"{info['best_epoch']}). validated: {validated} by the rule in training/ends_export.py (served with it, the "
-            "validation films' level accuracy higher and their SMAPE over all films no higher than without it)."
+            f"Trained from random weights on this project's AASCE training split: {len(infos)} run(s) (seeds "
+            f"{', '.join(str(i.get('seed', 0)) for i in infos)}), best epochs {', '.join(str(i['best_epoch']) for i in infos)}"
+            f"{', their probabilities averaged in one graph' if len(infos) > 1 else ''}. validated: {validated} by the "
+            "rule in training/ends_export.py (served with it, the validation films' level accuracy higher and their "
+            "SMAPE over all films no higher than without it)."
         ),
     )
     upsert_model(models_dir, entry, _now())

@@ -56,7 +56,7 @@ def export_main(argv: list[str] | None = None) -> None:
     tl.add_argument("--eval-json", default=None, help="spine-evaluate aasce --subset val JSON with the tilt model served")
     tl.add_argument("--compare-eval", default=None, help="the same without it (SPINE_TILT_MODEL=false)")
     en = sub.add_parser("ends", help="export the ends model (validated by the service's figures with and without it)")
-    en.add_argument("--run-dir", required=True)
+    en.add_argument("--run-dir", required=True, nargs="+", help="one run, or several of the same crop (their mean)")
     en.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
     en.add_argument("--models", default="exported_models")
     en.add_argument("--no-triton-config", action="store_true")
@@ -140,7 +140,7 @@ def export_main(argv: list[str] | None = None) -> None:
         from training.ends_export import export_ends
 
         evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
-        entry = export_ends(Path(args.run_dir), Path(args.data), models_dir, *evals)
+        entry = export_ends([Path(d) for d in args.run_dir], Path(args.data), models_dir, *evals)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

@@ -130,14 +130,14 @@ def build_tilt_model(
     return keras.Model(inputs, answer, name=name)
 
 
-def mean_of(models: list[keras.Model]) -> keras.Model:
+def mean_of(models: list[keras.Model], output_name: str = "turn", name: str = "vertebra_tilt_mean") -> keras.Model:
     """One graph answering the mean of several tilt models' answers (runs of the same crop, other seeds): their
     errors are partly independent, so the mean is steadier than any one."""
     if len(models) == 1:
         return models[0]
     inputs = keras.Input(models[0].input_shape[1:], name="crops")
-    outputs = layers.Average(name="turn")([m(inputs) for m in models])
-    return keras.Model(inputs, outputs, name="vertebra_tilt_mean")
+    outputs = layers.Average(name=output_name)([m(inputs) for m in models])
+    return keras.Model(inputs, outputs, name=name)
 
 
 def tilt_errors(model: keras.Model, crops: np.ndarray, targets: np.ndarray) -> dict[str, float]:

@@ -79,3 +79,21 @@ def test_extended_corners_continue_the_chain_by_its_end_steps():
     corners[..., 1] = np.arange(17)[:, None] * 10.0  # centres 10 px apart, straight down
     out = extended_corners(corners, np.array([-2, -1, 0, 16, 17, 18]))
     np.testing.assert_allclose(out.mean(axis=1)[:, 1], [-20, -10, 0, 160, 170, 180])
+
+
+def test_two_runs_export_as_one_graph_averaging_their_probabilities(exported):
+    import onnxruntime as ort
+
+    root, aasce = exported["root"], exported["aasce"]
+    train_main(["ends", str(aasce), "--run-dir", str(root / "run_s1"), "--epochs", "1", "--batch-size", "16", "--seed", "1"])
+    crops = np.random.default_rng(0).normal(size=(3, *ENDS_CROP_HW, 1)).astype(np.float32)
+    answers = {}
+    for key, dirs in {"a": [root / "run"], "b": [root / "run_s1"], "mean": [root / "run", root / "run_s1"]}.items():
+        models = root / f"models_{key}"
+        export_main(["ends", "--run-dir", *map(str, dirs), "--data", str(aasce), "--models", str(models), "--no-triton-config"])
+        entry = load_manifest(models).by_name()[ENDS_MODEL_NAME]
+        session = ort.InferenceSession(str(models / entry.file), providers=["CPUExecutionProvider"])
+        answers[key] = session.run([entry.output_name], {entry.input_name: crops})[0]
+    np.testing.assert_allclose(answers["mean"], (answers["a"] + answers["b"]) / 2, atol=1e-5)
+    assert not np.allclose(answers["a"], answers["b"])
+    assert "the mean of 2" in entry.architecture and len(entry.metrics["crops_val_loss_of_each_run"]) == 2
