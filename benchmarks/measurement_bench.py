@@ -59,10 +59,18 @@ def _wait_ready(client, url: str, proc: subprocess.Popen, timeout: float = 180.0
     raise RuntimeError("the server did not become ready")
 
 
-def _run_variant(models: Path, measurement: str, films: list[tuple[str, bytes]], large: list[tuple[str, bytes]]) -> dict:
+# What each variant sets: the served path, the landmark path without the ends model, the mask geometry.
+VARIANTS = {
+    "landmarks": {"SPINE_MEASUREMENT": "landmarks"},
+    "landmarks_no_ends": {"SPINE_MEASUREMENT": "landmarks", "SPINE_ENDS_MODEL": "false"},
+    "mask": {"SPINE_MEASUREMENT": "mask"},
+}
+
+
+def _run_variant(models: Path, variant: str, films: list[tuple[str, bytes]], large: list[tuple[str, bytes]]) -> dict:
     import httpx
 
-    proc, url = _serve(models, {"SPINE_MEASUREMENT": measurement, "SPINE_SPINE_CHECK": "false"})
+    proc, url = _serve(models, {**VARIANTS[variant], "SPINE_SPINE_CHECK": "false"})
     try:
         with httpx.Client(timeout=120.0) as client:
             _wait_ready(client, url, proc)
@@ -101,7 +109,7 @@ def _films(folder: Path | None, n: int) -> list[tuple[str, bytes]]:
 
 def table(results: dict) -> str:
     stages = ["wall_ms_median", "wall_ms_p90", "total_ms_median", "inference_ms_median", "landmark_inference_ms_median"]
-    stages += ["tilt_inference_ms_median"]
+    stages += ["tilt_inference_ms_median", "ends_inference_ms_median"]
     stages += ["measurement_ms_median", "classification_ms_median"]
     lines = ["| measurement | films | n | " + " | ".join(s.removesuffix("_median") for s in stages) + " |"]
     lines.append("|" + " --- |" * (len(stages) + 3))
@@ -119,7 +127,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--n-large", type=int, default=5)
     parser.add_argument("--models", type=Path, default=REPO / "exported_models")
-    parser.add_argument("--variants", nargs="+", default=["landmarks", "mask"])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     films = _films(args.films, args.n) or [("generated.jpg", _generated_film())]

@@ -37,17 +37,20 @@ def cobb_vectors(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def crop_grid(
     centres: np.ndarray, widths: np.ndarray, angles: np.ndarray, crop_hw: tuple[int, int] = CROP_HW, span: float = CROP_SPAN
 ) -> np.ndarray:
-    """(k, 2, 2*rows, 2*cols) row, col sample positions of each vertebra's level rectangle in the film."""
+    """(2, k, 2*rows, 2*cols) row, col sample positions of each vertebra's level rectangle in the film."""
     rows, cols = 2 * crop_hw[0], 2 * crop_hw[1]
     side = span * np.maximum(widths, 1.0)
     u = (np.arange(cols) + 0.5) / cols - 0.5  # -0.5..0.5 along the vertebra
     v = ((np.arange(rows) + 0.5) / rows - 0.5) * rows / cols  # the same scale across it
-    along, across = np.meshgrid(u, v)  # along: x in the level frame, across: y
-    cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
-    s = side[:, None, None]
-    x = centres[:, 0, None, None] + s * (along * cos - across * sin)
-    y = centres[:, 1, None, None] + s * (along * sin + across * cos)
-    return np.stack([y - 0.5, x - 0.5], axis=1)  # pixel centres at half-integers (the corners' convention)
+    # The map is affine: each position is the centre plus one term along the row and one down the column, added
+    # by broadcasting ((k, 1, cols) + (k, rows, 1)) rather than computed on full meshgrids (4x less work).
+    along_cos, along_sin = (side * np.cos(angles))[:, None] * u, (side * np.sin(angles))[:, None] * u  # (k, cols)
+    across_cos, across_sin = (side * np.cos(angles))[:, None] * v, (side * np.sin(angles))[:, None] * v  # (k, rows)
+    grid = np.empty((2, len(side), rows, cols))
+    # pixel centres at half-integers (the corners' convention)
+    grid[0] = (centres[:, 1] - 0.5)[:, None, None] + along_sin[:, None, :] + across_cos[:, :, None]
+    grid[1] = (centres[:, 0] - 0.5)[:, None, None] + along_cos[:, None, :] - across_sin[:, :, None]
+    return grid
 
 
 def vertebra_crops(
@@ -61,8 +64,8 @@ def vertebra_crops(
     """(k, rows, cols) float32 standardised crops of the film, each vertebra turned level by `angles`."""
     gray = to_grayscale(pixels)
     grid = crop_grid(np.asarray(centres, float), np.asarray(widths, float), np.asarray(angles, float), crop_hw, span)
-    k = len(grid)
-    coords = grid.transpose(1, 0, 2, 3).reshape(2, -1)
+    k = grid.shape[1]
+    coords = grid.reshape(2, -1)
     sampled = ndimage.map_coordinates(gray, coords, order=1, mode="nearest", output=np.float32)
     crops = sampled.reshape(k, crop_hw[0], 2, crop_hw[1], 2).mean(axis=(2, 4))
     mean = crops.mean(axis=(1, 2), keepdims=True)

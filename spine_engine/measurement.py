@@ -68,7 +68,7 @@ class LandmarkReading:
     window: CropBox | None = None  # a full-body film's second-pass window (original pixels)
     tilt_model: LoadedModel | None = None  # the model that turned the vertebrae, if one did
     tilt_ms: float = 0.0  # its run
-    ends_model: LoadedModel | None = None  # the model that voted in the level placement, if one did
+    ends_model: LoadedModel | None = None  # the model that voted in the level placement, if it was asked
     ends_ms: float = 0.0  # its runs (one per pass)
 
     def features(self, height: int) -> dict[str, float]:
@@ -145,7 +145,7 @@ def landmark_reading(
         return out
 
     ends = registry.ends_model() if policy.ends_model else None
-    ends_spent = [0.0]
+    ends_spent, ends_runs = [0.0], [0]  # a chain of exactly 17 leaves one placement: the model is not asked
     # The crop models read the film as float32 gray: converted once here, not once per pass (a full-body film
     # is ~13 Mpx, ~20 ms a conversion).
     gray = to_grayscale(pixels) if ends is not None or policy.tilt_model else pixels
@@ -156,6 +156,7 @@ def landmark_reading(
         started = time.perf_counter()
         probs = registry.infer([(ends, crops)])[0]
         ends_spent[0] += (time.perf_counter() - started) * 1000
+        ends_runs[0] += 1
         return np.log(np.maximum(probs.astype(np.float64), 1e-9))
 
     typical_peak = float(model.entry.metrics.get("val_median_peak", 1.0))
@@ -186,7 +187,7 @@ def landmark_reading(
         window=reading.window,
         tilt_model=tilt,
         tilt_ms=tilt_ms,
-        ends_model=ends,
+        ends_model=ends if ends_runs[0] else None,
         ends_ms=ends_spent[0],
     )
 
