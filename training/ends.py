@@ -15,9 +15,6 @@ accuracy, how often the crop the model likes best for T1 among the labels' C6..T
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from pathlib import Path
 
 import keras
@@ -32,14 +29,13 @@ from training.tilt import (
     VAL_DRAW_SEED,
     WIDTH_JITTER,
     CropShape,
+    EpochPlan,
     TiltFilms,
     _intensity,
     build_tilt_model,
+    fit_epochs,
     load_films,
 )
-from training.train import save_without_optimizer
-
-log = logging.getLogger(__name__)
 
 END_LEVELS = np.array([-2, -1, 0, 1, 2, 14, 15, 16, 17, 18])  # C6..T3 and L3..S2, every film
 MIDDLE_PER_FILM = 2  # more, drawn from T4..L2
@@ -133,41 +129,19 @@ def train_ends(
     model = build_tilt_model(
         shape.hw, filters, name="vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name="ends"
     )
-    state_path = run_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": None, "history": []}
-    if state["epoch"] and (run_dir / "last.weights.h5").exists():
-        model.load_weights(run_dir / "last.weights.h5")
     per_epoch = len(train.names) * (len(END_LEVELS) + MIDDLE_PER_FILM) // batch_size + 1
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
-    started = time.perf_counter()
-    rng = np.random.default_rng(seed + state["epoch"])
-    for epoch in range(state["epoch"] + 1, epochs + 1):
-        t0 = time.perf_counter()
-        crops, classes, _ = draw_crops(train, rng, augment=True, shape=shape)
-        loss = model.fit(crops, classes, batch_size=batch_size, epochs=1, shuffle=True, verbose=0).history["loss"][-1]
+
+    def validate() -> dict[str, float]:
         probs = model.predict(val_crops, batch_size=256, verbose=0)
         val_loss = float(np.mean(-np.log(np.maximum(probs[np.arange(len(val_classes)), val_classes], 1e-7))))
-        metrics = {"epoch": epoch, "loss": float(loss), "val_loss": val_loss, **end_figures(probs, val_classes, val_levels)}
-        metrics["seconds"] = round(time.perf_counter() - t0, 1)
-        state["history"].append(metrics)
-        if state["best"] is None or metrics["val_loss"] < state["best"]["val_loss"]:
-            state["best"] = metrics
-            save_without_optimizer(model, run_dir / "best.weights.h5")
-        model.save_weights(run_dir / "last.weights.h5")
-        state["epoch"] = epoch
-        state_path.write_text(json.dumps(state, indent=1))
-        log.info(
-            "ends epoch %d loss %.3f val loss %.3f acc %.3f T1 pick %.3f L5 pick %.3f %.0fs",
-            epoch,
-            loss,
-            val_loss,
-            metrics["val_accuracy"],
-            metrics["val_t1_pick"],
-            metrics["val_l5_pick"],
-            metrics["seconds"],
-        )
-        if time_budget and time.perf_counter() - started > time_budget - 1.5 * metrics["seconds"]:
-            log.info("time budget reached after epoch %d", epoch)
-            break
-    return state
+        return {"val_loss": val_loss, **end_figures(probs, val_classes, val_levels)}
+
+    return fit_epochs(
+        model,
+        run_dir,
+        EpochPlan(epochs, batch_size, seed, time_budget, "val_loss", "ends"),
+        lambda rng: draw_crops(train, rng, augment=True, shape=shape)[:2],
+        validate,
+    )

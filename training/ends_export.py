@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_core.manifest import ModelEntry, sha256_file, upsert_model
+from spine_core.manifest import ModelEntry, upsert_model
 from spine_core.structures import ENDS_MODEL_NAME
 from spine_core.vertebra_ends import ENDS_CLASSES
 from training.ends import draw_crops, end_figures
-from training.export import OPSET, _export_and_check, _now
+from training.export import _export_and_check, _now
 from training.tilt import VAL_DRAW_SEED, CropShape, build_tilt_model, load_films, mean_of
+from training.tilt_export import crop_model_fields
 
 ENDS_INPUT_NAME, ENDS_OUTPUT_NAME = "crops", "ends"
 
@@ -76,11 +77,8 @@ def export_ends(
         kind="ends",
         structure="Ap_Vertebra",
         view="AP",
-        file=str(onnx_path.relative_to(models_dir)),
-        sha256=sha256_file(onnx_path),
         input_name=ENDS_INPUT_NAME,
         output_name=ENDS_OUTPUT_NAME,
-        input_shape=[None, *shape.hw, 1],
         output_shape=[None, len(ENDS_CLASSES)],
         classes=list(ENDS_CLASSES),
         preprocessing={
@@ -91,22 +89,10 @@ def export_ends(
         },
         architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense softmax head"
         + (f"; the mean of {len(members)} such networks (runs with other seeds)" if len(members) > 1 else ""),
-        architecture_config={
-            "builder": "training.tilt.build_tilt_model",
-            "crop_hw": info["crop_hw"],
-            "filters": [i["filters"] for i in infos],
-            "runs": [str(d) for d in run_dirs],
-        },
-        parameters=int(model.count_params()),
-        opset=OPSET,
-        training_data=info["training_data"],
-        split=info["split"],
-        epochs=sum(i["epochs"] for i in infos),
-        training_time_s=sum(i.get("training_time_s") or 0.0 for i in infos),
-        trained_on=info.get("trained_on"),
         metrics=metrics,
         parity_max_abs_diff=diff,
         validated=validated,
+        **crop_model_fields(model, onnx_path, models_dir, shape, infos, run_dirs),
         notes=(
             f"Trained from random weights on this project's AASCE training split: {len(infos)} run(s) (seeds "
             f"{', '.join(str(i.get('seed', 0)) for i in infos)}), best epochs {', '.join(str(i['best_epoch']) for i in infos)}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,36 +168,61 @@ def train_tilt(
     train, val = load_films(data_dir, "train"), load_films(data_dir, "val")
     val_crops, val_targets = draw_crops(val, np.random.default_rng(VAL_DRAW_SEED), augment=False, shape=shape)
     model = build_tilt_model(shape.hw, filters)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * (len(train.names) * 17 // batch_size + 1))
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mean_absolute_error")
+    return fit_epochs(
+        model,
+        run_dir,
+        EpochPlan(epochs, batch_size, seed, time_budget, "val_tilt_mae", "tilt"),
+        lambda rng: draw_crops(train, rng, augment=True, shape=shape),
+        lambda: tilt_errors(model, val_crops, val_targets),
+    )
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How a crop model's run goes: its length, batch, seed, time budget, and the validation figure (lower is
+    better) that decides which epoch `best.weights.h5` keeps."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    time_budget: float
+    best_by: str
+    name: str
+
+
+def fit_epochs(
+    model: keras.Model,
+    run_dir: Path,
+    plan: EpochPlan,
+    draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    validate: Callable[[], dict[str, float]],
+) -> dict:
+    """A compiled crop model's run, resumable: each epoch draws fresh crops, fits once over them, validates, keeps
+    `best.weights.h5` by `plan.best_by` and `last.weights.h5`, and records every epoch's figures in `state.json`."""
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": None, "history": []}
     if state["epoch"] and (run_dir / "last.weights.h5").exists():
         model.load_weights(run_dir / "last.weights.h5")
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * (len(train.names) * 17 // batch_size + 1))
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mean_absolute_error")
     started = time.perf_counter()
-    rng = np.random.default_rng(seed + state["epoch"])
-    for epoch in range(state["epoch"] + 1, epochs + 1):
+    rng = np.random.default_rng(plan.seed + state["epoch"])
+    for epoch in range(state["epoch"] + 1, plan.epochs + 1):
         t0 = time.perf_counter()
-        crops, targets = draw_crops(train, rng, augment=True, shape=shape)
-        loss = model.fit(crops, targets, batch_size=batch_size, epochs=1, shuffle=True, verbose=0).history["loss"][-1]
-        metrics = {"epoch": epoch, "loss": float(loss), **tilt_errors(model, val_crops, val_targets)}
+        crops, targets = draw(rng)
+        fitted = model.fit(crops, targets, batch_size=plan.batch_size, epochs=1, shuffle=True, verbose=0)
+        metrics = {"epoch": epoch, "loss": float(fitted.history["loss"][-1]), **validate()}
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         state["history"].append(metrics)
-        if state["best"] is None or metrics["val_tilt_mae"] < state["best"]["val_tilt_mae"]:
+        if state["best"] is None or metrics[plan.best_by] < state["best"][plan.best_by]:
             state["best"] = metrics
             save_without_optimizer(model, run_dir / "best.weights.h5")
         model.save_weights(run_dir / "last.weights.h5")
         state["epoch"] = epoch
         state_path.write_text(json.dumps(state, indent=1))
-        log.info(
-            "tilt epoch %d loss %.4f val tilt MAE %.2f deg (before %.2f) %.0fs",
-            epoch,
-            loss,
-            metrics["val_tilt_mae"],
-            metrics["val_tilt_mae_before"],
-            metrics["seconds"],
-        )
-        if time_budget and time.perf_counter() - started > time_budget - 1.5 * metrics["seconds"]:
+        figures = " ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in metrics.items() if k.startswith("val_"))
+        log.info("%s epoch %d loss %.4f val: %s %.0fs", plan.name, epoch, metrics["loss"], figures, metrics["seconds"])
+        if plan.time_budget and time.perf_counter() - started > plan.time_budget - 1.5 * metrics["seconds"]:
             log.info("time budget reached after epoch %d", epoch)
             break
     return state

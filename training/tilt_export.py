@@ -39,6 +39,31 @@ def is_validated(with_model: dict | None, without: dict | None) -> bool:
     return a["smape_all_films_pct"] < b["smape_all_films_pct"] and a["max_angle_mae_deg"] <= b["max_angle_mae_deg"]
 
 
+def crop_model_fields(
+    model, onnx_path: Path, models_dir: Path, shape: CropShape, infos: list[dict], run_dirs: list[Path]
+) -> dict:
+    """What the manifest says of any crop model (tilt, ends) exported from these runs: its file, input, size and
+    provenance."""
+    return {
+        "file": str(onnx_path.relative_to(models_dir)),
+        "sha256": sha256_file(onnx_path),
+        "input_shape": [None, *shape.hw, 1],
+        "architecture_config": {
+            "builder": "training.tilt.build_tilt_model",
+            "crop_hw": list(shape.hw),
+            "filters": [i["filters"] for i in infos],
+            "runs": [str(d) for d in run_dirs],
+        },
+        "parameters": int(model.count_params()),
+        "opset": OPSET,
+        "training_data": infos[0]["training_data"],
+        "split": infos[0]["split"],
+        "epochs": sum(i["epochs"] for i in infos),
+        "training_time_s": sum(i.get("training_time_s") or 0.0 for i in infos),
+        "trained_on": infos[0].get("trained_on"),
+    }
+
+
 def export_tilt(
     run_dirs: list[Path], data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
@@ -68,11 +93,8 @@ def export_tilt(
         kind="tilt",
         structure="Ap_Vertebra",
         view="AP",
-        file=str(onnx_path.relative_to(models_dir)),
-        sha256=sha256_file(onnx_path),
         input_name=TILT_INPUT_NAME,
         output_name=TILT_OUTPUT_NAME,
-        input_shape=[None, *shape.hw, 1],
         output_shape=[None, 1],
         preprocessing={
             "crop": "spine_core.vertebra_tilt.crops_for: each vertebra turned level by its read tilt, the crop "
@@ -82,22 +104,10 @@ def export_tilt(
         },
         architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense head"
         + (f"; the mean of {len(members)} such networks (runs with other seeds)" if len(members) > 1 else ""),
-        architecture_config={
-            "builder": "training.tilt.build_tilt_model",
-            "crop_hw": list(shape.hw),
-            "filters": [i["filters"] for i in infos],
-            "runs": [str(d) for d in run_dirs],
-        },
-        parameters=int(model.count_params()),
-        opset=OPSET,
-        training_data=info["training_data"],
-        split=info["split"],
-        epochs=sum(i["epochs"] for i in infos),
-        training_time_s=sum(i.get("training_time_s") or 0.0 for i in infos),
-        trained_on=info.get("trained_on"),
         metrics=metrics,
         parity_max_abs_diff=diff,
         validated=validated,
+        **crop_model_fields(model, onnx_path, models_dir, shape, infos, run_dirs),
         notes=(
             f"Trained from random weights on this project's AASCE training split: {len(infos)} run(s) (seeds "
             f"{', '.join(str(i.get('seed', 0)) for i in infos)}), best epochs {', '.join(str(i['best_epoch']) for i in infos)}"
