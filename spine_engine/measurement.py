@@ -148,7 +148,8 @@ def landmark_reading(
     ends_spent, ends_runs = [0.0], [0]  # a chain of exactly 17 leaves one placement: the model is not asked
     # The crop models read the film as float32 gray: converted once here, not once per pass (a full-body film
     # is ~13 Mpx, ~20 ms a conversion).
-    gray = to_grayscale(pixels) if ends is not None or policy.tilt_model else pixels
+    crop_models = ends is not None or (policy.tilt_model and registry.tilt_model() is not None)
+    gray = to_grayscale(pixels) if crop_models else pixels
 
     def read_ends(corners: np.ndarray) -> np.ndarray:  # the chain's vertebrae in the film's pixels -> log-probabilities
         assert ends is not None

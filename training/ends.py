@@ -4,8 +4,9 @@
 
 Trained on the AASCE training split (patient-grouped, as every model here). Each epoch cuts, from every training
 film's original pixels with `spine_core.vertebra_ends` (the served crops), the vertebrae at the ends of T1..L5 and
-beyond them (C6, C7 and S1, S2: the labels' T1 and L5 moved on by their own step) and three from the middle, each
-placed as a chain peak would be (the tilt model's first-reading errors), and learns the class (cross-entropy).
+beyond them (C6, C7 and S1, S2: the labels' T1 and L5 moved on by their own step) and two from the middle, each
+placed as a chain peak would be (the tilt model's first-reading errors, `training.tilt.placed_crops`), and
+learns the class (cross-entropy).
 
 AASCE films are cropped close to T1 and L5, so a crop beyond them often runs off the film (the sampler repeats the
 edge row); on a full-body film it does not. Any class's crop gets such an edge at random (`EDGE_CHANCE`) so that an
@@ -21,13 +22,8 @@ import keras
 import numpy as np
 
 from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW, ENDS_SPAN, ends_class
-from spine_core.vertebra_tilt import cobb_vectors, vertebra_crops
 from training.tilt import (
-    CENTRE_JITTER,
-    TURN_LIMIT_DEG,
-    TURN_SIGMA_DEG,
     VAL_DRAW_SEED,
-    WIDTH_JITTER,
     CropShape,
     EpochPlan,
     TiltFilms,
@@ -35,6 +31,7 @@ from training.tilt import (
     build_tilt_model,
     fit_epochs,
     load_films,
+    placed_crops,
 )
 
 END_LEVELS = np.array([-2, -1, 0, 1, 2, 14, 15, 16, 17, 18])  # C6..T3 and L3..S2, every film
@@ -83,12 +80,8 @@ def draw_crops(
     crops, classes, all_levels = [], [], []
     for gray, corners in zip(films.pixels, films.corners, strict=True):
         levels = np.concatenate([END_LEVELS, rng.choice(np.arange(3, 14), middle, replace=False)])
-        angles, widths, centres = cobb_vectors(extended_corners(corners, levels))
+        cut, _ = placed_crops(gray, extended_corners(corners, levels), rng, shape)
         k = len(levels)
-        turn = np.radians(np.clip(rng.normal(0, TURN_SIGMA_DEG, k), -TURN_LIMIT_DEG, TURN_LIMIT_DEG))
-        shift = rng.normal(0, CENTRE_JITTER, (k, 2)) * widths[:, None]
-        scale = np.exp(rng.normal(0, WIDTH_JITTER, k))
-        cut = vertebra_crops(gray, centres + shift, widths * scale, angles + turn, shape.hw, shape.span)
         if augment:
             flip = rng.random(k) < 0.5
             cut[flip] = cut[flip, :, ::-1]

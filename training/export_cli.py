@@ -48,20 +48,16 @@ def export_main(argv: list[str] | None = None) -> None:
     lm.add_argument(
         "--compare-eval", default=None, help="spine-evaluate JSON of the measurement it replaces (--measurement mask)"
     )
-    tl = sub.add_parser("tilt", help="export the tilt model (validated by the service's figures with and without it)")
-    tl.add_argument("--run-dir", required=True, nargs="+", help="one run, or several of the same crop (their mean)")
-    tl.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
-    tl.add_argument("--models", default="exported_models")
-    tl.add_argument("--no-triton-config", action="store_true")
-    tl.add_argument("--eval-json", default=None, help="spine-evaluate aasce --subset val JSON with the tilt model served")
-    tl.add_argument("--compare-eval", default=None, help="the same without it (SPINE_TILT_MODEL=false)")
-    en = sub.add_parser("ends", help="export the ends model (validated by the service's figures with and without it)")
-    en.add_argument("--run-dir", required=True, nargs="+", help="one run, or several of the same crop (their mean)")
-    en.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
-    en.add_argument("--models", default="exported_models")
-    en.add_argument("--no-triton-config", action="store_true")
-    en.add_argument("--eval-json", default=None, help="spine-evaluate aasce --subset val JSON with the ends model served")
-    en.add_argument("--compare-eval", default=None, help="the same without it (SPINE_ENDS_MODEL=false)")
+    for kind, setting in (("tilt", "SPINE_TILT_MODEL"), ("ends", "SPINE_ENDS_MODEL")):
+        crop = sub.add_parser(kind, help=f"export the {kind} model (validated by the service's figures with and without it)")
+        crop.add_argument("--run-dir", required=True, nargs="+", help="one run, or several of the same crop (their mean)")
+        crop.add_argument("--data", required=True, help="the AASCE folder it was trained on (parity crops from validation films)")
+        crop.add_argument("--models", default="exported_models")
+        crop.add_argument("--no-triton-config", action="store_true")
+        crop.add_argument(
+            "--eval-json", default=None, help=f"spine-evaluate aasce --subset val JSON with the {kind} model served"
+        )
+        crop.add_argument("--compare-eval", default=None, help=f"the same without it ({setting}=false)")
     sm = sub.add_parser("serve-mask", help="serve the corner-filled Ap_Vertebra mask if its validation Dice beats the U-Net's")
     sm.add_argument("--models", default="exported_models")
     sm.add_argument("--eval-json", required=True, help="spine-evaluate aasce --subset val JSON (U-Net mask served)")
@@ -131,16 +127,13 @@ def export_main(argv: list[str] | None = None) -> None:
 
         compare = json.loads(Path(args.compare_eval).read_text()) if args.compare_eval else None
         entry = export_landmarks(Path(args.run_dir), Path(args.cache), models_dir, compare)
-    elif args.command == "tilt":
+    elif args.command in ("tilt", "ends"):
+        from training.ends_export import export_ends
         from training.tilt_export import export_tilt
 
+        export_crop_model = export_tilt if args.command == "tilt" else export_ends
         evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
-        entry = export_tilt([Path(d) for d in args.run_dir], Path(args.data), models_dir, *evals)
-    elif args.command == "ends":
-        from training.ends_export import export_ends
-
-        evals = [json.loads(Path(p).read_text()) if p else None for p in (args.eval_json, args.compare_eval)]
-        entry = export_ends([Path(d) for d in args.run_dir], Path(args.data), models_dir, *evals)
+        entry = export_crop_model([Path(d) for d in args.run_dir], Path(args.data), models_dir, *evals)
     else:
         entry = export_classifier(Path(args.run_dir), Path(args.cache), models_dir)
     if not args.no_triton_config:

@@ -72,18 +72,27 @@ def load_films(data_dir: Path, subset: str) -> TiltFilms:
     return TiltFilms(names, pixels, corners)
 
 
+def placed_crops(
+    gray: np.ndarray, corners: np.ndarray, rng: np.random.Generator, shape: CropShape
+) -> tuple[np.ndarray, np.ndarray]:
+    """These vertebrae's crops ((k, rows, cols), standardised) placed as a first reading would place them: centre
+    moved, width scaled and turned at random; and the turn each one got (radians)."""
+    angles, widths, centres = cobb_vectors(corners)
+    k = len(angles)
+    turn = np.radians(np.clip(rng.normal(0, TURN_SIGMA_DEG, k), -TURN_LIMIT_DEG, TURN_LIMIT_DEG))
+    shift = rng.normal(0, CENTRE_JITTER, (k, 2)) * widths[:, None]
+    scale = np.exp(rng.normal(0, WIDTH_JITTER, k))
+    return vertebra_crops(gray, centres + shift, widths * scale, angles + turn, shape.hw, shape.span), turn
+
+
 def draw_crops(
     films: TiltFilms, rng: np.random.Generator, augment: bool, shape: CropShape = CropShape()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every vertebra of every film, cut as a first reading would place it: (n, rows, cols, 1) crops, (n,) targets."""
     crops, targets = [], []
     for gray, corners in zip(films.pixels, films.corners, strict=True):
-        angles, widths, centres = cobb_vectors(corners)
-        k = len(angles)
-        turn = np.radians(np.clip(rng.normal(0, TURN_SIGMA_DEG, k), -TURN_LIMIT_DEG, TURN_LIMIT_DEG))
-        shift = rng.normal(0, CENTRE_JITTER, (k, 2)) * widths[:, None]
-        scale = np.exp(rng.normal(0, WIDTH_JITTER, k))
-        cut = vertebra_crops(gray, centres + shift, widths * scale, angles + turn, shape.hw, shape.span)
+        cut, turn = placed_crops(gray, corners, rng, shape)
+        k = len(cut)
         left = -turn  # the crop is turned by angle + turn: the vertebra lies at -turn in it
         if augment:
             flip = rng.random(k) < 0.5
