@@ -188,6 +188,9 @@ def read_spine(
     windowed = False
     corners_served = serves_corner_mask(engine.registry, policy)
     frame = (result.model_inputs[VERTEBRA][0, ..., 0], result.letterboxes[VERTEBRA]) if VERTEBRA in result.model_inputs else None
+    # Before waiting for the landmark model's first pass: the U-Net usually finishes first, and the spine check's
+    # image statistics fill the core it leaves idle.
+    statistics = image_statistics(image.pixels)
     landmarks = landmark_reading(engine.registry, image.pixels, policy, frame, first_pass)
     # The spine check judges the whole film: the U-Net's mask before a window's re-segmentation replaces it (a
     # window framed on anything, a micrograph's cells say, shows a column the whole image does not).
@@ -214,7 +217,7 @@ def read_spine(
             _serve_vertebra_mask(result, localised.mask)
     gate = check_spine(
         whole_film_mask if landmarks is not None else result.model_frame_masks[VERTEBRA],
-        image_statistics(image.pixels),
+        statistics,
         result.letterboxes.get(VERTEBRA),
         image.modality,
         landmark_features=landmarks.features(image.height) if landmarks else None,

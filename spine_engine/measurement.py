@@ -153,9 +153,9 @@ def landmark_reading(
 
     def read_ends(corners: np.ndarray) -> np.ndarray:  # the chain's vertebrae in the film's pixels -> log-probabilities
         assert ends is not None
-        crops = ends_crops(gray, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]))
+        crops = ends_crops(gray, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]), registry.parallel_map)
         started = time.perf_counter()
-        probs = registry.infer([(ends, crops)])[0]
+        probs = registry.infer_across_slots(ends, crops)
         ends_spent[0] += (time.perf_counter() - started) * 1000
         ends_runs[0] += 1
         return np.log(np.maximum(probs.astype(np.float64), 1e-9))
@@ -201,9 +201,9 @@ def second_look(
     corners = vertebrae.corners()
     if corners is None:
         raise ValueError("the tilt model turns a complete chain of 17 vertebrae")
-    crops = crops_for(pixels, corners, model.input_hw, float(model.entry.preprocessing["crop_span"]))
+    crops = crops_for(pixels, corners, model.input_hw, float(model.entry.preprocessing["crop_span"]), registry.parallel_map)
     started = time.perf_counter()
-    answers = registry.infer([(model, crops)])[0]
+    answers = registry.infer_across_slots(model, crops)
     run_ms = (time.perf_counter() - started) * 1000
     turned = refine_tilts(corners, answers)
     return replace(vertebrae, vertebrae=[replace(v, corners=c) for v, c in zip(vertebrae.vertebrae, turned, strict=True)]), run_ms

@@ -89,3 +89,23 @@ def test_crops_of_an_rgb_or_16_bit_film_match_the_gray_8_bit_one():
     gray = crops_for(film, box[None])
     assert np.allclose(crops_for(np.repeat(film[..., None], 3, axis=2), box[None]), gray, atol=1e-3)
     assert np.allclose(crops_for(film.astype(np.uint16) * 257, box[None]), gray, atol=1e-3)
+
+
+def test_crops_cut_in_two_halves_through_a_parallel_map_equal_those_cut_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    boxes = [_box((150, 60 + 55 * i), 80 + 4 * i, 45, 6.0 * (i - 2)) for i in range(5)]
+    film = _film(boxes)
+    corners = np.stack(boxes)
+    calls: list[int] = []
+    with ThreadPoolExecutor(2) as pool:
+
+        def on_threads(fn, items):
+            calls.append(len(items))
+            return list(pool.map(fn, items))
+
+        halves = crops_for(film, corners, parallel_map=on_threads)
+        single = crops_for(film, corners[:1], parallel_map=on_threads)  # one vertebra: one piece, still right
+    assert calls == [2, 1]
+    assert np.array_equal(halves, crops_for(film, corners))
+    assert np.array_equal(single, crops_for(film, corners)[:1])

@@ -34,18 +34,16 @@ def test_default_providers_report_what_the_session_runs_on(models_dir: Path) -> 
     assert reg.ready
 
 
-def test_thread_counts_are_set_explicitly(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[ort.SessionOptions] = []
-    real = ort.InferenceSession
-
-    def spy(path: str, sess_options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
-        seen.append(sess_options)
-        return real(path, sess_options=sess_options, providers=providers)
-
-    monkeypatch.setattr(ort, "InferenceSession", spy)
-    ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=3, inter_op_threads=2)
-    assert len(seen) == 9
-    assert all(o.intra_op_num_threads == 3 and o.inter_op_num_threads == 2 for o in seen)
+def test_thread_counts_are_set_explicitly(models_dir: Path) -> None:
+    reg = ModelRegistry.load(models_dir, providers=CPU, intra_op_threads=3, inter_op_threads=2)
+    options = {name: reg.get(name).session.get_session_options() for name in reg.models}  # type: ignore[union-attr]
+    assert len(options) == 9
+    classifier = reg.classifier()
+    assert classifier is not None
+    last = options.pop(classifier.name)
+    assert all(o.intra_op_num_threads == 3 and o.inter_op_num_threads == 2 for o in options.values())
+    # The classifier runs last and alone in a request: it takes the threads of every inference slot.
+    assert last.intra_op_num_threads == 3 * reg.tuning.inference_slots and last.inter_op_num_threads == 2
 
 
 @pytest.mark.parametrize("shape", [(300, 120), (90, 400), (64, 32), (7, 5)])
@@ -118,6 +116,19 @@ def test_classify_masks_one_batch_per_cpu_slot(models_dir: Path, slots: int, bat
         coverage = mask_to_classifier_input(frames[structure], CLF_HW).mean()
         assert p_damaged == pytest.approx(1 / (1 + np.exp(-(16 * coverage - 4))), abs=1e-5)
     assert Segmenter(registry).classify_masks({}) == {}
+
+
+@pytest.mark.parametrize(("slots", "batches"), [(0, [5]), (1, [5]), (2, [2, 3])])
+def test_a_batch_run_across_the_slots_answers_as_one_run(models_dir: Path, slots: int, batches: list[int]) -> None:
+    # The crop models' batches are split so that every slot (one core each) takes a part.
+    registry = ModelRegistry.load(models_dir, providers=CPU, tuning=RuntimeTuning(inference_slots=slots))
+    model = registry.get("Ap_Vertebra")
+    batch = np.random.default_rng(0).random((5, *SEG_HW, 1), dtype=np.float32)
+    whole = model.run_batch(batch)
+    calls: list[int] = []
+    registry.on_inference = lambda name, seconds, size: calls.append(size)
+    np.testing.assert_allclose(registry.infer_across_slots(model, batch), whole, atol=1e-6)
+    assert sorted(calls) == batches
 
 
 # --------------------------------------------------------------------------- not servable
