@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spine_core.vertebra_tilt import ParallelMap, cobb_vectors, in_order, vertebra_crops
+from spine_core.vertebra_tilt import cobb_vectors, vertebra_crops
 
 ENDS_CROP_HW = (64, 64)
 ENDS_SPAN = 4.0  # vertebra widths across the crop: the first ribs' heads, the sacral alae in view
@@ -35,15 +35,11 @@ def ends_class(levels: np.ndarray) -> np.ndarray:
 
 
 def ends_crops(
-    pixels: np.ndarray,
-    corners: np.ndarray,
-    crop_hw: tuple[int, int] = ENDS_CROP_HW,
-    span: float = ENDS_SPAN,
-    parallel_map: ParallelMap = in_order,
+    pixels: np.ndarray, corners: np.ndarray, crop_hw: tuple[int, int] = ENDS_CROP_HW, span: float = ENDS_SPAN
 ) -> np.ndarray:
     """The ends model's input for these vertebrae ((k, 4, 2) corners in the film's pixels): (k, rows, cols, 1)."""
     angles, widths, centres = cobb_vectors(corners)
-    return vertebra_crops(pixels, centres, widths, angles, crop_hw, span, parallel_map)[..., None]
+    return vertebra_crops(pixels, centres, widths, angles, crop_hw, span)[..., None]
 
 
 def placement_log_likelihood(log_probs: np.ndarray, levels: np.ndarray) -> float:

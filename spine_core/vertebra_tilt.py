@@ -15,11 +15,8 @@ Training (`training/tilt.py`) cuts its crops with these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from spine_core.cobb import side_vectors
 from spine_core.preprocessing import to_grayscale
@@ -28,14 +25,8 @@ CROP_HW = (64, 64)  # the tilt model's input, rows x columns
 CROP_SPAN = 1.6  # the crop's width as a multiple of the vertebra's width (its height at the same scale)
 TILT_SCALE = 10.0  # degrees per unit of the model's output (keeps the regression target near 1)
 MAX_TURN_DEG = 15.0  # the most one answer may turn a vertebra: beyond, the crop was not of the vertebra read
-
-# `[fn(x) for x in items]`, possibly on several threads (the service passes its inference slots' `parallel_map`):
-# scipy's sampler releases the GIL, so a film's crops cut in two halves take about half the wall time on 2 cores.
-ParallelMap = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
-
-
-def in_order(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    return [fn(x) for x in items]
+# OpenCV's remap takes maps of at most 32767 rows: crops are sampled in groups of this many (128 rows each).
+_REMAP_GROUP = 200
 
 
 def cobb_vectors(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,19 +62,27 @@ def vertebra_crops(
     angles: np.ndarray,
     crop_hw: tuple[int, int] = CROP_HW,
     span: float = CROP_SPAN,
-    parallel_map: ParallelMap = in_order,
 ) -> np.ndarray:
-    """(k, rows, cols) float32 standardised crops of the film, each vertebra turned level by `angles`.
-
-    `parallel_map` samples the crops in two halves through it (the same values as in one piece)."""
-    gray = to_grayscale(pixels)
+    """(k, rows, cols) float32 standardised crops of the film, each vertebra turned level by `angles`."""
+    gray = np.ascontiguousarray(to_grayscale(pixels), dtype=np.float32)
     grid = crop_grid(np.asarray(centres, float), np.asarray(widths, float), np.asarray(angles, float), crop_hw, span)
-    k = grid.shape[1]
-    halves = [part for part in np.array_split(grid, 2, axis=1) if part.shape[1]]
-    sampled = parallel_map(
-        lambda part: ndimage.map_coordinates(gray, part.reshape(2, -1), order=1, mode="nearest", output=np.float32), halves
-    )
-    crops = np.concatenate(sampled).reshape(k, crop_hw[0], 2, crop_hw[1], 2).mean(axis=(2, 4))
+    k, rows, cols = grid.shape[1:]
+    # Bilinear, the film's edge row or column repeated beyond it (scipy's map_coordinates(order=1, mode="nearest")
+    # gives the same values to 1e-5 of the pixel range, at about ten times the cost).
+    sampled = np.concatenate(
+        [
+            cv2.remap(
+                gray,
+                grid[1, i : i + _REMAP_GROUP].reshape(-1, cols).astype(np.float32),
+                grid[0, i : i + _REMAP_GROUP].reshape(-1, cols).astype(np.float32),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            for i in range(0, k, _REMAP_GROUP)
+        ]
+    ).reshape(k, rows, cols)
+    # 2x2 means, as four strided slices (numpy's mean over reshaped axes is ~15x slower here).
+    crops = (sampled[:, ::2, ::2] + sampled[:, 1::2, ::2] + sampled[:, ::2, 1::2] + sampled[:, 1::2, 1::2]) * 0.25
     mean = crops.mean(axis=(1, 2), keepdims=True)
     std = crops.std(axis=(1, 2), keepdims=True)
     return ((crops - mean) / np.maximum(std, 1e-3)).astype(np.float32)
@@ -97,16 +96,10 @@ def turn_vertebrae(corners: np.ndarray, turn_rad: np.ndarray) -> np.ndarray:
     return np.stack([centre[..., 0] + cos * x - sin * y, centre[..., 1] + sin * x + cos * y], axis=-1)
 
 
-def crops_for(
-    pixels: np.ndarray,
-    corners: np.ndarray,
-    crop_hw: tuple[int, int] = CROP_HW,
-    span: float = CROP_SPAN,
-    parallel_map: ParallelMap = in_order,
-) -> np.ndarray:
+def crops_for(pixels: np.ndarray, corners: np.ndarray, crop_hw: tuple[int, int] = CROP_HW, span: float = CROP_SPAN) -> np.ndarray:
     """The tilt model's input for these vertebrae: (k, rows, cols, 1)."""
     angles, widths, centres = cobb_vectors(corners)
-    return vertebra_crops(pixels, centres, widths, angles, crop_hw, span, parallel_map)[..., None]
+    return vertebra_crops(pixels, centres, widths, angles, crop_hw, span)[..., None]
 
 
 def refine_tilts(corners: np.ndarray, answers: np.ndarray) -> np.ndarray:

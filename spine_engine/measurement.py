@@ -153,7 +153,7 @@ def landmark_reading(
 
     def read_ends(corners: np.ndarray) -> np.ndarray:  # the chain's vertebrae in the film's pixels -> log-probabilities
         assert ends is not None
-        crops = ends_crops(gray, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]), registry.parallel_map)
+        crops = ends_crops(gray, corners, ends.input_hw, float(ends.entry.preprocessing["crop_span"]))
         started = time.perf_counter()
         probs = registry.infer_across_slots(ends, crops)
         ends_spent[0] += (time.perf_counter() - started) * 1000
@@ -201,7 +201,7 @@ def second_look(
     corners = vertebrae.corners()
     if corners is None:
         raise ValueError("the tilt model turns a complete chain of 17 vertebrae")
-    crops = crops_for(pixels, corners, model.input_hw, float(model.entry.preprocessing["crop_span"]), registry.parallel_map)
+    crops = crops_for(pixels, corners, model.input_hw, float(model.entry.preprocessing["crop_span"]))
     started = time.perf_counter()
     answers = registry.infer_across_slots(model, crops)
     run_ms = (time.perf_counter() - started) * 1000
