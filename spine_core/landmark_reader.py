@@ -3,7 +3,7 @@
 `read_vertebrae(run, pixels)` calls `run` (a batch of model-frame images -> the landmark model's heads; the
 caller supplies it, so every session run goes through the caller's scheduler) on the whole film
 letterboxed into the model's input. When the 17 vertebrae found span less than `FULL_BODY_SHARE` of the
-film's height (a skull-to-pelvis film, where the spine is small in the frame), the model runs a second
+frame's height (a skull-to-pelvis film, or a wide one, where the spine is small in the frame), the model runs a second
 time on a window framed the way the training films are framed (T1 near the top, the sacrum's top near
 the bottom) and the window's answer is kept when it finds its vertebrae. Corners go back to original
 pixels; the answer is always 17 vertebrae, each with its confidence (low where a level was interpolated).
@@ -67,6 +67,11 @@ def _quad_area(corners: np.ndarray) -> float:
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def frame_fill(box: Letterbox | CropBox) -> float:
+    """The share of the model frame's height the film's content takes (1 unless the film is wider than the frame)."""
+    return box.content_h / box.out_h if isinstance(box, Letterbox) else 1.0
+
+
 def to_vertebrae(found: Landmarks, frame: Letterbox | CropBox) -> VertebraeResult:
     corners = frame_to_source(found.corners, frame)
     vertebrae = [
@@ -127,16 +132,18 @@ def read_vertebrae(
         return LandmarkReading(VertebraeResult([], reason="the landmark model found fewer than 3 vertebrae"))
     first = to_vertebrae(found, box)
     corners = np.stack([v.corners for v in first.vertebrae])
-    share = (corners[-1, 2:, 1].mean() - corners[0, :2, 1].mean()) / pixels.shape[0]
+    # The share of the model's frame the spine fills: of the film's height on a film taller than the frame's aspect,
+    # less on a wide one (a 14x17 inch cassette, a film with wide margins), where the letterbox shrinks it as much.
+    share = (corners[-1, 2:, 1].mean() - corners[0, :2, 1].mean()) / pixels.shape[0] * frame_fill(box)
     if share >= FULL_BODY_SHARE:
         return LandmarkReading(first, heads=heads, frame=box)
     window = full_body_window(corners, pixels.shape[:2], out_hw)
     window_heads = run(preprocess_crop(pixels, window)[None, ..., None])[0]
     windowed = decode(window_heads, typical_peak=typical_peak, ends_weight=WINDOW_ENDS_WEIGHT, read_ends=ends_in(window))
     if windowed is None or windowed.detected.sum() < found.detected.sum() - 2:
-        note = f"T1-L5 spans {share:.0%} of the film; a second pass on a window around it found less, first pass kept"
+        note = f"T1-L5 spans {share:.0%} of the model's frame; a second pass on a window around it found less, first pass kept"
         return LandmarkReading(first, window=None, passes=2, notes=[note], heads=heads, frame=box)
-    note = f"T1-L5 spans {share:.0%} of the film: measured on a second pass in a window around the spine"
+    note = f"T1-L5 spans {share:.0%} of the model's frame: measured on a second pass in a window around the spine"
     kept = to_vertebrae(windowed, window)
     return LandmarkReading(kept, window=window, passes=2, notes=[note], heads=window_heads, frame=window)
 

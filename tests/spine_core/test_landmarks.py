@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spine_core.landmark_reader import FULL_BODY_SHARE, SERVED_BEYOND, frame_to_source, read_vertebrae, spine_corridor
+from spine_core.landmark_reader import (
+    FULL_BODY_SHARE,
+    SERVED_BEYOND,
+    frame_fill,
+    frame_to_source,
+    read_vertebrae,
+    spine_corridor,
+)
 from spine_core.landmarks import (
     ENDS_CHANNEL,
     ENDS_WEIGHT,
@@ -212,37 +219,49 @@ def test_frame_to_source_inverts_the_letterbox():
     np.testing.assert_allclose(frame_to_source(frame, box), src, atol=1e-6)
 
 
-def test_full_body_films_get_a_second_pass_on_a_window():
-    """A tall film whose spine spans a small share: the reader runs the model twice, and the answer is in
-    original pixels of the film."""
-    film_h, film_w = 4000, 1500
-    corners_src = spine(17, top=1200.0, step=90.0, x=750.0, scale=1.0)
-    corners_src[..., 0] = 750 + (corners_src[..., 0] - 750) * 3.5  # bodies wider than tall, as on films
+def _boxes_film(film_h: int, film_w: int, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """A film of 17 bright axis-aligned bodies (wider than tall, as on films) and their corners."""
+    corners_src = spine(17, top=top, step=90.0, x=film_w / 2, scale=1.0)
+    corners_src[..., 0] = film_w / 2 + (corners_src[..., 0] - film_w / 2) * 3.5
     pixels = np.zeros((film_h, film_w), np.uint8)
     for quad in corners_src:
         y0, y1 = int(quad[:, 1].min()), int(quad[:, 1].max())
         x0, x1 = int(quad[:, 0].min()), int(quad[:, 0].max())
         pixels[y0:y1, x0:x1] = 200
-    seen: list[tuple[int, int]] = []
+    return pixels, corners_src
+
+
+def _boxes_model(seen: list[tuple[int, int]]):
+    """A stand-in landmark model: each bright body of the frame is a vertebra."""
 
     def run(batch: np.ndarray) -> np.ndarray:
         seen.append(batch.shape[1:3])
-        frame = batch[0, ..., 0]
-        # where each body landed in this frame: components of the bright pixels, matched top to bottom
         from scipy import ndimage
 
-        labels, _n = ndimage.label(frame > 0.5)
+        labels, _n = ndimage.label(batch[0, ..., 0] > 0.5)
         boxes = ndimage.find_objects(labels)
         quads = np.array(
             [[[b[1].start, b[0].start], [b[1].stop, b[0].start], [b[1].start, b[0].stop], [b[1].stop, b[0].stop]] for b in boxes],
             dtype=np.float64,
         )
-        quads = quads[np.argsort(quads[:, 0, 1])]
-        return heads_for(quads)[None]
+        return heads_for(quads[np.argsort(quads[:, 0, 1])])[None]
 
-    reading = read_vertebrae(run, pixels)
-    share = (corners_src[-1, 2, 1] - corners_src[0, 0, 1]) / film_h
-    assert share < FULL_BODY_SHARE
+    return run
+
+
+@pytest.mark.parametrize(
+    ("film_hw", "top"),
+    [((4000, 1500), 1200.0), ((1900, 1500), 150.0)],
+    ids=["tall film, small spine", "wide film: the spine fills the film's height but not the frame's"],
+)
+def test_a_spine_small_in_the_frame_gets_a_second_pass_on_a_window(film_hw: tuple[int, int], top: float):
+    """A skull-to-pelvis film, or a film wider than the frame (the letterbox shrinks the spine as much): the reader
+    runs the model twice, and the answer is in original pixels of the film."""
+    pixels, corners_src = _boxes_film(*film_hw, top)
+    seen: list[tuple[int, int]] = []
+    reading = read_vertebrae(_boxes_model(seen), pixels)
+    share = (corners_src[-1, 2, 1] - corners_src[0, 0, 1]) / film_hw[0]
+    assert share * frame_fill(Letterbox.fit(*film_hw, UNET_INPUT_HW)) < FULL_BODY_SHARE
     assert reading.passes == 2 and reading.window is not None and len(seen) == 2
     assert reading.frame is reading.window and reading.heads is not None and reading.heads.shape[:2] == (H, W)
     got = np.stack([v.corners for v in reading.vertebrae.vertebrae])
@@ -250,6 +269,15 @@ def test_full_body_films_get_a_second_pass_on_a_window():
     scale = reading.window.height / reading.window.out_h
     assert np.abs(got - corners_src).max() < 2.5 * scale
     assert next(v.level for v in reading.vertebrae.vertebrae) == "T1"
+
+
+def test_a_spine_that_fills_a_tall_film_is_read_in_one_pass():
+    pixels, corners_src = _boxes_film(1900, 700, 150.0)  # taller than the frame's 2:1: the letterbox keeps its height
+    seen: list[tuple[int, int]] = []
+    reading = read_vertebrae(_boxes_model(seen), pixels)
+    assert (corners_src[-1, 2, 1] - corners_src[0, 0, 1]) / 1900 >= FULL_BODY_SHARE
+    assert reading.passes == 1 and reading.window is None and len(seen) == 1
+    assert len(reading.vertebrae.vertebrae) == 17
 
 
 def test_chain_offset_counts_a_whole_chain_shift_in_steps():
