@@ -8,7 +8,8 @@ is and changed in one way at a time: mirrored, at half and a quarter of its size
 to 1.67 times its height (a cassette wider than the spine, a film with room above and below), its contrast
 reduced, a gamma of 2, turned by 8 degrees. Printed per change: the SMAPE against the film's labelled angles
 (a film without angles counts 100 %) and the films answered. The labels are the same in every row: what moves is
-the reading.
+the reading, and on the taller film the organisers' rule as well (on an S curve, which angles it reports depends on
+whether the main curve lies in the image's upper half).
 """
 
 from __future__ import annotations
