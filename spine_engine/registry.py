@@ -112,7 +112,7 @@ class ModelRegistry:
         threads = intra_op_threads or tuning.intra_op_threads()
         options = session_options(threads, inter_op_threads or 1, tuning.ort_spinning)
         # The classifier runs last in a request, alone (its input is the other models' masks), and on one image:
-        # its session takes the threads of every slot rather than leave the other cores idle (19 -> 10 ms here).
+        # its session takes the threads of every slot rather than leave the other cores idle (19 -> 12 ms in the benchmark).
         last_options = session_options(threads * max(1, tuning.inference_slots), inter_op_threads or 1, tuning.ort_spinning)
         models: dict[str, LoadedModel] = {}
         usable = usable_providers(providers)  # logs once when CUDA cannot load here

@@ -82,7 +82,10 @@ class EngineSettings(BaseSettings):
     intra_op_threads: int = Field(
         default_factory=lambda data: RuntimeTuning(inference_slots=data["inference_slots"]).intra_op_threads(),
         ge=1,
-        description="onnxruntime intra-op threads per session (default: CPUs / SPINE_INFERENCE_SLOTS, i.e. 1)",
+        description=(
+            "onnxruntime intra-op threads per session (default: CPUs / SPINE_INFERENCE_SLOTS, i.e. 1); the classifier's "
+            "session, which runs last and alone in a request, gets this times the slots"
+        ),
     )
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session (graphs run sequentially)")
     precision: Literal["fp32", "int8"] = Field(
