@@ -12,7 +12,6 @@ export as one graph answering the mean of their probabilities.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ from spine_core.structures import ENDS_MODEL_NAME
 from spine_core.vertebra_ends import ENDS_CLASSES
 from training.ends import draw_crops, end_figures
 from training.export import _export_and_check, _now
-from training.tilt import VAL_DRAW_SEED, CropShape, build_tilt_model, load_films, mean_of
-from training.tilt_export import crop_model_fields
+from training.tilt import VAL_DRAW_SEED, load_films, mean_of
+from training.tilt_export import crop_model_fields, load_runs
 
 ENDS_INPUT_NAME, ENDS_OUTPUT_NAME = "crops", "ends"
 
@@ -43,23 +42,9 @@ def is_validated(with_model: dict | None, without: dict | None) -> bool:
 def export_ends(
     run_dirs: list[Path], data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
-    infos = [json.loads((run_dir / "run_info.json").read_text()) for run_dir in run_dirs]
-    info = infos[0]
-    shape = CropShape(tuple(info["crop_hw"]), float(info["crop_span"]))
-    if any((i["crop_hw"], i["crop_span"]) != (info["crop_hw"], info["crop_span"]) for i in infos):
-        raise ValueError("runs exported as one mean must read the same crop (crop_hw, crop_span)")
-    members = []
-    for k, (run_dir, run_info) in enumerate(zip(run_dirs, infos, strict=True)):
-        member = build_tilt_model(
-            shape.hw,
-            tuple(run_info["filters"]),
-            name=f"vertebra_ends_{k}",
-            outputs=len(ENDS_CLASSES),
-            activation="softmax",
-            output_name=ENDS_OUTPUT_NAME,
-        )
-        member.load_weights(run_dir / "best.weights.h5")
-        members.append(member)
+    infos, shape, members = load_runs(
+        run_dirs, "vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name=ENDS_OUTPUT_NAME
+    )
     model = mean_of(members, ENDS_OUTPUT_NAME, "vertebra_ends_mean")
     # The run's own validation draw: the parity inputs and the crop figures.
     crops, classes, levels = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), False, shape=shape)
@@ -84,7 +69,7 @@ def export_ends(
         preprocessing={
             "crop": "spine_core.vertebra_ends.ends_crops: each chain vertebra turned level by its read tilt, the crop "
             "crop_span of its width wide, sampled at twice the input size and averaged 2x2, standardised",
-            "crop_span": float(info["crop_span"]),
+            "crop_span": shape.span,
             "output": f"probabilities of {', '.join(ENDS_CLASSES)}",
         },
         architecture="CNN: four blocks of two 3x3 convs (BatchNorm, ReLU) and 2x2 max-pooling, dense softmax head"

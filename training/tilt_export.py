@@ -39,6 +39,21 @@ def is_validated(with_model: dict | None, without: dict | None) -> bool:
     return a["smape_all_films_pct"] < b["smape_all_films_pct"] and a["max_angle_mae_deg"] <= b["max_angle_mae_deg"]
 
 
+def load_runs(run_dirs: list[Path], name: str, **head) -> tuple[list[dict], CropShape, list]:
+    """The crop-model runs to export as one mean: their run_info, the crop they all read, and each run's best
+    weights in a network of its own filters (`head`: the output's size, activation and name, as build_tilt_model)."""
+    infos = [json.loads((run_dir / "run_info.json").read_text()) for run_dir in run_dirs]
+    shape = CropShape(tuple(infos[0]["crop_hw"]), float(infos[0]["crop_span"]))
+    if any((i["crop_hw"], i["crop_span"]) != (infos[0]["crop_hw"], infos[0]["crop_span"]) for i in infos):
+        raise ValueError("runs exported as one mean must read the same crop (crop_hw, crop_span)")
+    members = []
+    for k, (run_dir, info) in enumerate(zip(run_dirs, infos, strict=True)):
+        member = build_tilt_model(shape.hw, tuple(info["filters"]), name=f"{name}_{k}", **head)
+        member.load_weights(run_dir / "best.weights.h5")
+        members.append(member)
+    return infos, shape, members
+
+
 def crop_model_fields(
     model, onnx_path: Path, models_dir: Path, shape: CropShape, infos: list[dict], run_dirs: list[Path]
 ) -> dict:
@@ -67,16 +82,7 @@ def crop_model_fields(
 def export_tilt(
     run_dirs: list[Path], data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
-    infos = [json.loads((run_dir / "run_info.json").read_text()) for run_dir in run_dirs]
-    info = infos[0]
-    shape = CropShape(tuple(info["crop_hw"]), float(info["crop_span"]))
-    if any((i["crop_hw"], i["crop_span"]) != (info["crop_hw"], info["crop_span"]) for i in infos):
-        raise ValueError("runs exported as one mean must read the same crop (crop_hw, crop_span)")
-    members = []
-    for k, (run_dir, run_info) in enumerate(zip(run_dirs, infos, strict=True)):
-        member = build_tilt_model(shape.hw, tuple(run_info["filters"]), name=f"vertebra_tilt_{k}")
-        member.load_weights(run_dir / "best.weights.h5")
-        members.append(member)
+    infos, shape, members = load_runs(run_dirs, "vertebra_tilt")
     model = mean_of(members)
     # The runs' own validation draw: the parity inputs and the figures of the mean.
     val_crops, val_targets = draw_crops(load_films(data_dir, "val"), np.random.default_rng(VAL_DRAW_SEED), False, shape)

@@ -11,12 +11,14 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="the train extra (tensorflow, tf2onnx) is not installed")
 
+from test_tilt_training import trained_and_exported
+
 from spine_core.manifest import load_manifest
 from spine_core.structures import ENDS_MODEL_NAME
 from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW, ends_crops
 from spine_engine.registry import ModelRegistry
 from training.cli import train_main
-from training.datasets import read_aasce_dataset, write_synthetic_aasce_dataset
+from training.datasets import read_aasce_dataset
 from training.ends import extended_corners
 from training.ends_export import is_validated
 from training.export import PARITY_TOLERANCE
@@ -27,13 +29,7 @@ from training.export_cli import export_main
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ends")
-    aasce = write_synthetic_aasce_dataset(root / "aasce", n_patients=6, size=(384, 160))
-    models = root / "models"
-    train_main(["ends", str(aasce), "--run-dir", str(root / "run"), "--epochs", "1", "--batch-size", "16"])
-    train_main(["ends", str(aasce), "--run-dir", str(root / "run"), "--epochs", "2", "--batch-size", "16"])  # resumes
-    export_main(["ends", "--run-dir", str(root / "run"), "--data", str(aasce), "--models", str(models)])
-    return {"root": root, "aasce": aasce, "models": models}
+    return trained_and_exported("ends", tmp_path_factory.mktemp("ends"))
 
 
 def test_the_run_resumes_and_records_its_figures(exported):

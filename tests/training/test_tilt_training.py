@@ -27,15 +27,19 @@ from training.tilt_export import is_validated
 # `slow` (TensorFlow), by path: tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tilt")
+def trained_and_exported(kind: str, root: Path) -> dict[str, Path]:
+    """A crop model (`tilt`, `ends`) trained 1 epoch, resumed to 2 and exported, on a small synthetic AASCE set."""
     aasce = write_synthetic_aasce_dataset(root / "aasce", n_patients=6, size=(384, 160))
     models = root / "models"
-    train_main(["tilt", str(aasce), "--run-dir", str(root / "run"), "--epochs", "1", "--batch-size", "16"])
-    train_main(["tilt", str(aasce), "--run-dir", str(root / "run"), "--epochs", "2", "--batch-size", "16"])  # resumes
-    export_main(["tilt", "--run-dir", str(root / "run"), "--data", str(aasce), "--models", str(models)])
+    train_main([kind, str(aasce), "--run-dir", str(root / "run"), "--epochs", "1", "--batch-size", "16"])
+    train_main([kind, str(aasce), "--run-dir", str(root / "run"), "--epochs", "2", "--batch-size", "16"])  # resumes
+    export_main([kind, "--run-dir", str(root / "run"), "--data", str(aasce), "--models", str(models)])
     return {"root": root, "aasce": aasce, "models": models}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    return trained_and_exported("tilt", tmp_path_factory.mktemp("tilt"))
 
 
 def test_two_runs_export_as_one_graph_answering_their_mean(exported):
