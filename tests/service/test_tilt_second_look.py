@@ -20,21 +20,21 @@ FILM = ROOT / "docs" / "examples" / "synthetic_ap.jpg"
 
 
 @pytest.fixture(scope="module")
-def registry() -> ModelRegistry:
-    registry = ModelRegistry.load(ROOT / "exported_models", providers=["CPUExecutionProvider"], warmup=False)
-    if registry.tilt_model() is None:
+def registry(committed_registry: ModelRegistry) -> ModelRegistry:
+    if committed_registry.tilt_model() is None:
         pytest.skip("the committed manifest has no tilt model")
-    return registry
+    return committed_registry
 
 
-def _read(registry: ModelRegistry, tilt_model: bool):
-    policy = replace(EngineSettings().policy(), tilt_model=tilt_model)
+def read_example_film(registry: ModelRegistry, **policy_changes: bool):
+    """The shipped example AP film through the endpoint's analysis, the default policy with these changes."""
+    policy = replace(EngineSettings().policy(), **policy_changes)
     request = StudyRequest(films=(Film(FILM.read_bytes(), FILM.name, "AP"),), policy=policy, max_pixels=10**9)
     return analyze_study(Engine(registry, policy), request)
 
 
 def test_the_tilt_model_turns_each_vertebra_about_its_centre_and_is_reported(registry: ModelRegistry) -> None:
-    with_model, without = _read(registry, True), _read(registry, False)
+    with_model, without = read_example_film(registry, tilt_model=True), read_example_film(registry, tilt_model=False)
     turned, read = with_model.views["AP"].reading, without.views["AP"].reading
     a, b = turned.vertebrae.corners(), read.vertebrae.corners()
     assert a is not None and b is not None
