@@ -32,7 +32,14 @@ import numpy as np
 
 from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
-from spine_core.landmark_reader import SERVED_BEYOND, read_vertebrae, source_to_frame, spine_corridor
+from spine_core.landmark_reader import (
+    SERVED_BEYOND,
+    frame_to_source,
+    read_vertebrae,
+    source_to_frame,
+    spine_corridor,
+)
+from spine_core.landmarks import find_chain
 from spine_core.preprocessing import CropBox, Letterbox, preprocess_image, to_grayscale
 from spine_core.vertebra_ends import ends_crops
 from spine_core.vertebra_tilt import crops_for, refine_tilts
@@ -70,6 +77,15 @@ class LandmarkReading:
     tilt_ms: float = 0.0  # its run
     ends_model: LoadedModel | None = None  # the model that voted in the level placement, if it was asked
     ends_ms: float = 0.0  # its runs (one per pass)
+    # The model's answer on the pass kept and its frame (kept by reference, read only by `chain_corners`)
+    heads: np.ndarray | None = None
+    frame: Letterbox | CropBox | None = None
+
+    def chain_corners(self) -> np.ndarray | None:
+        """(k, 4, 2) every body the model saw down the spine on the pass kept (cervical and sacral ones too), in
+        the film's pixels, top to bottom: what tools that label the chain read (`training.ends_full_body`)."""
+        chain = find_chain(self.heads) if self.heads is not None and self.frame is not None else None
+        return None if chain is None else frame_to_source(chain.corners, self.frame)
 
     def features(self, height: int) -> dict[str, float]:
         """What the spine check reads of it: vertebrae seen (not interpolated), their span, their confidence."""
@@ -190,6 +206,8 @@ def landmark_reading(
         tilt_ms=tilt_ms,
         ends_model=ends if ends_runs[0] else None,
         ends_ms=ends_spent[0],
+        heads=reading.heads,
+        frame=reading.frame,
     )
 
 

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from spine_core.vertebra_ends import ENDS_CLASSES, ENDS_CROP_HW, ENDS_SPAN, ends_class
+from training.ends_full_body import LabelledBodies
 from training.tilt import (
     VAL_DRAW_SEED,
     CropShape,
@@ -39,6 +40,7 @@ MIDDLE_PER_FILM = 2  # more, drawn from T4..L2
 EDGE_CHANCE = 0.4  # share of crops given a film edge (rows beyond it repeat the edge row)
 MAX_EDGE_SHARE = 0.6  # the most of a crop's rows an edge may cut off
 FILTERS = (16, 32, 64, 96)
+FULL_BODY_DRAWS = 3  # each full-body film's labelled bodies are cut this many times an epoch (45 films beside 391)
 ENDS_SHAPE = CropShape(ENDS_CROP_HW, ENDS_SPAN)
 
 
@@ -69,6 +71,25 @@ def _edges(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return crops
 
 
+def _augmented(cut: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    flip = rng.random(len(cut)) < 0.5
+    cut[flip] = cut[flip, :, ::-1]
+    return _edges(_intensity(cut, rng), rng)
+
+
+def full_body_crops(
+    bodies: LabelledBodies, rng: np.random.Generator, shape: CropShape = ENDS_SHAPE
+) -> tuple[np.ndarray, np.ndarray]:
+    """The full-body films' labelled bodies, each cut FULL_BODY_DRAWS times as a first reading would place it,
+    augmented: (n, rows, cols, 1) crops, (n,) class indices."""
+    crops, classes = [], []
+    for _ in range(FULL_BODY_DRAWS):
+        for gray, corners, labels in zip(bodies.pixels, bodies.corners, bodies.classes, strict=True):
+            crops.append(_augmented(placed_crops(gray, corners, rng, shape)[0], rng))
+            classes.append(labels)
+    return np.concatenate(crops)[..., None], np.concatenate(classes)
+
+
 def draw_crops(
     films: TiltFilms,
     rng: np.random.Generator,
@@ -81,11 +102,8 @@ def draw_crops(
     for gray, corners in zip(films.pixels, films.corners, strict=True):
         levels = np.concatenate([END_LEVELS, rng.choice(np.arange(3, 14), middle, replace=False)])
         cut, _ = placed_crops(gray, extended_corners(corners, levels), rng, shape)
-        k = len(levels)
         if augment:
-            flip = rng.random(k) < 0.5
-            cut[flip] = cut[flip, :, ::-1]
-            cut = _edges(_intensity(cut, rng), rng)
+            cut = _augmented(cut, rng)
         crops.append(cut)
         classes.append(ends_class(levels))
         all_levels.append(levels)
@@ -114,7 +132,11 @@ def train_ends(
     seed: int = 0,
     filters: tuple[int, ...] = FILTERS,
     shape: CropShape = ENDS_SHAPE,
+    full_body: LabelledBodies | None = None,
+    init_weights: Path | None = None,
 ) -> dict:
+    """A run from random weights, or from `init_weights` (another run's best: a fine-tuning), on the AASCE
+    training films and, when given, the full-body films' labelled bodies (`training.ends_full_body`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     train, val = load_films(data_dir, "train"), load_films(data_dir, "val")
@@ -122,7 +144,10 @@ def train_ends(
     model = build_tilt_model(
         shape.hw, filters, name="vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name="ends"
     )
-    per_epoch = len(train.names) * (len(END_LEVELS) + MIDDLE_PER_FILM) // batch_size + 1
+    if init_weights is not None:
+        model.load_weights(init_weights)
+    extra = FULL_BODY_DRAWS * sum(len(c) for c in full_body.classes) if full_body is not None else 0
+    per_epoch = (len(train.names) * (len(END_LEVELS) + MIDDLE_PER_FILM) + extra) // batch_size + 1
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
 
@@ -135,6 +160,16 @@ def train_ends(
         model,
         run_dir,
         EpochPlan(epochs, batch_size, seed, time_budget, "val_loss", "ends"),
-        lambda rng: draw_crops(train, rng, augment=True, shape=shape)[:2],
+        lambda rng: _epoch_crops(train, full_body, rng, shape),
         validate,
     )
+
+
+def _epoch_crops(
+    train: TiltFilms, full_body: LabelledBodies | None, rng: np.random.Generator, shape: CropShape
+) -> tuple[np.ndarray, np.ndarray]:
+    crops, classes, _ = draw_crops(train, rng, augment=True, shape=shape)
+    if full_body is None or not full_body.names:
+        return crops, classes
+    more, more_classes = full_body_crops(full_body, rng, shape)
+    return np.concatenate([crops, more]), np.concatenate([classes, more_classes])

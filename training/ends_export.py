@@ -39,6 +39,15 @@ def is_validated(with_model: dict | None, without: dict | None) -> bool:
     return a["level_accuracy"] > b["level_accuracy"] and a["smape_all_films_pct"] <= b["smape_all_films_pct"]
 
 
+def _origin(infos: list[dict]) -> str:
+    """Where the runs' weights came from, for the manifest's notes."""
+    starts = [i["initialised_from"] for i in infos if i.get("initialised_from")]
+    origin = f"Fine-tuned from {', '.join(starts)}" if starts else "Trained from random weights"
+    films = {name for i in infos for name in i.get("full_body_films", [])}
+    more = f" and the chain bodies of {len(films)} hand-marked full-body films (training.ends_full_body)" if films else ""
+    return f"{origin} on this project's AASCE training split{more}"
+
+
 def export_ends(
     run_dirs: list[Path], data_dir: Path, models_dir: Path, with_model: dict | None = None, without: dict | None = None
 ) -> ModelEntry:
@@ -79,7 +88,7 @@ def export_ends(
         validated=validated,
         **crop_model_fields(model, onnx_path, models_dir, shape, infos, run_dirs),
         notes=(
-            f"Trained from random weights on this project's AASCE training split: {len(infos)} run(s) (seeds "
+            f"{_origin(infos)}: {len(infos)} run(s) (seeds "
             f"{', '.join(str(i.get('seed', 0)) for i in infos)}), best epochs {', '.join(str(i['best_epoch']) for i in infos)}"
             f"{', their probabilities averaged in one graph' if len(infos) > 1 else ''}. validated: {validated} by the "
             "rule in training/ends_export.py (served with it, the validation films' level accuracy higher and their "

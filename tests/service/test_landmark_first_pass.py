@@ -89,3 +89,19 @@ def test_an_error_in_the_first_pass_is_raised_where_the_reading_reads_it() -> No
     assert future is not None
     with pytest.raises(InvalidInputError, match="broken graph"):
         landmark_reading(Failing(), pixels, policy, first_pass=future)  # type: ignore[arg-type]
+
+
+def test_the_reading_gives_every_body_of_its_chain_in_the_films_pixels(engine: Engine) -> None:
+    from spine_engine.decoding import decode_image
+    from spine_engine.measurement import landmark_reading
+
+    pixels = decode_image(FILM.read_bytes(), 10**9, FILM.name).pixels
+    reading = landmark_reading(engine.registry, pixels, replace(engine.policy, tilt_model=False))
+    assert reading is not None
+    chain, served = reading.chain_corners(), reading.vertebrae.corners()
+    assert chain is not None and served is not None and chain.shape[1:] == (4, 2) and len(chain) >= 17
+    # the served T1..L5 are bodies of the chain (the tilt model off: the corners as the chain has them)
+    distance = np.linalg.norm(served.mean(axis=1)[:, None] - chain.mean(axis=1)[None], axis=2).min(axis=1)
+    detected = np.array([v.detected for v in reading.vertebrae.vertebrae])
+    assert np.allclose(distance[detected], 0.0, atol=1e-6) and detected.sum() >= 15
+    assert np.all(np.diff(chain.mean(axis=1)[:, 1]) > 0)  # top to bottom

@@ -93,3 +93,41 @@ def test_two_runs_export_as_one_graph_averaging_their_probabilities(exported):
     np.testing.assert_allclose(answers["mean"], (answers["a"] + answers["b"]) / 2, atol=1e-5)
     assert not np.allclose(answers["a"], answers["b"])
     assert "the mean of 2" in entry.architecture and len(entry.metrics["crops_val_loss_of_each_run"]) == 2
+
+
+def test_a_fine_tuning_adds_the_full_body_bodies_but_those_of_the_held_out_fold(exported):
+    from training.ends_full_body import LabelledBodies, load_bodies
+    from training.tilt import build_tilt_model
+
+    root, aasce = exported["root"], exported["aasce"]
+    samples = read_aasce_dataset(aasce)[:4]  # stand-ins for full-body films: any film with bodies on it serves
+    films = {}
+    for sample in samples:
+        h, w = sample.image().shape[:2]
+        corners = (sample.landmarks * [w, h]).reshape(17, 4, 2)[:3]
+        films[sample.image_path.name] = {"corners": corners.tolist(), "classes": ["T1", "T2", "middle"]}
+    labels = root / "ends_labels.json"
+    labels.write_text(json.dumps({"films": films}))
+    images = samples[0].image_path.parent
+    bodies = load_bodies(images, labels, folds=2, held_out=0)
+    assert isinstance(bodies, LabelledBodies) and len(bodies.names) == 2 and sorted(films)[0] not in bodies.names
+    assert [list(c) for c in bodies.classes] == [[ENDS_CLASSES.index(c) for c in ("T1", "T2", "middle")]] * 2
+
+    run = root / "run_full_body"
+    # learning rate 0: the convolutions keep the weights the run started from
+    args = ["--epochs", "1", "--batch-size", "16", "--lr", "0", "--init-from", str(root / "run"), "--full-body", str(images)]
+    args += ["--full-body-labels", str(labels), "--folds", "2", "--fold", "0"]
+    train_main(["ends", str(aasce), "--run-dir", str(run), *args])
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["full_body_films"] == bodies.names and info["full_body_held_out"] == sorted(films)[0::2]
+    assert info["initialised_from"].endswith("run/best.weights.h5") and "2 marked full-body films" in info["training_data"]
+    kernels = []
+    for weights in (root / "run" / "best.weights.h5", run / "best.weights.h5"):
+        model = build_tilt_model(ENDS_CROP_HW, name="vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax")
+        model.load_weights(weights)
+        kernels.append(model.layers[1].get_weights()[0])
+    np.testing.assert_array_equal(kernels[0], kernels[1])
+    models = root / "models_full_body"
+    export_main(["ends", "--run-dir", str(run), "--data", str(aasce), "--models", str(models), "--no-triton-config"])
+    notes = load_manifest(models).by_name()[ENDS_MODEL_NAME].notes
+    assert notes.startswith("Fine-tuned from ") and "the chain bodies of 2 hand-marked full-body films" in notes

@@ -1,0 +1,160 @@
+"""Full-body films for the ends model: the bodies the landmark model finds on them, labelled from the hand marks.
+
+    python -m training.ends_full_body ../shared/data/aasce-unlabelled --json docs/fov/ends_labels.json
+
+AASCE films are cropped close to T1 and L5, so the ends model (`training/ends.py`) seldom sees C7 with the first
+ribs beside it, or S1 between the iliac wings, as a full-body film shows them; on full-body films it calls the
+wrong body T1 or L5 one time in seven or eight (docs/fov.md). The marked full-body films
+(`docs/fov/large_film_marks.json`: T1's upper and L5's lower endplate read by hand, with a confidence per end)
+label the bodies the served landmark model finds there, on the pass the service keeps (the chain the ends model
+is asked about when it serves): the body whose upper endplate is at the marked T1 top is T1, the next ones up C7
+and "above", down T2 and "middle"; likewise L5 and the bodies around it. An end read with low confidence labels
+nothing. `spine-train ends --full-body FILMS` adds these bodies' crops to the AASCE crops each epoch; `--folds N
+--fold K` holds a fold of films out, so that the levels on them (`scripts/levels_check.py --only`) say what the
+films a run never saw get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from spine_core.landmarks import _slots
+from spine_core.preprocessing import to_grayscale
+from spine_core.vertebra_ends import ENDS_CLASSES, ends_class
+
+REPO = Path(__file__).resolve().parents[1]
+MARKS = REPO / "docs" / "fov" / "large_film_marks.json"
+LABELS = REPO / "docs" / "fov" / "ends_labels.json"
+ANCHOR_TOLERANCE = 0.4  # steps: how near a body's endplate must lie to the marked one to be that end
+T1_REACH = (-4, 3)  # levels labelled from a T1 anchor (C... to T4: "above", C7, T1, T2, "middle")
+L5_REACH = (13, 19)  # and from an L5 anchor (L2 to below S1)
+
+
+def chain_classes(corners: np.ndarray, t1_top_y: float | None, l5_bottom_y: float | None) -> np.ndarray:
+    """Class index (into ENDS_CLASSES) of each chain body ((k, 4, 2) corners, top to bottom), -1 where unlabelled.
+
+    A marked end (None: not used) anchors the body whose endplate lies within ANCHOR_TOLERANCE of its step; the
+    bodies around it take their levels counted in the chain's slots (a gap about twice its neighbours' leaves a
+    slot for a missed body, as in the served placement). A body the two ends label differently is left out."""
+    out = np.full(len(corners), -1)
+    if len(corners) < 3:
+        return out
+    centres = corners.mean(axis=1)
+    gaps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    slots = _slots(centres, np.full(len(corners), float(np.median(gaps))))
+    step = np.r_[gaps[:1], (gaps[:-1] + gaps[1:]) / 2, gaps[-1:]]  # each body's distance to its neighbours
+    anchors = []
+    for marked, endplate, level, reach in (
+        (t1_top_y, corners[:, :2, 1].mean(axis=1), 0, T1_REACH),
+        (l5_bottom_y, corners[:, 2:, 1].mean(axis=1), 16, L5_REACH),
+    ):
+        if marked is None:
+            continue
+        at = int(np.argmin(np.abs(endplate - marked)))
+        if abs(endplate[at] - marked) < ANCHOR_TOLERANCE * step[at]:
+            anchors.append((slots - slots[at] + level, reach))
+    for levels, (low, high) in anchors:
+        near = (levels >= low) & (levels <= high)
+        classes = ends_class(levels)
+        clash = near & (out >= 0) & (out != classes)
+        out[near & (out < 0)] = classes[near & (out < 0)]
+        out[clash] = -2
+    out[out == -2] = -1
+    return out
+
+
+@dataclass
+class LabelledBodies:
+    """Full-body films (grayscale) and the chain bodies labelled on them."""
+
+    names: list[str]
+    pixels: list[np.ndarray]
+    corners: list[np.ndarray]  # (k, 4, 2) each, film pixels
+    classes: list[np.ndarray]  # (k,) class indices
+
+
+def fold_of(names: list[str], folds: int) -> dict[str, int]:
+    """Films dealt into folds by sorted name."""
+    return {name: i % folds for i, name in enumerate(sorted(names))}
+
+
+def load_bodies(films_dir: Path, labels: Path = LABELS, folds: int = 0, held_out: int = -1) -> LabelledBodies:
+    """The labelled bodies of every film in `labels`, but those of fold `held_out` (of `folds`) when given."""
+    from spine_engine.decoding import decode_image
+
+    films = json.loads(labels.read_text())["films"]
+    folding = fold_of(list(films), folds) if folds else {}
+    out = LabelledBodies([], [], [], [])
+    for name, film in sorted(films.items()):
+        if (folds and folding[name] == held_out) or not film["classes"]:
+            continue
+        pixels = decode_image((films_dir / name).read_bytes(), max_pixels=10**9, filename=name).pixels
+        gray = pixels if pixels.ndim == 2 and pixels.dtype == np.uint8 else to_grayscale(pixels)
+        out.names.append(name)
+        out.pixels.append(gray)
+        out.corners.append(np.asarray(film["corners"], dtype=np.float64))
+        out.classes.append(np.array([ENDS_CLASSES.index(c) for c in film["classes"]]))
+    return out
+
+
+def label_films(films_dir: Path, marks_path: Path, models_dir: Path) -> dict:
+    """Each marked full-body film's chain (the served landmark model, tilt model off), labelled from its marks."""
+    from spine_engine.decoding import decode_image
+    from spine_engine.measurement import landmark_reading
+    from spine_engine.registry import ModelRegistry
+    from spine_engine.settings import EngineSettings
+
+    registry = ModelRegistry.load(models_dir, providers=["CPUExecutionProvider"], warmup=False)
+    policy = replace(EngineSettings().policy(), tilt_model=False)
+    marks = json.loads(marks_path.read_text())["films"]
+    films: dict[str, dict] = {}
+    for name, film in sorted(marks.items()):
+        if film.get("kind") != "full_body":
+            continue
+        pixels = decode_image((films_dir / name).read_bytes(), max_pixels=10**9, filename=name).pixels
+        reading = landmark_reading(registry, pixels, policy)
+        chain = reading.chain_corners() if reading is not None else None
+        if chain is None:
+            films[name] = {"corners": [], "classes": [], "note": "no chain"}
+            continue
+        sure = film.get("level_reading", {})
+        t1 = film["t1_top"][1] if sure.get("confidence_t1") != "low" else None
+        l5 = film["l5_bottom"][1] if sure.get("confidence_l5") != "low" else None
+        classes = chain_classes(chain, t1, l5)
+        kept = classes >= 0
+        films[name] = {
+            "corners": np.round(chain[kept], 1).tolist(),
+            "classes": [ENDS_CLASSES[c] for c in classes[kept]],
+            "ends_used": [end for end, y in (("T1", t1), ("L5", l5)) if y is not None],
+        }
+    return {
+        "about": "Chain bodies of the marked full-body films (the served landmark model's pass kept, film pixels "
+        "x, y of TL, TR, BL, BR), labelled with the ends model's classes from docs/fov/large_film_marks.json by "
+        "training.ends_full_body.chain_classes; an end read with low confidence labels nothing.",
+        "films": films,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("films_dir")
+    parser.add_argument("--marks", default=str(MARKS))
+    parser.add_argument("--models", default=str(REPO / "exported_models"))
+    parser.add_argument("--json", default=str(LABELS))
+    args = parser.parse_args()
+    out = label_films(Path(args.films_dir), Path(args.marks), Path(args.models))
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    counts: dict[str, int] = {}
+    for film in out["films"].values():
+        for c in film["classes"]:
+            counts[c] = counts.get(c, 0) + 1
+    print(f"{len(out['films'])} films; bodies per class: {counts}")
+
+
+if __name__ == "__main__":
+    main()
