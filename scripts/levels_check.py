@@ -1,7 +1,8 @@
 """Levels on full-body films: are T1 and L5 the right vertebrae, and does the served mask stay on the spine?
 
     python scripts/levels_check.py ../shared/data/aasce-unlabelled --marks docs/fov/large_film_marks.json \
-        --json out.json [--models exported_models] [--measurement landmarks|mask] [--overlays DIR]
+        --json out.json [--models exported_models] [--measurement landmarks|mask] [--overlays DIR] \
+        [--only FILM ... | --held-out-by RUN]
 
 Every hand-marked film goes through what `POST /classify` runs (`spine_engine.study.analyze_study`, the
 default policy, the spine check off so that a refused film is still scored). Per film:
@@ -102,8 +103,11 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--overlays", default=None, help="folder for one PNG a film (mask and corridor)")
     parser.add_argument("--only", nargs="*", default=None, help="film names to check (default: every marked film)")
+    parser.add_argument("--held-out-by", default=None, help="an ends run trained with --folds: only the films it held out")
     args = parser.parse_args()
     marks = json.loads(Path(args.marks).read_text())["films"]
+    if args.held_out_by:
+        args.only = json.loads((Path(args.held_out_by) / "run_info.json").read_text())["full_body_held_out"]
     names = [n for n in marks if (args.only is None or n in args.only) and marks[n].get("kind") != "not_ap_spine"]
     registry = ModelRegistry.load(Path(args.models), providers=["CPUExecutionProvider"], warmup=False)
     policy = replace(EngineSettings().policy(), spine_check=False, measurement=args.measurement)

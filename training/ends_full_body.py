@@ -1,6 +1,7 @@
 """Full-body films for the ends model: the bodies the landmark model finds on them, labelled from the hand marks.
 
     python -m training.ends_full_body ../shared/data/aasce-unlabelled --json docs/fov/ends_labels.json
+    python -m training.ends_full_body ../shared/data/aasce-unlabelled --crops-of RUN [RUN ...] --held-out-by RUN
 
 AASCE films are cropped close to T1 and L5, so the ends model (`training/ends.py`) seldom sees C7 with the first
 ribs beside it, or S1 between the iliac wings, as a full-body film shows them; on full-body films it calls the
@@ -83,15 +84,18 @@ def fold_of(names: list[str], folds: int) -> dict[str, int]:
     return {name: i % folds for i, name in enumerate(sorted(names))}
 
 
-def load_bodies(films_dir: Path, labels: Path = LABELS, folds: int = 0, held_out: int = -1) -> LabelledBodies:
-    """The labelled bodies of every film in `labels`, but those of fold `held_out` (of `folds`) when given."""
+def load_bodies(
+    films_dir: Path, labels: Path = LABELS, folds: int = 0, held_out: int = -1, only: list[str] | None = None
+) -> LabelledBodies:
+    """The labelled bodies of every film in `labels` (or of those in `only`), but those of fold `held_out` (of
+    `folds`) when given."""
     from spine_engine.decoding import decode_image
 
     films = json.loads(labels.read_text())["films"]
     folding = fold_of(list(films), folds) if folds else {}
     out = LabelledBodies([], [], [], [])
     for name, film in sorted(films.items()):
-        if (folds and folding[name] == held_out) or not film["classes"]:
+        if (folds and folding[name] == held_out) or not film["classes"] or (only is not None and name not in only):
             continue
         pixels = decode_image((films_dir / name).read_bytes(), max_pixels=10**9, filename=name).pixels
         gray = pixels if pixels.ndim == 2 and pixels.dtype == np.uint8 else to_grayscale(pixels)
@@ -140,13 +144,51 @@ def label_films(films_dir: Path, marks_path: Path, models_dir: Path) -> dict:
     }
 
 
+def crop_figures(run_dirs: list[Path], films: LabelledBodies) -> dict[str, dict[str, float]]:
+    """Each run's answers on these films' labelled bodies (crops cut at the chain's corners, as served): accuracy,
+    and per film whether the body it gives the most T1 (L5) among those labelled around that end is the T1 (L5)."""
+    from spine_core.vertebra_ends import ends_crops
+    from training.tilt_export import load_runs
+
+    out: dict[str, dict[str, float]] = {}
+    for run in run_dirs:
+        _, shape, (model,) = load_runs(
+            [run], "vertebra_ends", outputs=len(ENDS_CLASSES), activation="softmax", output_name="ends"
+        )
+        right, picks = [], {"T1": [], "L5": []}
+        for gray, corners, classes in zip(films.pixels, films.corners, films.classes, strict=True):
+            probs = model.predict(ends_crops(gray, corners, shape.hw, shape.span), verbose=0)
+            right += list(probs.argmax(axis=1) == classes)
+            for end, around in (("T1", ("above", "C7", "T1", "T2")), ("L5", ("L4", "L5", "S1", "below"))):
+                near = np.nonzero(np.isin(classes, [ENDS_CLASSES.index(c) for c in around]))[0]
+                if ENDS_CLASSES.index(end) in classes[near]:
+                    best = near[int(np.argmax(probs[near, ENDS_CLASSES.index(end)]))]
+                    picks[end].append(bool(classes[best] == ENDS_CLASSES.index(end)))
+        out[str(run)] = {
+            "bodies": len(right),
+            "accuracy": float(np.mean(right)),
+            "t1_picked": int(sum(picks["T1"])),
+            "t1_films": len(picks["T1"]),
+            "l5_picked": int(sum(picks["L5"])),
+            "l5_films": len(picks["L5"]),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("films_dir")
     parser.add_argument("--marks", default=str(MARKS))
     parser.add_argument("--models", default=str(REPO / "exported_models"))
-    parser.add_argument("--json", default=str(LABELS))
+    parser.add_argument("--json", default=str(LABELS), help="where the labels go (or, with --crops-of, are read)")
+    parser.add_argument("--crops-of", nargs="+", default=None, help="ends runs: their answers on the labelled bodies ...")
+    parser.add_argument("--held-out-by", default=None, help="... of the films this run (--folds) held out")
     args = parser.parse_args()
+    if args.crops_of:
+        held_out = json.loads((Path(args.held_out_by) / "run_info.json").read_text())["full_body_held_out"]
+        bodies = load_bodies(Path(args.films_dir), Path(args.json), only=held_out)
+        print(json.dumps(crop_figures([Path(r) for r in args.crops_of], bodies), indent=1))
+        return
     out = label_films(Path(args.films_dir), Path(args.marks), Path(args.models))
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     counts: dict[str, int] = {}

@@ -96,7 +96,7 @@ def test_two_runs_export_as_one_graph_averaging_their_probabilities(exported):
 
 
 def test_a_fine_tuning_adds_the_full_body_bodies_but_those_of_the_held_out_fold(exported):
-    from training.ends_full_body import LabelledBodies, load_bodies
+    from training.ends_full_body import LabelledBodies, crop_figures, load_bodies
     from training.tilt import build_tilt_model
 
     root, aasce = exported["root"], exported["aasce"]
@@ -131,3 +131,6 @@ def test_a_fine_tuning_adds_the_full_body_bodies_but_those_of_the_held_out_fold(
     export_main(["ends", "--run-dir", str(run), "--data", str(aasce), "--models", str(models), "--no-triton-config"])
     notes = load_manifest(models).by_name()[ENDS_MODEL_NAME].notes
     assert notes.startswith("Fine-tuned from ") and "the chain bodies of 2 hand-marked full-body films" in notes
+    figures = crop_figures([run], bodies)[str(run)]
+    assert figures["bodies"] == 6 and 0.0 <= figures["accuracy"] <= 1.0 and figures["t1_films"] == 2
+    assert figures["l5_films"] == 0 and figures["t1_picked"] <= 2  # no L5 labelled: no L5 pick to count
