@@ -63,11 +63,11 @@ def cmd_ends(args: argparse.Namespace) -> None:
     from training.tilt import CropShape
 
     shape, filters = CropShape(tuple(args.crop_hw), args.crop_span), tuple(args.filters)
-    full_body, held_out = None, []
+    full_body, held_out, labels = None, [], None
     if args.full_body:
-        from training.ends_full_body import fold_of, load_bodies
+        from training.ends_full_body import LABELS, fold_of, load_bodies
 
-        labels = Path(args.full_body_labels)
+        labels = Path(args.full_body_labels) if args.full_body_labels else LABELS
         full_body = load_bodies(Path(args.full_body), labels, args.folds, args.fold)
         if args.folds:
             folding = fold_of(list(json.loads(labels.read_text())["films"]), args.folds)
@@ -98,7 +98,7 @@ def cmd_ends(args: argparse.Namespace) -> None:
     if full_body is not None:
         info["training_data"] += (
             f"; and the chain bodies of {len(full_body.names)} marked full-body films ({args.full_body}, labels "
-            f"{args.full_body_labels}, training.ends_full_body)"
+            f"{labels}, training.ends_full_body)"
         )
         info["full_body_films"] = full_body.names
         info["full_body_held_out"] = held_out
@@ -127,7 +127,7 @@ def add_crop_commands(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("ends", help="train the ends model (which chain vertebrae are C7, T1, T2, L4, L5, S1)")
     _common(e, ENDS_CROP_HW, ENDS_SPAN)
     e.add_argument("--full-body", default=None, help="folder of the marked full-body films: their labelled bodies join")
-    e.add_argument("--full-body-labels", default="docs/fov/ends_labels.json", help="python -m training.ends_full_body")
+    e.add_argument("--full-body-labels", default=None, help="default docs/fov/ends_labels.json (training.ends_full_body)")
     e.add_argument("--folds", type=int, default=0, help="deal the full-body films into this many folds by name ...")
     e.add_argument("--fold", type=int, default=-1, help="... and hold this one out (its films are not trained on)")
     e.add_argument("--init-from", default=None, help="a run folder whose best weights the run starts from (fine-tuning)")
