@@ -184,7 +184,7 @@ def _duplicates(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return drop
 
 
-def _slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def chain_slots(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Level offsets of the chain's peaks counted in vertebrae: a gap about twice its neighbours' leaves a slot
     for a missed vertebra. Each gap is compared with the median of the gaps around it (the spine's own
     spacing, which grows slowly downwards), or with the expected step where the chain is short."""
@@ -310,7 +310,7 @@ def decode(
         chain.widths,
         list(chain.notes),
     )
-    slots = _slots(corners.mean(axis=1), sizes)
+    slots = chain_slots(corners.mean(axis=1), sizes)
     ends = heads[points[:, 0], points[:, 1], ENDS_CHANNEL] if heads.shape[-1] > ENDS_CHANNEL else None
     read_levels = None
     if heads.shape[-1] > LEVEL_CHANNEL:

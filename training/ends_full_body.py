@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_core.landmarks import _slots
+from spine_core.landmarks import chain_slots
 from spine_core.preprocessing import to_grayscale
 from spine_core.vertebra_ends import ENDS_CLASSES, ends_class
 
@@ -47,7 +47,7 @@ def chain_classes(corners: np.ndarray, t1_top_y: float | None, l5_bottom_y: floa
         return out
     centres = corners.mean(axis=1)
     gaps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
-    slots = _slots(centres, np.full(len(corners), float(np.median(gaps))))
+    slots = chain_slots(centres, np.full(len(corners), float(np.median(gaps))))
     step = np.r_[gaps[:1], (gaps[:-1] + gaps[1:]) / 2, gaps[-1:]]  # each body's distance to its neighbours
     anchors = []
     for marked, endplate, level, reach in (
