@@ -4,15 +4,15 @@
     python -m training.ends_full_body ../shared/data/aasce-unlabelled --crops-of RUN [RUN ...] --held-out-by RUN
 
 AASCE films are cropped close to T1 and L5, so the ends model (`training/ends.py`) seldom sees C7 with the first
-ribs beside it, or S1 between the iliac wings, as a full-body film shows them; on full-body films it calls the
-wrong body T1 or L5 one time in seven or eight (docs/fov.md). The marked full-body films
+ribs beside it, or S1 between the iliac wings, as a full-body film shows them: on the marked full-body films the
+body it takes most for L5 is the L5 on 12 of 38 (docs/measurement.md). The marked full-body films
 (`docs/fov/large_film_marks.json`: T1's upper and L5's lower endplate read by hand, with a confidence per end)
 label the bodies the served landmark model finds there, on the pass the service keeps (the chain the ends model
 is asked about when it serves): the body whose upper endplate is at the marked T1 top is T1, the next ones up C7
 and "above", down T2 and "middle"; likewise L5 and the bodies around it. An end read with low confidence labels
 nothing. `spine-train ends --full-body FILMS` adds these bodies' crops to the AASCE crops each epoch; `--folds N
---fold K` holds a fold of films out, so that the levels on them (`scripts/levels_check.py --only`) say what the
-films a run never saw get.
+--fold K` holds a fold of films out, so that the levels on them (`scripts/levels_check.py --held-out-by RUN`) and
+the crop figures (`--crops-of`) say what films a run never saw get.
 """
 
 from __future__ import annotations
