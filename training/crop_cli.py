@@ -65,13 +65,11 @@ def cmd_ends(args: argparse.Namespace) -> None:
     shape, filters = CropShape(tuple(args.crop_hw), args.crop_span), tuple(args.filters)
     full_body, held_out, labels = None, [], None
     if args.full_body:
-        from training.ends_full_body import LABELS, fold_of, load_bodies
+        from training.ends_full_body import LABELS, held_out_films, load_bodies
 
         labels = Path(args.full_body_labels) if args.full_body_labels else LABELS
-        full_body = load_bodies(Path(args.full_body), labels, args.folds, args.fold)
-        if args.folds:
-            folding = fold_of(list(json.loads(labels.read_text())["films"]), args.folds)
-            held_out = sorted(name for name, fold in folding.items() if fold == args.fold)
+        held_out = held_out_films(labels, args.folds, args.fold)
+        full_body = load_bodies(Path(args.full_body), labels, skip=held_out)
     init = Path(args.init_from) / "best.weights.h5" if args.init_from else None
     state = train_ends(
         Path(args.data),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -84,18 +85,23 @@ def fold_of(names: list[str], folds: int) -> dict[str, int]:
     return {name: i % folds for i, name in enumerate(sorted(names))}
 
 
+def held_out_films(labels: Path, folds: int, fold: int) -> list[str]:
+    """The films of `labels` in fold `fold` of `folds` (none when `folds` is 0), sorted."""
+    if not folds:
+        return []
+    return sorted(name for name, k in fold_of(list(json.loads(labels.read_text())["films"]), folds).items() if k == fold)
+
+
 def load_bodies(
-    films_dir: Path, labels: Path = LABELS, folds: int = 0, held_out: int = -1, only: list[str] | None = None
+    films_dir: Path, labels: Path = LABELS, skip: Collection[str] = (), only: Collection[str] | None = None
 ) -> LabelledBodies:
-    """The labelled bodies of every film in `labels` (or of those in `only`), but those of fold `held_out` (of
-    `folds`) when given."""
+    """The labelled bodies of every film in `labels` (or of those in `only`) but those in `skip`."""
     from spine_engine.decoding import decode_image
 
     films = json.loads(labels.read_text())["films"]
-    folding = fold_of(list(films), folds) if folds else {}
     out = LabelledBodies([], [], [], [])
     for name, film in sorted(films.items()):
-        if (folds and folding[name] == held_out) or not film["classes"] or (only is not None and name not in only):
+        if name in skip or not film["classes"] or (only is not None and name not in only):
             continue
         pixels = decode_image((films_dir / name).read_bytes(), max_pixels=10**9, filename=name).pixels
         gray = pixels if pixels.ndim == 2 and pixels.dtype == np.uint8 else to_grayscale(pixels)

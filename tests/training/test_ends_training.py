@@ -96,7 +96,7 @@ def test_two_runs_export_as_one_graph_averaging_their_probabilities(exported):
 
 
 def test_a_fine_tuning_adds_the_full_body_bodies_but_those_of_the_held_out_fold(exported):
-    from training.ends_full_body import LabelledBodies, crop_figures, load_bodies
+    from training.ends_full_body import LabelledBodies, crop_figures, held_out_films, load_bodies
     from training.tilt import build_tilt_model
 
     root, aasce = exported["root"], exported["aasce"]
@@ -109,7 +109,8 @@ def test_a_fine_tuning_adds_the_full_body_bodies_but_those_of_the_held_out_fold(
     labels = root / "ends_labels.json"
     labels.write_text(json.dumps({"films": films}))
     images = samples[0].image_path.parent
-    bodies = load_bodies(images, labels, folds=2, held_out=0)
+    assert held_out_films(labels, 2, 0) == sorted(films)[0::2] and held_out_films(labels, 0, -1) == []
+    bodies = load_bodies(images, labels, skip=held_out_films(labels, 2, 0))
     assert isinstance(bodies, LabelledBodies) and len(bodies.names) == 2 and sorted(films)[0] not in bodies.names
     assert [list(c) for c in bodies.classes] == [[ENDS_CLASSES.index(c) for c in ("T1", "T2", "middle")]] * 2
 
