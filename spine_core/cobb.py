@@ -11,8 +11,9 @@ The organisers' rule (described with the challenge data; written here from that 
   and the last one.
 - Not S: the second angle is between T1 and the main curve's upper end, the third between the main
   curve's lower end and L5.
-- S, main curve in the upper half of the image: the second angle is the largest between the upper end
-  and any vertebra above it, the third the largest between the lower end and any vertebra below it.
+- S, main curve in the upper half of the image (the lower endplates' midpoints of its two end vertebrae
+  average above mid-film): the second angle is the largest between the upper end and any vertebra above
+  it, the third the largest between the lower end and any vertebra below it.
 - S, main curve in the lower half: the second is the largest between the upper end and a vertebra
   above it, the third the largest between that vertebra and one above it.
 
@@ -155,7 +156,8 @@ def cobb_angles(points: np.ndarray, image_height: float, confidences: Sequence[f
     first_angle = float(angles[upper, lower])
 
     s_shaped = is_s_curve(mid)
-    main_in_upper_half = mid[2 * upper, 1] + mid[2 * lower, 1] < image_height
+    # The lower endplates: the organisers' MATLAB reads rows 2k of the 1-based midpoints (k = the end vertebra).
+    main_in_upper_half = mid[2 * upper + 1, 1] + mid[2 * lower + 1, 1] < image_height
     if not s_shaped:
         second_ends, third_ends = (0, upper), (lower, last)
         names = ("main_thoracic", "proximal_thoracic", "thoracolumbar_lumbar")

@@ -119,9 +119,11 @@ def test_training_labels_reproduce_their_angles() -> None:
         predicted.append(cobb_angles(points, image_height=height).aasce_angles_deg)
     predicted = np.array(predicted)
     assert len(predicted) == len(angles) > 400
-    assert smape_pct(predicted, angles) < 1.0
-    # The largest angle (first column) is the exact same computation: it must agree everywhere.
-    assert np.abs(predicted[:, 0] - angles[:, 0]).max() < 0.1
+    assert smape_pct(predicted, angles) < 0.05
+    # Every angle of every film is the organisers' computation. An S curve's main curve lies in the upper half when
+    # its end vertebrae's lower endplates (the MATLAB rows 2k, 1-based) average above mid-film: with the upper
+    # endplates 11 films took the other branch and their third angle was off by up to 41 degrees.
+    assert np.abs(predicted - angles).max() < 0.1
 
 
 def test_uncertain_end_vertebrae_make_the_angle_unreliable() -> None:
