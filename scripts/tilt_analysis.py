@@ -11,7 +11,11 @@ On the validation films (the patient-grouped split), each film goes through the 
 - for the corners as read, the SMAPE when each vertebra keeps its centre and level but takes the labels' tilt
   (`tilt from labels`), or half of its tilt error (`half the tilt error`): what better tilts alone could give;
 - the share of the turned SMAPE carried by films whose T1 or L5 is on another vertebra, and by films read as
-  the other curve type (S / C) than their labels.
+  the other curve type (S / C) than their labels;
+- how rough the tilts are along the spine (`roughness`: the spread of each tilt less the mean of its two
+  neighbours', for the labels and for the final reading on the films whose ends are right), and the SMAPE the
+  labels' own corners score against their angles when each vertebra is turned by Gaussian noise of a few
+  degrees (`labels_with_tilt_noise`, 10 draws each): what a reader as exact as the labels' scatter would score.
 """
 
 from __future__ import annotations
@@ -55,6 +59,28 @@ def summary(rows: list[dict], key: str) -> dict:
     }
 
 
+def roughness_deg(tilts: list[np.ndarray]) -> dict[str, float]:
+    """Spread of each inner vertebra's tilt less the mean of its neighbours' (independent noise of std s adds
+    1.5 s^2 to its variance; the spine's own bends add the rest): std and a robust std (1.4826 MAD)."""
+    residual = np.concatenate([np.degrees(t[1:-1] - (t[:-2] + t[2:]) / 2) for t in tilts])
+    mad = np.median(np.abs(residual - np.median(residual)))
+    return {"std": float(residual.std()), "robust_std": float(1.4826 * mad)}
+
+
+def noise_floor(films: list[tuple[np.ndarray, int, np.ndarray]], sigmas: tuple[float, ...], draws: int = 10) -> dict:
+    """SMAPE of the labels' corners, each vertebra turned by N(0, sigma) degrees, against the labels' angles."""
+    rng = np.random.default_rng(0)
+    labelled = np.array([a for _, _, a in films])
+    out = {}
+    for sigma in sigmas:
+        scores = []
+        for _ in range(draws):
+            noisy = [angles(turn_vertebrae(c, np.radians(rng.normal(0, sigma, 17))), h) for c, h, _ in films]
+            scores.append(smape_pct(np.array(noisy), labelled))
+        out[f"{sigma:g}"] = {"smape_pct": float(np.mean(scores)), "spread": float(np.std(scores))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
@@ -66,7 +92,7 @@ def main() -> None:
     registry = ModelRegistry.load(Path(args.models), providers=["CPUExecutionProvider"], warmup=False)
     policy = replace(EngineSettings().policy(), tilt_model=False)
     tilt = registry.tilt_model()
-    rows = []
+    rows, films, label_tilts, read_tilts = [], [], [], []
     for i in val_idx:
         sample = samples[i]
         pixels = decode_image(sample.image_path.read_bytes(), 10**9, sample.name).pixels
@@ -92,6 +118,10 @@ def main() -> None:
         offsets = level_offsets(read, truth)
         row["levels_off"] = bool(offsets[0] != 0 or offsets[-1] != 0)
         final = variants.get("turned", read)
+        films.append((truth, h, labelled))
+        label_tilts.append(true_tilt)
+        if not row["levels_off"]:
+            read_tilts.append(cobb_vectors(final)[0])
         row["curve_type_differs"] = cobb_angles(final, h).curve != cobb_angles(truth, h).curve
         rows.append(row)
     keys = [k for k in ("read", "tilt_from_labels", "half_the_tilt_error", "turned") if f"{k}_smape" in rows[0]]
@@ -103,6 +133,11 @@ def main() -> None:
         out[f"films_{flag}"] = len(flagged)
         out[f"smape_share_of_films_{flag}"] = float(sum(r[f"{final_key}_smape"] for r in flagged) / total) if total else 0.0
     out["films"] = len(rows)
+    out["roughness_deg"] = {
+        "labels": roughness_deg(label_tilts),
+        f"{final_key}, films with both ends right": roughness_deg(read_tilts),
+    }
+    out["labels_with_tilt_noise"] = noise_floor(films, (0.5, 1.0, 1.5, 2.0, 2.5))
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -151,8 +151,21 @@ def patient_key(filename: str) -> str:
     return Path(filename).stem
 
 
+def top_to_bottom(landmarks: np.ndarray) -> np.ndarray:
+    """(68, 2) corners with the 17 vertebrae in top-to-bottom order of their centres (a stable sort).
+
+    24 of the 481 AASCE training rows list a vertebra out of order, 23 of them T1 last (after L5), so a row's
+    order is not its levels'. The organisers computed `angles.csv` from the rows as listed
+    (`tests/spine_core/test_cobb.py` reads the CSV itself); levels, ends and corner errors need the anatomy's order.
+    """
+    quads = np.asarray(landmarks).reshape(N_VERTEBRAE, 4, 2)
+    order = np.argsort(quads[:, :, 1].mean(axis=1), kind="stable")
+    return quads[order].reshape(-1, 2)
+
+
 def read_aasce_dataset(root: Path) -> list[AasceSample]:
-    """`<root>/images/*.jpg` + `<root>/labels/{filenames,landmarks,angles}.csv`."""
+    """`<root>/images/*.jpg` + `<root>/labels/{filenames,landmarks,angles}.csv`, each film's vertebrae top to
+    bottom (`top_to_bottom`)."""
     root = Path(root)
     labels = root / "labels"
     files = [labels / n for n in ("filenames.csv", "landmarks.csv", "angles.csv")]
@@ -174,7 +187,7 @@ def read_aasce_dataset(root: Path) -> list[AasceSample]:
             log.warning("AASCE image %s listed in filenames.csv is missing; skipped", name)
             continue
         n = 4 * N_VERTEBRAE
-        xy = np.stack([row[:n], row[n:]], axis=1)
+        xy = top_to_bottom(np.stack([row[:n], row[n:]], axis=1))
         samples.append(AasceSample(image_path=path, landmarks=xy, cobb_angles=np.asarray(ang, dtype=np.float64)))
     if not samples:
         raise DatasetError(f"{root}: no images found")

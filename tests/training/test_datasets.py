@@ -16,6 +16,7 @@ from training.datasets import (
     read_aasce_dataset,
     read_course_dataset,
     split_by_patient,
+    top_to_bottom,
     write_synthetic_aasce_dataset,
     write_synthetic_course_dataset,
 )
@@ -65,6 +66,24 @@ def test_aasce_reader_and_mask(tmp_path):
     mask = s.vertebra_mask(*image.shape[:2])
     assert mask.shape == image.shape[:2] and mask.any()
     assert s.max_cobb == pytest.approx(max(s.cobb_angles))
+
+
+def test_a_row_listing_t1_last_is_read_top_to_bottom(tmp_path):
+    root = write_synthetic_aasce_dataset(tmp_path / "aasce", n_patients=1)
+    labels = root / "labels" / "landmarks.csv"
+    rows = np.loadtxt(labels, delimiter=",", ndmin=2)
+    in_order = read_aasce_dataset(root)[0].landmarks
+    # As 23 AASCE rows do: T1's four corners written after L5's (the CSV holds 68 x values, then 68 y values).
+    moved = np.concatenate([np.roll(rows[0, :68], -4), np.roll(rows[0, 68:], -4)])
+    np.savetxt(labels, np.vstack([moved, rows[1:]]), delimiter=",", fmt="%.6f")
+    read = read_aasce_dataset(root)[0].landmarks
+    np.testing.assert_allclose(read, in_order, atol=1e-6)
+    assert np.all(np.diff(read.reshape(17, 4, 2)[:, :, 1].mean(axis=1)) > 0)
+    # A film already in order is untouched, and vertebrae at one height keep their listed order.
+    np.testing.assert_array_equal(top_to_bottom(in_order), in_order)
+    level = np.zeros((68, 2))
+    level[:, 0] = np.arange(68)
+    np.testing.assert_array_equal(top_to_bottom(level), level)
 
 
 def test_aasce_reader_rejects_other_layouts(tmp_path):
@@ -119,6 +138,8 @@ def test_real_aasce_reader_and_split():
     train, val = split_by_patient([s.patient_key for s in samples], 0.2, 0)
     assert not {samples[i].patient_key for i in train} & {samples[i].patient_key for i in val}
     assert sum(s.max_cobb >= 40 for s in samples) == 201
+    centres_y = np.stack([s.landmarks.reshape(17, 4, 2)[:, :, 1].mean(axis=1) for s in samples])
+    assert np.all(np.diff(centres_y, axis=1) > 0)  # 24 rows list a vertebra out of order: read top to bottom
 
 
 @pytest.mark.skipif(
