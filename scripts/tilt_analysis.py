@@ -92,7 +92,7 @@ def main() -> None:
     registry = ModelRegistry.load(Path(args.models), providers=["CPUExecutionProvider"], warmup=False)
     policy = replace(EngineSettings().policy(), tilt_model=False)
     tilt = registry.tilt_model()
-    rows, films, label_tilts, read_tilts = [], [], [], []
+    rows, films, label_tilts, read_tilts, right_ends_errors = [], [], [], [], []
     for i in val_idx:
         sample = samples[i]
         pixels = decode_image(sample.image_path.read_bytes(), 10**9, sample.name).pixels
@@ -122,6 +122,7 @@ def main() -> None:
         label_tilts.append(true_tilt)
         if not row["levels_off"]:
             read_tilts.append(cobb_vectors(final)[0])
+            right_ends_errors.append(np.abs(np.degrees(cobb_vectors(final)[0] - true_tilt)))
         row["curve_type_differs"] = cobb_angles(final, h).curve != cobb_angles(truth, h).curve
         rows.append(row)
     keys = [k for k in ("read", "tilt_from_labels", "half_the_tilt_error", "turned") if f"{k}_smape" in rows[0]]
@@ -133,11 +134,17 @@ def main() -> None:
         out[f"films_{flag}"] = len(flagged)
         out[f"smape_share_of_films_{flag}"] = float(sum(r[f"{final_key}_smape"] for r in flagged) / total) if total else 0.0
     out["films"] = len(rows)
+    errors = np.concatenate(right_ends_errors)
+    out[f"{final_key}_tilt_error_films_with_both_ends_right"] = {
+        "films": len(right_ends_errors),
+        "mean_deg": float(errors.mean()),
+        "median_deg": float(np.median(errors)),
+    }
     out["roughness_deg"] = {
         "labels": roughness_deg(label_tilts),
         f"{final_key}, films with both ends right": roughness_deg(read_tilts),
     }
-    out["labels_with_tilt_noise"] = noise_floor(films, (0.5, 1.0, 1.5, 2.0, 2.5))
+    out["labels_with_tilt_noise"] = noise_floor(films, (0.0, 0.5, 1.0, 1.5, 2.0, 2.5))
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

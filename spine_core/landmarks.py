@@ -59,10 +59,11 @@ INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected nei
 # Two real gaps at the foreshortened lumbosacral junction measured 0.69-0.74 of their neighbours each (1.39
 # together) on the marked full-body films; duplicates measured 0.96-1.20 together.
 DUPLICATE_SPAN = 1.25
-# Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean):
+# Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean; the
+# vertebrae top to bottom since 2026-12-05):
 # `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
 WIDTH_PROFILE = np.array(
-    [0.932, 0.864, 0.812, 0.8, 0.815, 0.84, 0.876, 0.908, 0.941, 0.981, 1.033, 1.087, 1.125, 1.155, 1.206, 1.275, 1.349]
+    [0.933, 0.866, 0.814, 0.798, 0.813, 0.84, 0.875, 0.907, 0.94, 0.98, 1.033, 1.086, 1.124, 1.151, 1.202, 1.272, 1.365]
 )
 
 
