@@ -22,6 +22,7 @@ from spine_batch.dicomweb import dicomweb_items, read_study_uids
 from spine_batch.results import ResultsStore, export_csv
 from spine_batch.rows import STATUS_ERROR, VIEW_FROM_OPTION_FOR_DICOM, RowOptions
 from spine_batch.sources import Item, SourceError, source_items
+from spine_engine.aggregation import RULES
 from spine_engine.pacs import DicomwebServer
 from spine_engine.settings import EngineSettings
 
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--view", default="AP", help="AP (default) or LAT for files whose manifest row and DICOM header give none")
     p.add_argument("--masks-dir", type=Path, help="write each image's masks as PNGs to <dir>/<path>/<structure>.png")
     p.add_argument("--no-masks", action="store_true", help="skip the masks at the original size (faster; no area/bbox columns)")
-    p.add_argument("--aggregation", choices=["mean", "max_score", "cobb"], help="default: SPINE_AGGREGATION, as the service")
+    p.add_argument("--aggregation", choices=list(RULES), help="default: SPINE_AGGREGATION, as the service")
     p.add_argument("--models-dir", type=Path, help="default: SPINE_MODELS_DIR or the committed exported_models/")
     p.add_argument("--providers", help="onnxruntime providers, comma-separated (default: SPINE_PROVIDERS, CUDA then CPU)")
     p.add_argument("--engine", choices=["local", "ray"], default="local")

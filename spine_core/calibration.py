@@ -1,4 +1,5 @@
-"""Calibrated probabilities for the mask classifier, and how to measure calibration (numpy only).
+"""Calibrated probabilities for the mask classifier and for the measured angle, and how to measure calibration
+(numpy only).
 
 The classifier's softmax saturates: on real films most p_damaged are within 1e-4 of 0 or 1, so a
 "score 1.0" says little. A calibration map fitted on the validation split (training/calibrate.py)
@@ -15,10 +16,14 @@ Calibration is measured by the expected calibration error (ECE) over equal-width
 the mean over bins, weighted by their share of samples, of |observed frequency - mean predicted
 probability|. "top_label" bins the probability of the label that would be returned (max(p, 1 - p),
 what a client sees as `score`, Guo et al. 2017); "positive" bins p_damaged itself.
+
+The `measured` rule's probability (`p_damaged_from_angle`) comes from the measured largest Cobb angle instead:
+how likely the true angle is to reach the Damaged line given the measurement's own error on the validation films.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,6 +73,15 @@ def calibrate_p_damaged(p_damaged: np.ndarray | float, calibration: Mapping[str,
     if method == "platt":
         return apply_platt(p_damaged, float(calibration["slope"]), float(calibration["intercept"]))
     raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
+
+
+def p_damaged_from_angle(max_deg: float, rms_error_deg: float, cutoff_deg: float) -> float:
+    """Probability that the true largest Cobb angle reaches `cutoff_deg`, given the measured one and the
+    measurement's error (taken as Gaussian with that root-mean-square): Phi((max_deg - cutoff_deg) / rms).
+    0.5 exactly at the cut-off, so `p >= 0.5` and `max_deg >= cutoff_deg` never disagree."""
+    if not rms_error_deg > 0:
+        raise ValueError(f"rms_error_deg must be > 0, got {rms_error_deg}")
+    return 0.5 * (1.0 + math.erf((max_deg - cutoff_deg) / (rms_error_deg * math.sqrt(2.0))))
 
 
 def negative_log_likelihood(p: np.ndarray, y: np.ndarray, eps: float = EPS) -> float:

@@ -16,7 +16,15 @@ DAMAGED_CUTOFF = 0.5
 PerMask = Mapping[str, tuple[float, float]] | Iterable[tuple[float, float]]
 Aggregation = Callable[..., tuple[str, float]]
 CLASSIFIER_RULES = ("mean", "max_score")
-RULES = (*CLASSIFIER_RULES, "cobb")
+# cobb: the measured angle when its main curve is reliable, else no label (422); measured: the measured angle
+# whenever the film was measured, its probability from the measurement's error, else the mean rule
+MEASURED_RULES = ("cobb", "measured")
+RULES = (*CLASSIFIER_RULES, *MEASURED_RULES)
+# Root-mean-square error of the measured largest Cobb angle against the labels on the 90 validation films, by
+# what the vertebrae were read from (`spine-evaluate aasce DATA --subset val`: docs/evaluation/val_landmarks.json,
+# val_mask_geometry.json; tests/service/inference/test_label_aggregation.py recomputes both from those files).
+# The measured rule's p_damaged is Phi((max_deg - 40) / this); an unknown source takes the largest.
+MAX_ANGLE_RMS_ERROR_DEG: dict[str, float] = {"Ap_Vertebra_landmarks": 3.54, "mask": 7.43}
 
 
 def _pairs(per_mask: PerMask) -> list[tuple[float, float]]:

@@ -300,7 +300,11 @@ def analyze(
         study.timings_ms["classification"] = (time.perf_counter() - started) * 1000
         ap = study.views.get("AP")
         study.per_mask, study.decision = engine.rules.decide(
-            study.per_mask_raw, ap.reading.cobb if ap else None, policy.aggregation, policy.demonstration_models_decide
+            study.per_mask_raw,
+            ap.reading.cobb if ap else None,
+            policy.aggregation,
+            policy.demonstration_models_decide,
+            measured_from=ap.reading.source if ap else None,
         )
         study.excluded += [
             Exclusion(v.result.view, s, DEMO_NOT_DECIDING)

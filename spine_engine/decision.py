@@ -13,10 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from spine_core.calibration import calibrate_p_damaged
+from spine_core.calibration import calibrate_p_damaged, p_damaged_from_angle
 from spine_core.cobb import CobbResult
 from spine_core.structures import CLASSES, DAMAGED_COBB_DEG
-from spine_engine.aggregation import CLASSIFIER_RULES, DAMAGED_CUTOFF, aggregate, label_from_cobb
+from spine_engine.aggregation import (
+    CLASSIFIER_RULES,
+    DAMAGED_CUTOFF,
+    MAX_ANGLE_RMS_ERROR_DEG,
+    MEASURED_RULES,
+    aggregate,
+    label_from_cobb,
+)
 from spine_engine.errors import NoMeasurementError, NoValidatedModelError
 from spine_engine.registry import ModelRegistry
 
@@ -26,17 +33,17 @@ VERTEBRA = "Ap_Vertebra"  # the validated structure the spine check and the meas
 @dataclass(frozen=True)
 class RuleOutcome:
     label: str
-    p_damaged: float | None = None  # the classifier rules' probability of Damaged
-    max_deg: float | None = None  # the cobb rule's measured angle
-    cutoff: float | None = None  # p_damaged, or degrees for the cobb rule
+    p_damaged: float | None = None  # the classifier rules' probability of Damaged; the measured rule's from the angle
+    max_deg: float | None = None  # the cobb and measured rules' measured angle
+    cutoff: float | None = None  # p_damaged, or degrees for the cobb and measured rules
 
 
 @dataclass
 class Decision:
     label: str
     score: float  # calibrated probability of `label`
-    p_damaged: float  # calibrated mean p_damaged over the deciding masks
-    threshold: float
+    p_damaged: float  # calibrated mean p_damaged over the deciding masks; the measured rule's from the angle
+    threshold: float  # the p_damaged at or above which `rule` says Damaged
     rule: str
     decided_by: list[str]
     rules: dict[str, RuleOutcome]
@@ -94,8 +101,13 @@ class DecisionRules:
         cobb: CobbResult | None,
         aggregation: str,
         demonstrations_decide: bool,
+        measured_from: str | None = None,
     ) -> tuple[dict[str, float], Decision]:
-        """Calibrated per-mask scores, and the label of the `aggregation` rule with every rule's outcome beside it."""
+        """Calibrated per-mask scores, and the label of the `aggregation` rule with every rule's outcome beside it.
+
+        `measured_from`: what the vertebrae behind `cobb` were read from (the landmark model's name, or "mask"),
+        which sets how far the measured rule trusts the angle. The measured rule on a film without a measurement
+        is decided by the mean rule, and says so (`rule` "mean")."""
         per_mask = {s: self.calibrate(p[1]) for s, p in per_mask_raw.items()}
         deciding = [s for s in per_mask if s not in self.demonstration or demonstrations_decide]
         if not deciding:
@@ -104,29 +116,37 @@ class DecisionRules:
                 "Ap_Vertebra model is validated), or use /segment to see the demonstration masks"
             )
         pairs = {s: (1.0 - per_mask[s], per_mask[s]) for s in deciding}
-        p_damaged = float(np.mean([per_mask[s] for s in deciding]))
+        mean_p_damaged = float(np.mean([per_mask[s] for s in deciding]))
         rules: dict[str, RuleOutcome] = {}
         for name in CLASSIFIER_RULES:
             label, score = aggregate(pairs, name, self.threshold)
             cutoff = self.threshold if name == "mean" else None  # max_score has no cut-off of its own
             rules[name] = RuleOutcome(label, p_damaged=self.score_of(label, score), cutoff=cutoff)
-        if cobb is not None and cobb.reliable is not False:  # a curve whose end vertebrae are uncertain decides nothing
-            rules["cobb"] = RuleOutcome(
-                label_from_cobb(cobb.max_deg, self.cobb_cutoff_deg), max_deg=cobb.max_deg, cutoff=self.cobb_cutoff_deg
-            )
-        if aggregation not in rules:
+        if cobb is not None:
+            label = label_from_cobb(cobb.max_deg, self.cobb_cutoff_deg)
+            if cobb.reliable is not False:  # a curve whose end vertebrae are uncertain decides nothing by this rule
+                rules["cobb"] = RuleOutcome(label, max_deg=cobb.max_deg, cutoff=self.cobb_cutoff_deg)
+            rms = MAX_ANGLE_RMS_ERROR_DEG.get(measured_from or "", max(MAX_ANGLE_RMS_ERROR_DEG.values()))
+            p_angle = p_damaged_from_angle(cobb.max_deg, rms, self.cobb_cutoff_deg)
+            rules["measured"] = RuleOutcome(label, p_damaged=p_angle, max_deg=cobb.max_deg, cutoff=self.cobb_cutoff_deg)
+        rule = "mean" if aggregation == "measured" and "measured" not in rules else aggregation
+        if rule not in rules:
             raise NoMeasurementError(
                 "the cobb rule needs a reliable Cobb angle, and none could be measured on this study (see `warnings`)"
             )
-        label = rules[aggregation].label
-        decided_by = [VERTEBRA] if aggregation == "cobb" else deciding
+        outcome = rules[rule]
+        if rule in MEASURED_RULES:
+            decided_by, threshold = [VERTEBRA], 0.5  # p_damaged_from_angle is 0.5 exactly at the cut-off angle
+            p_damaged = outcome.p_damaged if outcome.p_damaged is not None else mean_p_damaged
+        else:
+            decided_by, threshold, p_damaged = deciding, self.threshold, mean_p_damaged
         return per_mask, Decision(
-            label, self.score_of(label, p_damaged), p_damaged, self.threshold, aggregation, decided_by, rules
+            outcome.label, self.score_of(outcome.label, p_damaged), p_damaged, threshold, rule, decided_by, rules
         )
 
     def study_label(self, decisions: Iterable[Decision]) -> StudyLabel:
-        """One image: its decision as /classify makes it. Several: the mean of their calibrated p_damaged against
-        the same cut-off (each image decided by its validated masks)."""
+        """One image: its decision as /classify makes it. Several: the mean of their p_damaged against the mean of
+        their rules' cut-offs (each image decided by its own rule; with one rule throughout, its own cut-off)."""
         decisions = list(decisions)
         if not decisions:
             raise ValueError("no analysed image has a label")
@@ -134,5 +154,8 @@ class DecisionRules:
             d = decisions[0]
             return StudyLabel(label=d.label, score=float(d.score), aggregation=d.rule, masks=len(d.decided_by))
         p_damaged = float(np.mean([d.p_damaged for d in decisions]))
-        label = self.finding(p_damaged)
-        return StudyLabel(label, self.score_of(label, p_damaged), "mean", sum(len(d.decided_by) for d in decisions))
+        cutoff = float(np.mean([d.threshold for d in decisions]))
+        label = self.damaged if p_damaged >= cutoff else self.normal
+        rules = sorted({d.rule for d in decisions})
+        aggregation = "mean" if rules == ["mean"] else "mean of " + ", ".join(rules)
+        return StudyLabel(label, self.score_of(label, p_damaged), aggregation, sum(len(d.decided_by) for d in decisions))

@@ -136,7 +136,7 @@ ERROR_CODES: dict[str, tuple[int | None, str]] = {
     "no_validated_model": (422, "only demonstration models could answer (e.g. a LAT-only study): no label"),
     "not_a_radiograph": (422, "a DICOM that is not a projection radiograph (CT, MR, NM...), on every route"),
     "no_spine_found": (422, "not a readable AP spine film (blank, noise, a photograph, a spine too small): no label"),
-    "no_measurement": (422, "`aggregation=cobb` on a film whose 17 vertebrae were not all found"),
+    "no_measurement": (422, "`aggregation=cobb` on a film without a reliable measured main curve"),
     "no_pixel_data": (422, "a DICOM object without pixel data, on every route"),
     "annotation_conflict": (409, "POST /annotations: the study id is already saved under the other class"),
     "dicom_missing_attribute": (422, "a DICOM radiograph without the UIDs a SEG/SR must reference"),

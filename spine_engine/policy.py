@@ -16,7 +16,7 @@ class AnalysisPolicy:
 
     demonstration_models: bool = False  # run a view's demonstration U-Nets without being asked
     demonstration_models_decide: bool = False  # let their scores enter the label
-    aggregation: str = "mean"  # mean | max_score (classifier rules) | cobb (the measured angle)
+    aggregation: str = "measured"  # measured | cobb (the measured angle) | mean | max_score (classifier rules)
     localisation: bool = True  # full-body films: keep the vertebra chain, re-segment a window around it
     spine_check: bool = True  # refuse (no_spine_found) what is not a readable AP spine
     measurement: str = "landmarks"  # landmarks (the landmark model, when loaded) | mask (the Ap_Vertebra mask's geometry)

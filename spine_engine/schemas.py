@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 MaskFormat = Literal["png", "rle"]
-AggregationName = Literal["mean", "max_score", "cobb"]
+AggregationName = Literal["measured", "mean", "max_score", "cobb"]
 
 
 class RleMask(BaseModel):
@@ -92,9 +92,13 @@ class CobbOut(BaseModel):
 
 class RuleOut(BaseModel):
     label: Literal["Normal", "Damaged"]
-    p_damaged: float | None = Field(None, description="Classifier rules: calibrated probability of Damaged")
-    max_deg: float | None = Field(None, description="cobb rule: the measured largest Cobb angle")
-    cutoff: float | None = Field(None, description="p_damaged cut-off, or degrees for the cobb rule")
+    p_damaged: float | None = Field(
+        None,
+        description="Classifier rules: calibrated probability of Damaged; measured rule: the probability that the true "
+        "largest angle reaches the cut-off, given the measured one and the measurement's validation error",
+    )
+    max_deg: float | None = Field(None, description="cobb and measured rules: the measured largest Cobb angle")
+    cutoff: float | None = Field(None, description="p_damaged cut-off, or degrees for the cobb and measured rules")
 
 
 class SegmentResponse(BaseModel):
@@ -137,10 +141,15 @@ class ViewMasks(BaseModel):
 class ClassifyResponse(BaseModel):
     label: Literal["Normal", "Damaged"]
     score: float = Field(description="Calibrated probability of `label` (from p_damaged)")
-    p_damaged: float = Field(description="Calibrated probability of Damaged: mean over the masks in `decided_by`")
-    threshold: float = Field(description="p_damaged at or above which the classifier rules say Damaged")
-    aggregation: AggregationName = Field(description="The rule that decided `label`")
-    decided_by: list[str] = Field(description="Structures whose score (or, for the cobb rule, measurement) decided")
+    p_damaged: float = Field(
+        description="Probability of Damaged under the deciding rule: the classifier's calibrated mean over the masks "
+        "in `decided_by`, or for the measured rule from the measured largest angle"
+    )
+    threshold: float = Field(description="p_damaged at or above which the deciding rule says Damaged")
+    aggregation: AggregationName = Field(
+        description="The rule that decided `label` (the measured rule on a film that was not measured: mean)"
+    )
+    decided_by: list[str] = Field(description="Structures whose score (or, for the cobb and measured rules, measurement) decided")
     rules: dict[str, RuleOut] = Field(description="Every rule's label on this study, the deciding one included")
     excluded: list[Excluded] = Field(default_factory=list, description="Views and structures left out, and why")
     per_mask: list[PerMaskScore]

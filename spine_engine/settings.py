@@ -113,11 +113,13 @@ class EngineSettings(BaseSettings):
     dicomweb_password: SecretStr | None = Field(None, description="HTTP basic-auth password for the DICOMweb server (optional)")
     dicomweb_timeout_s: float = Field(30.0, gt=0, description="Timeout of each request to the DICOMweb server (504 beyond)")
 
-    aggregation: Literal["mean", "max_score", "cobb"] = Field(
+    aggregation: Literal["measured", "mean", "max_score", "cobb"] = Field(
         DEFAULT_POLICY.aggregation,  # type: ignore[arg-type]
         description=(
-            "Default rule that decides the label: mean (calibrated p_damaged of the deciding masks >= the manifest's "
-            "decision_threshold), max_score (the course report's rule), cobb (measured largest Cobb angle >= 40 degrees)"
+            "Default rule that decides the label: measured (measured largest Cobb angle >= 40 degrees, the labels' "
+            "definition of Damaged; the mean rule on a film that was not measured), mean (calibrated p_damaged of the "
+            "deciding masks >= the manifest's decision_threshold), max_score (the course report's rule), cobb (as "
+            "measured, but only on a reliable main curve: else no label)"
         ),
     )
     demonstration_models: bool = Field(

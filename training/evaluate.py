@@ -87,6 +87,8 @@ def evaluate_aasce(
     has_classifier = registry.classifier() is not None
     refined = 0
     dices, labels, p_served, p_gt, rows, scored, truths = [], [], [], [], [], [], []
+    p_classifier: list[float] = []
+    served_thresholds: set[float] = set()
     refused: list[dict] = []
     t0 = time.perf_counter()
     for sample in tqdm(samples, desc="aasce", mininterval=5.0):
@@ -135,6 +137,8 @@ def evaluate_aasce(
             frame = ap.result.model_frame_masks["Ap_Vertebra"]
             raw_gt = engine.segmenter.classify_masks({"ground_truth": letterbox_mask(truth, frame.shape)})["ground_truth"][1]
             p_served.append(response.p_damaged)
+            served_thresholds.add(response.threshold)
+            p_classifier.append(response.rules["mean"].p_damaged)  # the classifier's own, whichever rule decides
             p_gt.append(raw_gt)
             labels.append(sample.max_cobb >= cobb_threshold)
             scored.append(response.label == CLASSES[1])
@@ -142,6 +146,7 @@ def evaluate_aasce(
                 damaged=labels[-1],
                 label=response.label,
                 p_damaged=response.p_damaged,
+                p_damaged_classifier=p_classifier[-1],
                 p_damaged_raw=study.per_mask_raw["Ap_Vertebra"][1],
                 p_damaged_gt_mask_raw=raw_gt,
                 decided_by=response.decided_by,
@@ -169,11 +174,16 @@ def evaluate_aasce(
     out.update(measurement)
     if has_classifier and labels:
         out["classification"] = {
-            **classification_figures(labels, p_served, scored, engine.rules.threshold),
+            # the deciding rule's cut-off: 0.5 for the measured rule, the manifest's for the classifier's
+            **classification_figures(labels, p_served, scored, min(served_thresholds)),
+            "decision_thresholds": sorted(served_thresholds),
             "what": "the label and p_damaged that POST /classify returns with default settings",
             "threshold_deg": cobb_threshold,
             "rules": rule_figures(rows),
             "masks": "predicted by the exported Ap_Vertebra U-Net",
+            "classifier_mean_rule": classification_figures(
+                labels, p_classifier, [r["rules"]["mean"] == CLASSES[1] for r in rows if "rules" in r], engine.rules.threshold
+            ),
             "ground_truth_masks_raw": classification_figures(labels, p_gt),
         }
     out["per_image"] = rows

@@ -50,6 +50,7 @@ class RadiographAnalysis:
     rules: DecisionRules  # the engine's decision: the SR's findings and label read it, as /classify does
     per_mask: dict[str, tuple[float, float]] = field(default_factory=dict)  # structure -> calibrated (p_normal, p_damaged)
     classifier: ModelIdentity | None = None
+    measurer: ModelIdentity | None = None  # the landmark model the vertebrae were read from (None: the mask's geometry)
     warnings: list[str] = field(default_factory=list)
     reading: SpineReading = field(default_factory=SpineReading)  # AP: the vertebrae and Cobb angles
     decision: Decision | None = None  # this image's label, as /classify decides it
@@ -101,6 +102,8 @@ def analyze_radiograph(
         analysis.per_mask = {s: (1.0 - p, p) for s, p in study.per_mask.items()}
         analysis.decision = study.decision
         analysis.classifier = ModelIdentity.of(registry, study.classifier) if study.classifier is not None else None
+        source_model = analysed.reading.source
+        analysis.measurer = ModelIdentity.of(registry, source_model) if source_model in registry.models else None
     return analysis
 
 

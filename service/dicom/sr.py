@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from service.dicom.analysis import ModelIdentity, RadiographAnalysis, StudyLabel
 from service.dicom.seg import MANUFACTURER, MODEL_NAME, SR_SERIES_NUMBER, seg_frames, structure_coding
 from service.dicom.source import copied_from_source
+from spine_engine.aggregation import MEASURED_RULES
 
 FINDING = codes.SCT.Finding
 FINDING_VALUES = {"Normal": codes.SCT.Normal, "Damaged": codes.SCT.Abnormal}
@@ -51,11 +52,14 @@ def _probability(value: float) -> hd.sr.Measurement:
 
 
 def study_label_group(analyses: Sequence[RadiographAnalysis], label: StudyLabel) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """The study's Normal/Damaged label; `Probability` is the probability of that label under `label.aggregation`."""
-    classifier = next((a.classifier for a in analyses if a.classifier is not None), None)
+    """The study's Normal/Damaged label; `Probability` is the probability of that label under `label.aggregation`.
+    Its algorithm is the classifier, or for a label decided by the measured angle the landmark model it rests on."""
+    by_angle = any(rule in label.aggregation for rule in MEASURED_RULES)
+    deciders = [a.measurer if by_angle and a.measurer is not None else a.classifier for a in analyses]
+    algorithm = next((m for m in deciders if m is not None), None)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(f"Study label {label.label} (probability of {label.label})"),
-        algorithm_id=_algorithm(classifier, f"aggregation={label.aggregation}", f"masks={label.masks}"),
+        algorithm_id=_algorithm(algorithm, f"aggregation={label.aggregation}", f"masks={label.masks}"),
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Spine)],
         measurements=[_probability(label.score)],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=FINDING, value=FINDING_VALUES[label.label])],

@@ -51,9 +51,14 @@ def test_examples_tell_the_truth_about_each_model() -> None:
     assert {e["structure"] for e in EXAMPLES["segment"]["excluded"]} == {s for s in demo if s.startswith("Ap_")}
     assert EXAMPLES["classify_lat_only"]["code"] == "no_validated_model" and EXAMPLES["classify_lat_only"]["status"] == 422
     assert EXAMPLES["classify_blank"]["code"] == "no_spine_found" and EXAMPLES["classify_blank"]["status"] == 422
+    # The default rule decides by the measured angle; the classifier's rule is reported with its manifest cut-off
+    assert classify["aggregation"] == "measured" and classify["threshold"] == 0.5
+    assert classify["label"] == ("Damaged" if classify["cobb"]["max_deg"] >= 40.0 else "Normal")
+    assert (classify["p_damaged"] >= 0.5) == (classify["label"] == "Damaged")
+    mean = classify["rules"]["mean"]
     threshold = MANIFEST["Mask_Classifier"].decision_threshold
-    assert classify["threshold"] == pytest.approx(threshold, abs=1e-6)
-    assert classify["label"] == ("Damaged" if classify["p_damaged"] >= threshold else "Normal")
+    assert mean["cutoff"] == pytest.approx(threshold, abs=1e-6)
+    assert mean["label"] == ("Damaged" if mean["p_damaged"] >= threshold else "Normal")
 
 
 @pytest.mark.shared_data

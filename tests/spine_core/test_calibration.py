@@ -96,3 +96,19 @@ def test_shape_mismatch_and_unknown_mode_are_errors():
         cal.reliability_bins(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError):
         cal.expected_calibration_error(np.zeros(3), np.zeros(3), mode="other")  # type: ignore[arg-type]
+
+
+def test_p_damaged_from_angle_is_one_half_at_the_cut_off_and_rises_with_the_angle():
+    assert cal.p_damaged_from_angle(40.0, 3.5, 40.0) == 0.5
+    # One root-mean-square error above the line: Phi(1); one below: Phi(-1)
+    assert cal.p_damaged_from_angle(43.5, 3.5, 40.0) == pytest.approx(0.841345, abs=1e-6)
+    assert cal.p_damaged_from_angle(36.5, 3.5, 40.0) == pytest.approx(0.158655, abs=1e-6)
+    angles = np.linspace(0.0, 90.0, 31)
+    p = np.array([cal.p_damaged_from_angle(a, 3.5, 40.0) for a in angles])
+    assert np.all(np.diff(p) >= 0) and np.all(np.diff(p[(angles > 25) & (angles < 55)]) > 0)
+    assert p[0] < 1e-6 and p[-1] > 1 - 1e-6
+    assert np.array_equal(p >= 0.5, angles >= 40.0)  # the probability and the angle's label never disagree
+    # A less precise measurement says less: the same 45 degrees is less surely Damaged
+    assert cal.p_damaged_from_angle(45.0, 7.4, 40.0) < cal.p_damaged_from_angle(45.0, 3.5, 40.0)
+    with pytest.raises(ValueError, match="rms_error_deg"):
+        cal.p_damaged_from_angle(45.0, 0.0, 40.0)

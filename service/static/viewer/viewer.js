@@ -156,8 +156,10 @@
   }
 
   const RULES = {
+    measured: "measured: Damaged when the measured largest Cobb angle is at least 40° (P(Damaged) from the measurement's error)",
     mean: "mean: the mean probability of Damaged over the deciding masks, against the threshold",
     max_score: "max_score: the class of the single most confident mask (the course report's rule)",
+    cobb: "cobb: Damaged when the measured largest Cobb angle is at least 40°, on a reliable main curve only",
   };
 
   function renderResult(result, text) {

@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert s.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert s.max_upload_bytes >= 100 * 1024 * 1024 and s.max_image_pixels >= 50_000_000
     assert s.intra_op_threads >= 1 and s.inter_op_threads == 1
-    assert (s.host, s.port, s.require_gpu, s.aggregation) == ("0.0.0.0", 8000, False, "mean")
+    assert (s.host, s.port, s.require_gpu, s.aggregation) == ("0.0.0.0", 8000, False, "measured")
     # spine-evaluate scores AnalysisPolicy(): it must be what the endpoint runs with default settings.
     assert s.policy() == AnalysisPolicy()
     assert not s.demonstration_models and not s.demonstration_models_decide and s.spine_check and s.localisation
