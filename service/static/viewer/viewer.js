@@ -173,7 +173,10 @@
       rule.append(el("p", { text: `P(Damaged) ${result.p_damaged}${threshold}.` }));
     }
     if (Array.isArray(result.decided_by)) {
-      rule.append(el("p", { text: `Masks that decided: ${result.decided_by.join(", ") || "none"}.` }));
+      // the measured and cobb rules decide by the angle read on these masks' vertebrae, not by their scores
+      const byAngle = result.aggregation === "measured" || result.aggregation === "cobb";
+      const what = byAngle ? "Measured on the vertebrae of" : "Masks that decided:";
+      rule.append(el("p", { text: `${what} ${result.decided_by.join(", ") || "none"}.` }));
     }
     for (const ex of result.excluded || []) rule.append(el("p", { className: "muted", text: `Not counted: ${ex.structure} (${ex.reason}).` }));
     for (const [name, alt] of Object.entries(result.rules || {})) {
