@@ -306,6 +306,9 @@ def analyze(
             policy.demonstration_models_decide,
             measured_from=ap.reading.source if ap else None,
         )
+        disagreement = engine.rules.disagreement(study.decision)
+        if disagreement is not None:
+            study.warnings.append(disagreement)
         study.excluded += [
             Exclusion(v.result.view, s, DEMO_NOT_DECIDING)
             for v in study.views.values()

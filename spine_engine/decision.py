@@ -144,6 +144,18 @@ class DecisionRules:
             outcome.label, self.score_of(outcome.label, p_damaged), p_damaged, threshold, rule, decided_by, rules
         )
 
+    def disagreement(self, decision: Decision) -> str | None:
+        """A warning when a label decided by the measured angle differs from the classifier's own reading."""
+        classifier, measured = decision.rules.get("mean"), decision.rules.get(decision.rule)
+        if decision.rule not in MEASURED_RULES or classifier is None or measured is None or measured.max_deg is None:
+            return None
+        if classifier.label == decision.label:
+            return None
+        return (
+            f"the mask classifier reads this film as {classifier.label} (p_damaged {classifier.p_damaged:.2f}); the label "
+            f"follows the measured largest Cobb angle, {measured.max_deg:.1f}° against the {self.cobb_cutoff_deg:g}° line"
+        )
+
     def study_label(self, decisions: Iterable[Decision]) -> StudyLabel:
         """One image: its decision as /classify makes it. Several: the mean of their p_damaged against the mean of
         their rules' cut-offs (each image decided by its own rule; with one rule throughout, its own cut-off)."""

@@ -105,3 +105,14 @@ def test_the_angle_error_table_is_what_the_committed_evaluations_measured() -> N
         errors = np.array([max(r["predicted_angles"]) - r["max_cobb"] for r in rows if r.get("predicted_angles")])
         assert len(errors) >= 80
         assert MAX_ANGLE_RMS_ERROR_DEG[source] == pytest.approx(float(np.sqrt(np.mean(errors**2))), abs=0.005), source
+
+
+def test_a_label_the_classifier_disagrees_with_says_so() -> None:
+    rules = _rules()
+    _, against = rules.decide(NORMAL_MASK, _cobb(45.0), "measured", False, "Ap_Vertebra_landmarks")
+    warning = rules.disagreement(against)
+    assert warning is not None and "reads this film as Normal (p_damaged 0.10)" in warning and "45.0°" in warning
+    _, agreeing = rules.decide({"Ap_Vertebra": (0.2, 0.8)}, _cobb(45.0), "measured", False, "Ap_Vertebra_landmarks")
+    assert rules.disagreement(agreeing) is None
+    _, by_classifier = rules.decide(NORMAL_MASK, _cobb(45.0), "mean", False, "Ap_Vertebra_landmarks")
+    assert by_classifier.label == "Normal" and rules.disagreement(by_classifier) is None
