@@ -123,21 +123,24 @@ class DecisionRules:
             cutoff = self.threshold if name == "mean" else None  # max_score has no cut-off of its own
             rules[name] = RuleOutcome(label, p_damaged=self.score_of(label, score), cutoff=cutoff)
         if cobb is not None:
-            label = label_from_cobb(cobb.max_deg, self.cobb_cutoff_deg)
-            if cobb.reliable is not False:  # a curve whose end vertebrae are uncertain decides nothing by this rule
-                rules["cobb"] = RuleOutcome(label, max_deg=cobb.max_deg, cutoff=self.cobb_cutoff_deg)
             rms = MAX_ANGLE_RMS_ERROR_DEG.get(measured_from or "", max(MAX_ANGLE_RMS_ERROR_DEG.values()))
-            p_angle = p_damaged_from_angle(cobb.max_deg, rms, self.cobb_cutoff_deg)
-            rules["measured"] = RuleOutcome(label, p_damaged=p_angle, max_deg=cobb.max_deg, cutoff=self.cobb_cutoff_deg)
+            by_angle = RuleOutcome(
+                label_from_cobb(cobb.max_deg, self.cobb_cutoff_deg),
+                p_damaged=p_damaged_from_angle(cobb.max_deg, rms, self.cobb_cutoff_deg),
+                max_deg=cobb.max_deg,
+                cutoff=self.cobb_cutoff_deg,
+            )
+            rules["measured"] = by_angle
+            if cobb.reliable is not False:  # a curve whose end vertebrae are uncertain decides nothing by this rule
+                rules["cobb"] = by_angle
         rule = "mean" if aggregation == "measured" and "measured" not in rules else aggregation
         if rule not in rules:
             raise NoMeasurementError(
                 "the cobb rule needs a reliable Cobb angle, and none could be measured on this study (see `warnings`)"
             )
         outcome = rules[rule]
-        if rule in MEASURED_RULES:
-            decided_by, threshold = [VERTEBRA], 0.5  # p_damaged_from_angle is 0.5 exactly at the cut-off angle
-            p_damaged = outcome.p_damaged if outcome.p_damaged is not None else mean_p_damaged
+        if rule in MEASURED_RULES:  # p_damaged_from_angle is 0.5 exactly at the cut-off angle
+            decided_by, threshold, p_damaged = [VERTEBRA], 0.5, float(outcome.p_damaged)  # type: ignore[arg-type]
         else:
             decided_by, threshold, p_damaged = deciding, self.threshold, mean_p_damaged
         return per_mask, Decision(

@@ -94,8 +94,8 @@ class RuleOut(BaseModel):
     label: Literal["Normal", "Damaged"]
     p_damaged: float | None = Field(
         None,
-        description="Classifier rules: calibrated probability of Damaged; measured rule: the probability that the true "
-        "largest angle reaches the cut-off, given the measured one and the measurement's validation error",
+        description="Classifier rules: calibrated probability of Damaged; cobb and measured rules: the probability that "
+        "the true largest angle reaches the cut-off, given the measured one and the measurement's validation error",
     )
     max_deg: float | None = Field(None, description="cobb and measured rules: the measured largest Cobb angle")
     cutoff: float | None = Field(None, description="p_damaged cut-off, or degrees for the cobb and measured rules")

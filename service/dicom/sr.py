@@ -54,8 +54,10 @@ def _probability(value: float) -> hd.sr.Measurement:
 def study_label_group(analyses: Sequence[RadiographAnalysis], label: StudyLabel) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """The study's Normal/Damaged label; `Probability` is the probability of that label under `label.aggregation`.
     Its algorithm is the classifier, or for a label decided by the measured angle the landmark model it rests on."""
-    by_angle = any(rule in label.aggregation for rule in MEASURED_RULES)
-    deciders = [a.measurer if by_angle and a.measurer is not None else a.classifier for a in analyses]
+    deciders = [
+        a.measurer if a.decision is not None and a.decision.rule in MEASURED_RULES and a.measurer else a.classifier
+        for a in analyses
+    ]
     algorithm = next((m for m in deciders if m is not None), None)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(f"Study label {label.label} (probability of {label.label})"),

@@ -70,6 +70,11 @@ def test_measured_rule_decides_on_an_uncertain_curve_where_the_cobb_rule_does_no
     assert decision.label == "Damaged" and "cobb" not in decision.rules
     with pytest.raises(NoMeasurementError):
         _rules().decide(NORMAL_MASK, _cobb(45.0, reliable=False), "cobb", False, "Ap_Vertebra_landmarks")
+    # on a reliable curve the cobb rule is the measured one: its label, its probability, its cut-off
+    _, cobb = _rules().decide(NORMAL_MASK, _cobb(45.0), "cobb", False, "Ap_Vertebra_landmarks")
+    _, measured = _rules().decide(NORMAL_MASK, _cobb(45.0), "measured", False, "Ap_Vertebra_landmarks")
+    assert (cobb.label, cobb.p_damaged, cobb.threshold) == (measured.label, measured.p_damaged, 0.5)
+    assert cobb.rule == "cobb" and cobb.rules["cobb"] == measured.rules["measured"]
 
 
 def test_measured_rule_without_a_measurement_is_the_mean_rule_and_says_so() -> None:
