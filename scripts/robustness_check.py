@@ -7,9 +7,10 @@ Every `--every`-th validation film (the patient-grouped split) goes through what
 is and changed in one way at a time: mirrored, at half and a quarter of its size, padded to twice its width or
 to 1.67 times its height (a cassette wider than the spine, a film with room above and below), its contrast
 reduced, a gamma of 2, turned by 8 degrees. Printed per change: the SMAPE against the film's labelled angles
-(a film without angles counts 100 %) and the films answered. The labels are the same in every row: what moves is
-the reading, and on the taller film the organisers' rule as well (on an S curve, which angles it reports depends on
-whether the main curve lies in the image's upper half).
+(a film without angles counts 100 %), the films answered, and on how many films the default label, and the
+classifier's own (the `mean` rule), is right (Damaged: a labelled largest angle of at least 40 degrees). The
+labels are the same in every row: what moves is the reading, and on the taller film the organisers' rule as well
+(on an S curve, which angles it reports depends on whether the main curve lies in the image's upper half).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if str(REPO) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(REPO))
 
 from spine_core.landmark_metrics import smape_pct  # noqa: E402
+from spine_core.structures import CLASSES, DAMAGED_COBB_DEG  # noqa: E402
 from spine_engine.engine import Engine  # noqa: E402
 from spine_engine.registry import ModelRegistry  # noqa: E402
 from spine_engine.settings import EngineSettings  # noqa: E402
@@ -69,21 +71,37 @@ def main() -> None:
     policy = replace(EngineSettings().policy(), spine_check=False)
     engine = Engine(registry, policy)
     rows: dict[str, list[float]] = {name: [] for name in CHANGES}
+    # per change: is the default label right, and the classifier's own (the mean rule), against angles.csv
+    label_right: dict[str, list[tuple[bool, bool]]] = {name: [] for name in CHANGES}
     for i in val_idx[:: args.every]:
         sample = samples[i]
         film = Image.open(sample.image_path).convert("L")
+        damaged = CLASSES[1] if sample.max_cobb >= DAMAGED_COBB_DEG else CLASSES[0]
         for name, change in CHANGES.items():
             request = StudyRequest(films=(Film(png(change(film)), f"{sample.name}.png", "AP"),), policy=policy, max_pixels=10**9)
-            cobb = analyze_study(engine, request).views["AP"].reading.cobb
+            study = analyze_study(engine, request)
+            cobb = study.views["AP"].reading.cobb
             answered = cobb is not None
             rows[name].append(smape_pct(np.array(cobb.aasce_angles_deg)[None], sample.cobb_angles[None]) if answered else 100.0)
+            decision = study.decision
+            label_right[name].append((decision.label == damaged, decision.rules["mean"].label == damaged))
     out = {
-        name: {"films": len(v), "smape_pct": round(float(np.mean(v)), 2), "answered": int(sum(x < 100.0 for x in v))}
+        name: {
+            "films": len(v),
+            "smape_pct": round(float(np.mean(v)), 2),
+            "answered": int(sum(x < 100.0 for x in v)),
+            "label_right": int(sum(a for a, _ in label_right[name])),
+            "classifier_label_right": int(sum(b for _, b in label_right[name])),
+        }
         for name, v in rows.items()
     }
-    print("| film changed | films | answered | SMAPE |\n| --- | --- | --- | --- |")
+    print("| film changed | films | answered | SMAPE | default label right | classifier's label right |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, row in out.items():
-        print(f"| {name} | {row['films']} | {row['answered']} | {row['smape_pct']:.2f} % |")
+        print(
+            f"| {name} | {row['films']} | {row['answered']} | {row['smape_pct']:.2f} % | {row['label_right']} | "
+            f"{row['classifier_label_right']} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"every": args.every, "models": args.models, "changes": out}, indent=1))
 
