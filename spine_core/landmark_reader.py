@@ -156,13 +156,20 @@ CORRIDOR_BEYOND = 1.6
 # The served mask stops half-way through the disc beyond T1 and L5 (the body is ~0.7 of a step): C7 and S1 are
 # not vertebrae of T1..L5. On the AASCE validation films this raised the mask's Dice (0.850 -> 0.852).
 SERVED_BEYOND = CORRIDOR_REACH
+# Across the spine the served mask keeps a tenth of a vertebra's width on each side (the classifier's band a fifth):
+# on a rotated scoliotic spine the U-Net's mask spreads beside the bodies, and on the AASCE validation films a tenth
+# costs nothing (Dice 0.8537 -> 0.8536; none at all: 0.8502). docs/fov.md has the full-body figures.
+SERVED_SIDE = 0.1
 
 
-def spine_corridor(corners: np.ndarray, height: int, width: int, beyond: float = CORRIDOR_BEYOND) -> np.ndarray:
+def spine_corridor(
+    corners: np.ndarray, height: int, width: int, beyond: float = CORRIDOR_BEYOND, side: float = CORRIDOR_SIDE
+) -> np.ndarray:
     """Bool (height, width) mask of the band along the 17 vertebrae ((17, 4, 2) corners in those pixels).
 
     The vertebra mask is kept inside it: a blob on the skull, a rib or the pelvis is not a vertebra of T1..L5,
-    whatever the segmentation says. `beyond`: how far past T1 and L5 it goes, in steps to their neighbours."""
+    whatever the segmentation says. `beyond`: how far past T1 and L5 it goes, in steps to their neighbours; `side`:
+    how far beside each body, in shares of its width."""
     from PIL import Image, ImageDraw  # drawing polygons is what Pillow is for; kept local to this helper
 
     quads = np.asarray(corners, dtype=np.float64)
@@ -173,7 +180,7 @@ def spine_corridor(corners: np.ndarray, height: int, width: int, beyond: float =
     reach[[0, -1]] = beyond * steps[[0, -1]]
     unit = across / np.maximum(np.linalg.norm(across, axis=1, keepdims=True), 1e-6)
     down = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # across turned a quarter: down the spine
-    half_across = across * (0.5 + CORRIDOR_SIDE)
+    half_across = across * (0.5 + side)
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     for c, a, d in zip(centres, half_across, down * reach[:, None], strict=True):

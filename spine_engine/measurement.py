@@ -34,6 +34,7 @@ from spine_core.cobb import CobbResult, cobb_angles
 from spine_core.landmark_metrics import fill_vertebrae
 from spine_core.landmark_reader import (
     SERVED_BEYOND,
+    SERVED_SIDE,
     frame_to_source,
     read_vertebrae,
     source_to_frame,
@@ -229,11 +230,12 @@ def second_look(
 
 def corridors(vertebrae: VertebraeResult, source_hw: tuple[int, int], frame: Letterbox) -> tuple[np.ndarray, np.ndarray] | None:
     """The bands along the 17 vertebrae (None without 17 vertebrae): the served mask's at the film's size, ending
-    half-way through the discs beyond T1 and L5, and the classifier's in the model frame, reaching further."""
+    half-way through the discs beyond T1 and L5 and a tenth of a width beside each body, and the classifier's in the
+    model frame, reaching further."""
     corners = vertebrae.corners()
     if corners is None:
         return None
-    served = spine_corridor(corners, *source_hw, beyond=SERVED_BEYOND)
+    served = spine_corridor(corners, *source_hw, beyond=SERVED_BEYOND, side=SERVED_SIDE)
     return served, spine_corridor(source_to_frame(corners, frame), frame.out_h, frame.out_w)
 
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from spine_core.landmark_reader import (
+    CORRIDOR_SIDE,
     FULL_BODY_SHARE,
     SERVED_BEYOND,
+    SERVED_SIDE,
     frame_fill,
     frame_to_source,
     read_vertebrae,
@@ -301,6 +303,22 @@ def test_the_served_band_stops_in_the_discs_beyond_t1_and_l5():
     assert served[t1_top:l5_bottom, x].all()
     assert not served[: c7_centre + 1, x].any() and not served[s1_centre:, x].any()
     assert wide[c7_centre, x] and wide[s1_centre, x]
+
+
+def test_the_served_band_keeps_a_tenth_of_a_width_beside_each_body():
+    """Across the spine the served band reaches SERVED_SIDE of a body's width past its sides, the classifier's
+    CORRIDOR_SIDE: a mask spreading beside the bodies is served only that far."""
+    corners = spine(17, top=60.0, step=26.0)
+    served = spine_corridor(corners, H, W, beyond=SERVED_BEYOND, side=SERVED_SIDE)
+    wide = spine_corridor(corners, H, W)
+    row = int(corners[8, :, 1].mean())
+    left, right = corners[8, [0, 2], 0].mean(), corners[8, [1, 3], 0].mean()
+    width = right - left
+    columns = np.nonzero(served[row])[0]
+    assert columns.min() == pytest.approx(left - SERVED_SIDE * width, abs=1.0)
+    assert columns.max() == pytest.approx(right + SERVED_SIDE * width, abs=1.0)
+    assert np.nonzero(wide[row])[0].max() == pytest.approx(right + CORRIDOR_SIDE * width, abs=1.0)
+    assert SERVED_SIDE < CORRIDOR_SIDE
 
 
 def test_a_first_pass_run_beforehand_gives_the_same_reading_and_run_serves_the_window_only():
