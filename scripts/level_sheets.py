@@ -6,15 +6,17 @@
 For each film (PNG, JPEG or DICOM), the landmark model reads it as the service does (`read_vertebrae`: a second
 pass on a window on full-body films), and the chain of bodies it found on the pass it kept (`find_chain`: every
 body down the spine, cervical and sacral ones included, before the 17 levels are placed) is drawn on the film and
-numbered top to bottom. Three PNGs a film: STEM_top.png (the neck and upper thorax: the first rib), STEM_bottom.png
-(the lumbar spine and the sacrum), STEM_overview.png (the whole film). A reader names the boxes of T1 and L5 (the
-check: 17 bodies from one to the other); `docs/fov.md` says how the marks in `docs/fov/large_film_marks.json` were
-made this way. The levels are not shown so that the reading is not the model's answer.
+numbered top to bottom. Three PNGs a film (and STEM_boxes.json, the numbered bodies' corners): STEM_top.png (the
+neck and upper thorax: the first rib), STEM_bottom.png (the lumbar spine and the sacrum), STEM_overview.png (the
+whole film). A reader names the boxes of T1 and L5 (the check: 17 bodies from one to the other); `docs/fov.md` says
+how the marks in `docs/fov/large_film_marks.json` were made this way. The levels are not shown so that the reading
+is not the model's answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             print(path.name, "no chain of vertebrae seen: no sheet")
             continue
         draw_sheets(pixels, boxes, args.out, path.stem)
+        # The numbered bodies' corners (film pixels, TL TR BL BR), so that a reader's box numbers become marks.
+        (args.out / f"{path.stem}_boxes.json").write_text(json.dumps(np.round(boxes, 1).tolist()))
         print(path.name, f"{len(boxes)} bodies numbered 0..{len(boxes) - 1}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,5 @@ def test_sheets_number_the_bodies_top_to_bottom_on_the_film(tmp_path: Path) -> N
         with Image.open(tmp_path / f"{FILM.stem}_{part}.png") as sheet:
             assert max(sheet.size) == sheets.SHEET_PX
     assert not (tmp_path / "synthetic_lat_top.png").exists()  # --only
+    written = np.array(json.loads((tmp_path / f"{FILM.stem}_boxes.json").read_text()))
+    assert written.shape == boxes.shape and np.allclose(written, boxes, atol=0.05)  # the numbered bodies
