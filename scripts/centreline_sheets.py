@@ -2,7 +2,7 @@
 
     python scripts/centreline_sheets.py ../shared/data/aasce-unlabelled --out /tmp/cl [--rows 9]
         [--marks docs/fov/large_film_marks.json] [--only 01-July-2019-6.jpg ...]
-    python scripts/centreline_sheets.py ../shared/data/aasce-unlabelled --apply /tmp/cl/reader*.json
+    python scripts/centreline_sheets.py ../shared/data/aasce-unlabelled --out /tmp/cl --apply /tmp/cl/reader*.json
 
 The corridor score of `scripts/fov_check.py` and `scripts/levels_check.py` is taken around the marked centreline,
 so a centreline off the vertebral bodies scores a right mask as wrong. For each marked film this draws, between the
@@ -96,9 +96,10 @@ def marks_json(value: object, indent: int = 0) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def apply_readings(marks: dict, readings: list[dict]) -> dict[str, list[float]]:
+def apply_readings(marks: dict, readings: list[dict], rows_y: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
     """The readers' rows written into `marks["films"]` (in place); per film read twice or more, the readers' largest
-    x difference at each row (film pixels)."""
+    x difference at each row (film pixels). `rows_y`: the rows' y as the sheets drew them (STEM_rows.json), which
+    T1 or L5 marks moved since would no longer give."""
     by_film: dict[str, list[tuple[int, dict, str]]] = {}
     for reading in readings:
         for name, rows in reading["films"].items():
@@ -107,7 +108,7 @@ def apply_readings(marks: dict, readings: list[dict]) -> dict[str, list[float]]:
     for name, answers in sorted(by_film.items()):
         film = marks["films"][name]
         n_rows = len(answers[0][1])
-        ys = reading_rows(film, n_rows)
+        ys = (rows_y or {}).get(name) or reading_rows(film, n_rows)
         xs = np.array([[float(rows[f"R{k + 1}"][0]) for k in range(n_rows)] for _, rows, _ in answers])
         film.setdefault("centreline_first_pass", film["centreline"])
         film["centreline"] = [[round(float(x)), y] for x, y in zip(xs.mean(axis=0), ys, strict=True)]
@@ -135,7 +136,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.apply:
         marks = json.loads(args.marks.read_text())
-        spread = apply_readings(marks, [json.loads(path.read_text()) for path in args.apply])
+        drawn = {}  # the rows as the sheets in --out drew them, where they are there
+        for path in args.out.glob("*_rows.json") if args.out else []:
+            sheet = json.loads(path.read_text())
+            drawn[sheet["film"]] = [int(y) for y in sheet["rows"].values()]
+        spread = apply_readings(marks, [json.loads(path.read_text()) for path in args.apply], drawn)
         args.marks.write_text(marks_json(marks) + "\n")
         for name, rows in spread.items():
             print(name, "readers apart (px):", [round(x) for x in rows])

@@ -51,6 +51,9 @@ def test_readings_become_the_centreline_and_the_first_pass_is_kept() -> None:
     sheets.apply_readings(marks, [first])  # read again: the first pass stays the first
     assert film["centreline_first_pass"] == [[210, 500], [250, 900]]
     assert film["centreline"][0] == [220, 300]
+    film["t1_top"] = [200, 0]  # T1 moved since the sheets were drawn: their rows still say where the readers read
+    sheets.apply_readings(marks, [first], {"a.jpg": [300, 500, 700, 900]})
+    assert [y for _, y in film["centreline"]] == [300, 500, 700, 900]
 
 
 def test_sheets_show_the_rows_in_two_halves(tmp_path: Path) -> None:
