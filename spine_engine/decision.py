@@ -87,9 +87,10 @@ class DecisionRules:
     def calibrate(self, p_damaged_raw: float) -> float:
         return float(calibrate_p_damaged(p_damaged_raw, dict(self.calibration) if self.calibration else None))
 
-    def finding(self, p_damaged: float) -> str:
-        """The label one calibrated p_damaged gets at the cut-off: each mask's SR finding, the mean rule's label."""
-        return self.damaged if p_damaged >= self.threshold else self.normal
+    def finding(self, p_damaged: float, cutoff: float | None = None) -> str:
+        """The label one calibrated p_damaged gets at the cut-off (the classifier's unless given): each mask's SR
+        finding, the mean rule's label, a study's label at its rules' mean cut-off."""
+        return self.damaged if p_damaged >= (self.threshold if cutoff is None else cutoff) else self.normal
 
     def score_of(self, label: str, p_damaged: float) -> float:
         """The probability of `label` given the probability of Damaged."""
@@ -170,7 +171,7 @@ class DecisionRules:
             return StudyLabel(label=d.label, score=float(d.score), aggregation=d.rule, masks=len(d.decided_by))
         p_damaged = float(np.mean([d.p_damaged for d in decisions]))
         cutoff = float(np.mean([d.threshold for d in decisions]))
-        label = self.damaged if p_damaged >= cutoff else self.normal
+        label = self.finding(p_damaged, cutoff)
         rules = sorted({d.rule for d in decisions})
         aggregation = "mean" if rules == ["mean"] else "mean of " + ", ".join(rules)
         return StudyLabel(label, self.score_of(label, p_damaged), aggregation, sum(len(d.decided_by) for d in decisions))
