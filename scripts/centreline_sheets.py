@@ -22,22 +22,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a file from anywhere
+    sys.path.insert(0, str(REPO))
+
+from spine_engine.decoding import decode_image  # noqa: E402
+from spine_engine.overlay import display_gray  # noqa: E402
+
 SHEET_ROWS_PX = 1000  # the height of one half on the sheet
 MARGIN = 0.06  # the share of the T1-L5 height shown above T1 and below L5
 
 
 def stretched(path: Path) -> Image.Image:
-    """The film as 8-bit grey, its 1st-99th percentiles stretched to the full range."""
-    Image.MAX_IMAGE_PIXELS = None  # these films are large, and local
-    gray = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
-    lo, hi = np.percentile(gray, (1, 99))
-    return Image.fromarray(np.clip((gray - lo) / max(float(hi - lo), 1.0) * 255, 0, 255).astype(np.uint8))
+    """The film decoded as the service decodes it (PNG, JPEG or DICOM), in the viewer's display contrast."""
+    return Image.fromarray(display_gray(decode_image(path.read_bytes(), max_pixels=10**9, filename=path.name).pixels))
 
 
 def reading_rows(film: dict, n_rows: int) -> list[int]:
