@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -59,6 +60,12 @@ INTERPOLATED_CONFIDENCE = 0.3  # a level placed between (or beyond) detected nei
 # Two real gaps at the foreshortened lumbosacral junction measured 0.69-0.74 of their neighbours each (1.39
 # together) on the marked full-body films; duplicates measured 0.96-1.20 together.
 DUPLICATE_SPAN = 1.25
+# Below OVERLAP_SPAN, a peak whose body overlaps a neighbour's by more than DUPLICATE_OVERLAP of the smaller body is
+# a second peak too: two bodies with a disc between them do not overlap, and on a severe lumbar curve the gaps
+# around a duplicate are uneven enough to pass DUPLICATE_SPAN (01-July-2019-50: spans 1.33-1.53, overlaps 0.23-0.33,
+# L5 read three vertebrae high). Set from that film; checked on the AASCE films (docs/measurement.md).
+OVERLAP_SPAN = 1.5
+DUPLICATE_OVERLAP = 0.2
 # Relative width of T1..L5 (mean over the AASCE training labels, each film's widths divided by its mean; the
 # vertebrae top to bottom since 2026-12-05):
 # `python -m training.landmarks profile ../shared/data/aasce-train` prints it.
@@ -165,11 +172,24 @@ def _local_gaps(gaps: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.maximum(local, 1.0)
 
 
-def _duplicates(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Bool per chain peak: a second peak on one vertebra, between two others about one step apart.
+def quad_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Area two (4, 2) TL, TR, BL, BR quadrilaterals share, as a share of the smaller one's area (their convex hulls:
+    a weak peak's corners may cross)."""
+    pa, pb = (cv2.convexHull(np.ascontiguousarray(q, dtype=np.float32)) for q in (a, b))
+    smaller = min(cv2.contourArea(pa), cv2.contourArea(pb))
+    if smaller <= 0:
+        return 0.0
+    shared, _ = cv2.intersectConvexConvex(pa, pb)
+    return float(shared) / smaller
+
+
+def _duplicates(centres: np.ndarray, sizes: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Bool per chain peak: a second peak on one vertebra, between two others about one step apart, or a little more
+    where its body overlaps a neighbour's.
 
     The heatmap sometimes peaks twice on a tilted or rotated body, or once more on the disc between two: the chain
-    takes both, and each would count as a level. Judged against the gaps around the pair, not the pair's own."""
+    takes both, and each would count as a level. Judged against the gaps around the pair, not the pair's own.
+    `corners` (k, 4, 2): each chain peak's body."""
     drop = np.zeros(len(centres), dtype=bool)
     for _ in range(len(centres)):
         keep = np.nonzero(~drop)[0]
@@ -178,10 +198,20 @@ def _duplicates(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         gaps = np.linalg.norm(np.diff(centres[keep], axis=0), axis=1)
         local = _local_gaps(gaps, sizes[keep])
         span = (gaps[:-1] + gaps[1:]) / ((local[:-1] + local[1:]) / 2)  # peak k+1's two gaps, in local steps
-        k = int(np.argmin(span))
-        if span[k] >= DUPLICATE_SPAN:
+        order = np.argsort(span, kind="stable")
+        if span[order[0]] < DUPLICATE_SPAN:
+            drop[keep[order[0] + 1]] = True
+            continue
+        body = corners[keep]
+        overlapping = [
+            k
+            for k in order
+            if span[k] < OVERLAP_SPAN
+            and max(quad_overlap(body[k + 1], body[k]), quad_overlap(body[k + 1], body[k + 2])) > DUPLICATE_OVERLAP
+        ]
+        if not overlapping:
             break
-        drop[keep[k + 1]] = True
+        drop[keep[overlapping[0] + 1]] = True
     return drop
 
 
@@ -280,7 +310,7 @@ def find_chain(heads: np.ndarray, min_peak: float = MIN_PEAK) -> Chain | None:
     notes: list[str] = []
     if len(chain) < len(points):
         notes.append(f"{len(points) - len(chain)} heatmap peak(s) off the spine's chain ignored")
-    kept = chain[~_duplicates(corners[chain].mean(axis=1), sizes[chain])]
+    kept = chain[~_duplicates(corners[chain].mean(axis=1), sizes[chain], corners[chain])]
     if len(kept) < len(chain):
         notes.append(f"{len(chain) - len(kept)} second heatmap peak(s) on one vertebra ignored")
     return Chain(points[kept], scores[kept], corners[kept], sizes[kept], widths[kept], notes)

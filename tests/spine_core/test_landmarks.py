@@ -25,6 +25,7 @@ from spine_core.landmarks import (
     WIDTH_PROFILE,
     WINDOW_ENDS_WEIGHT,
     decode,
+    quad_overlap,
 )
 from spine_core.preprocessing import UNET_INPUT_HW, Letterbox, preprocess_image
 
@@ -125,6 +126,48 @@ def test_short_gaps_of_real_vertebrae_are_not_taken_for_a_second_peak():
     assert found is not None and found.detected.all()
     np.testing.assert_allclose(found.corners, corners, atol=1e-3)
     assert not any("second heatmap peak" in n for n in found.notes)
+
+
+def test_a_second_peak_on_a_body_is_dropped_where_the_gaps_around_it_are_uneven():
+    """On a severe lumbar curve the gaps are uneven: a second peak on T10's body, with a wide T10-T11 disc below,
+    has gaps adding up to 1.4 steps (over DUPLICATE_SPAN), but its body overlaps T10's by a quarter."""
+    step = 26.0
+    corners = spine(17, top=30.0, step=step)
+    corners[10:, :, 1] += 0.4 * step  # the T10-T11 gap is 1.4 steps
+    dup = corners[9].copy()
+    dup[:, 1] += 0.55 * step  # past half a step, so the chain takes it
+    chain = np.concatenate([corners[:10], dup[None], corners[10:]])
+    assert 0.2 < quad_overlap(dup, corners[9]) < 0.3
+    found = decode(heads_for(chain, np.r_[np.ones(10), 0.5, np.ones(7)]))
+    assert found is not None and found.detected.all()
+    np.testing.assert_allclose(found.corners, corners, atol=1e-3)
+    assert any("second heatmap peak" in n for n in found.notes)
+
+
+def test_real_bodies_whose_gaps_add_up_to_the_same_are_kept():
+    """The foreshortened lumbosacral junction: L4's gaps are 0.7 of a step each (1.4 together, as on the
+    marked full-body films), but L4's body does not overlap L3's or L5's."""
+    step = 24.0
+    corners = spine(17, top=30.0, step=step)
+    corners[15:, :, 1] -= 0.3 * step
+    corners[16:, :, 1] -= 0.3 * step
+    assert quad_overlap(corners[15], corners[14]) < 0.1 and quad_overlap(corners[15], corners[16]) < 0.1
+    found = decode(heads_for(corners))
+    assert found is not None and found.detected.all()
+    np.testing.assert_allclose(found.corners, corners, atol=1e-3)
+    assert not any("second heatmap peak" in n for n in found.notes)
+
+
+def test_quad_overlap_is_the_share_of_the_smaller_body():
+    square = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=float)  # TL, TR, BL, BR
+    assert quad_overlap(square, square) == pytest.approx(1.0)
+    assert quad_overlap(square, square + np.array([0, 5])) == pytest.approx(0.5)
+    assert quad_overlap(square, square + np.array([0, 20])) == 0.0
+    small = np.array([[2, 2], [4, 2], [2, 4], [4, 4]], dtype=float)
+    assert quad_overlap(square, small) == pytest.approx(1.0)  # of the smaller one
+    crossed = square[[0, 1, 3, 2]]  # corners in the wrong order: its hull is the same square
+    assert quad_overlap(square, crossed) == pytest.approx(1.0)
+    assert quad_overlap(square, np.zeros((4, 2))) == 0.0
 
 
 @pytest.mark.parametrize("extra_above, extra_below", [(2, 0), (0, 2), (3, 2)])
