@@ -203,15 +203,18 @@ def _duplicates(centres: np.ndarray, sizes: np.ndarray, corners: np.ndarray) -> 
             drop[keep[order[0] + 1]] = True
             continue
         body = corners[keep]
-        overlapping = [
-            k
-            for k in order
-            if span[k] < OVERLAP_SPAN
-            and max(quad_overlap(body[k + 1], body[k]), quad_overlap(body[k + 1], body[k + 2])) > DUPLICATE_OVERLAP
-        ]
-        if not overlapping:
+        overlapping = next(
+            (
+                k
+                for k in order
+                if span[k] < OVERLAP_SPAN
+                and max(quad_overlap(body[k + 1], body[k]), quad_overlap(body[k + 1], body[k + 2])) > DUPLICATE_OVERLAP
+            ),
+            None,
+        )
+        if overlapping is None:
             break
-        drop[keep[overlapping[0] + 1]] = True
+        drop[keep[overlapping + 1]] = True
     return drop
 
 
