@@ -25,8 +25,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a file from anywhere
-    sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / "scripts"):
+    if str(path) not in sys.path:  # run as a file from anywhere
+        sys.path.insert(0, str(path))
+
+from level_sheets import read_boxes  # noqa: E402
 
 from spine_engine.decoding import decode_image  # noqa: E402
 from spine_engine.measurement import landmark_reading  # noqa: E402
@@ -71,9 +74,9 @@ def audit(data: Path, sheets: Path, groups: dict[str, list[str]], readings: list
             sample = samples[name]
             pixels = decode_image(sample.image_path.read_bytes(), 10**9, name).pixels
             h, w = pixels.shape[:2]
-            labelled = (sample.landmarks * [w, h]).reshape(17, 4, 2).mean(axis=1)
+            labelled = sample.corners(h, w).mean(axis=1)
             served = landmark_reading(registry, pixels, policy).vertebrae.corners().mean(axis=1)
-            boxes = np.array(json.loads((sheets / f"{Path(name).stem}_boxes.json").read_text())).mean(axis=1)
+            boxes = read_boxes(sheets, name).mean(axis=1)
             row: dict = {"group": group, "label_box": {}, "served_box": {}, "sides": []}
             for end, index in ENDS.items():
                 row["label_box"][end] = nearest_box(boxes, labelled[index])

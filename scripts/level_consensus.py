@@ -30,6 +30,7 @@ for path in (REPO, REPO / "scripts"):
         sys.path.insert(0, str(path))
 
 from centreline_sheets import marks_json  # noqa: E402
+from level_sheets import read_boxes  # noqa: E402
 
 HALF_STEP = 0.6  # a mark further than this (in steps between box centres) from every box's endplate is between boxes
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     marks = json.loads(args.marks.read_text())
     readings = [json.loads(path.read_text()) for path in args.readings]
     names = {name for reading in readings for name in reading["films"]}
-    boxes = {name: np.asarray(json.loads((args.sheets / f"{Path(name).stem}_boxes.json").read_text())) for name in names}
+    boxes = {name: read_boxes(args.sheets, name) for name in names}
     report = apply_consensus(marks, boxes, readings)
     args.marks.write_text(marks_json(marks) + "\n")
     for row in report:

@@ -50,6 +50,16 @@ def chain_boxes(registry: ModelRegistry, pixels: np.ndarray) -> np.ndarray | Non
     return None if chain is None else frame_to_source(chain.corners, reading.frame)
 
 
+def boxes_file(sheets: Path, film: str) -> Path:
+    """Where the numbered bodies' corners of `film` (a name or stem) are written beside its sheets."""
+    return sheets / f"{Path(film).stem}_boxes.json"
+
+
+def read_boxes(sheets: Path, film: str) -> np.ndarray:
+    """(k, 4, 2) the numbered bodies' corners (film pixels, TL TR BL BR) written beside `film`'s sheets."""
+    return np.asarray(json.loads(boxes_file(sheets, film).read_text()), dtype=np.float64)
+
+
 def draw_sheets(pixels: np.ndarray, boxes: np.ndarray, out: Path, stem: str) -> None:
     gray = pixels if pixels.ndim == 2 else pixels[..., :3].mean(axis=2)
     lo, hi = np.percentile(gray, (1, 99))
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         draw_sheets(pixels, boxes, args.out, path.stem)
         # The numbered bodies' corners (film pixels, TL TR BL BR), so that a reader's box numbers become marks.
-        (args.out / f"{path.stem}_boxes.json").write_text(json.dumps(np.round(boxes, 1).tolist()))
+        boxes_file(args.out, path.name).write_text(json.dumps(np.round(boxes, 1).tolist()))
         print(path.name, f"{len(boxes)} bodies numbered 0..{len(boxes) - 1}")
     return 0
 

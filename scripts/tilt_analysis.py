@@ -97,7 +97,7 @@ def main() -> None:
         sample = samples[i]
         pixels = decode_image(sample.image_path.read_bytes(), 10**9, sample.name).pixels
         h, w = pixels.shape[:2]
-        truth, labelled = (sample.landmarks * [w, h]).reshape(17, 4, 2), sample.cobb_angles
+        truth, labelled = sample.corners(h, w), sample.cobb_angles
         reading = landmark_reading(registry, pixels, policy)
         read = reading.vertebrae.corners()
         true_tilt = cobb_vectors(truth)[0]

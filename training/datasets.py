@@ -139,6 +139,10 @@ class AasceSample:
     def vertebra_mask(self, height: int, width: int) -> np.ndarray:
         return rasterize_vertebrae(self.landmarks, height, width)
 
+    def corners(self, height: int, width: int) -> np.ndarray:
+        """(17, 4, 2) the labelled corners (TL, TR, BL, BR per vertebra, top to bottom) in a height x width film's pixels."""
+        return (self.landmarks * [width, height]).reshape(N_VERTEBRAE, 4, 2)
+
 
 _PATIENT_RE = re.compile(r"^(.*?)(\d+)\s*[A-Za-z]?\s+AP", re.IGNORECASE)
 

@@ -106,7 +106,7 @@ def evaluate_aasce(
             study = analyze_study(engine, replace(masks_only, max_pixels=10**9))
         ap = study.views["AP"]
         height, width = ap.image.height, ap.image.width
-        truth_corners = (sample.landmarks * [width, height]).reshape(17, 4, 2)
+        truth_corners = sample.corners(height, width)
         truth = fill_vertebrae(truth_corners, height, width)
         mask = ap.result.masks["Ap_Vertebra"]
         d = dice(mask, truth)

@@ -389,7 +389,7 @@ def width_profile(data_dir: Path) -> np.ndarray:
     ratios = []
     for sample in read_aasce_dataset(data_dir):
         with Image.open(sample.image_path) as img:
-            xy = sample.landmarks.reshape(N_VERTEBRAE, 4, 2) * np.array(img.size)
+            xy = sample.corners(img.height, img.width)
         widths = np.linalg.norm((xy[:, 1] + xy[:, 3]) / 2 - (xy[:, 0] + xy[:, 2]) / 2, axis=1)
         ratios.append(widths / widths.mean())
     return np.mean(ratios, axis=0)
